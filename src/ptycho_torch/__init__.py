@@ -1,0 +1,1 @@
+"""Compatibility surface for users of the reference PyTorch backend (adapters over ``ptychopinn``)."""

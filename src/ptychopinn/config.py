@@ -1,0 +1,423 @@
+"""Configuration: frozen dataclasses validated on construction, with a JSON/dict round trip.
+
+These dataclasses are the one source of truth for every knob. Field names follow the reference
+PtychoPINN system where it has them (``N``, ``gridsize``, ``n_filters_scale``, ``nphotons``,
+``n_groups`` ...). Construction validates every field and raises :class:`ConfigError` with a
+message naming the field, the allowed values and the value found. ``from_dict`` rejects unknown
+keys (so a typo in a config file is an error, not a silently ignored setting).
+
+Importing this module is cheap (standard library only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ptychopinn.errors import ConfigError
+
+T = TypeVar("T", bound="_Config")
+
+AMP_ACTIVATIONS = ("sigmoid", "swish", "softplus", "relu")
+MODEL_TYPES = ("pinn", "supervised")
+SCHEDULERS = ("constant", "exponential", "cosine", "plateau")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true")
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+LOGGERS = ("csv", "tensorboard", "mlflow", "none")
+CLIP_ALGORITHMS = ("norm", "value")
+UNITS = ("amplitude", "intensity", "auto")
+
+
+def _require(cond: bool, name: str, expected: str, value: Any) -> None:
+    if not cond:
+        raise ConfigError(f"config field '{name}': expected {expected}, got {value!r}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
+def _check_int(name: str, v: Any, lo: int | None = None, hi: int | None = None,
+               optional: bool = False) -> None:
+    if optional and v is None:
+        return
+    rng = ""
+    if lo is not None and hi is not None:
+        rng = f" in [{lo}, {hi}]"
+    elif lo is not None:
+        rng = f" >= {lo}"
+    ok = _is_int(v) and (lo is None or v >= lo) and (hi is None or v <= hi)
+    _require(ok, name, f"an integer{rng}" + (" or null" if optional else ""), v)
+
+
+def _check_num(name: str, v: Any, lo: float | None = None, strict: bool = False,
+               optional: bool = False) -> None:
+    if optional and v is None:
+        return
+    ok = _is_num(v)
+    if ok and lo is not None:
+        ok = v > lo if strict else v >= lo
+    rel = ">" if strict else ">="
+    rng = f" {rel} {lo}" if lo is not None else ""
+    _require(ok, name, f"a finite number{rng}" + (" or null" if optional else ""), v)
+
+
+def _check_choice(name: str, v: Any, choices: tuple[str, ...]) -> None:
+    _require(v in choices, name, f"one of {list(choices)}", v)
+
+
+def _check_bool(name: str, v: Any) -> None:
+    _require(isinstance(v, bool), name, "true or false", v)
+
+
+@dataclass(frozen=True)
+class _Config:
+    """Shared behaviour: dict/JSON round trip and a ``replace`` that re-validates."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-serialisable dict (paths become strings)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = str(v) if isinstance(v, Path) else v
+        return out
+
+    @classmethod
+    def from_dict(cls: type[T], d: dict[str, Any]) -> T:
+        """Build from a dict; unknown keys are a :class:`ConfigError` that lists the valid ones."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"{cls.__name__}: expected a mapping of field names to values, got "
+                              f"{type(d).__name__}")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"{cls.__name__}: unknown key(s) {unknown}; valid keys are {sorted(names)}")
+        return cls(**d)
+
+    def replace(self: T, **changes: Any) -> T:
+        """Copy with some fields changed (validated again); unknown names are a ConfigError."""
+        names = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise ConfigError(f"{type(self).__name__}: unknown field(s) {unknown}")
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Config):
+    """Architecture and physics of the model.
+
+    ``N`` is the patch / detector size in pixels (a multiple of 8 from 32 to 256). ``gridsize`` g
+    gives C = g*g diffraction patterns per sample. ``probe_scale`` fixes the probe normalisation:
+    the illuminating probe is rescaled to total energy ``(probe_scale * N / 4)**2`` so that a fully
+    transmitting object reconstructs at amplitude ``2 / probe_scale`` (0.5 by default), well
+    inside the range of every amplitude activation.
+    """
+
+    N: int = 64
+    gridsize: int = 1
+    n_filters_scale: int = 2
+    model_type: str = "pinn"
+    generator: str = "cnn"
+    amp_activation: str = "sigmoid"
+    object_big: bool = True
+    probe_big: bool = True
+    probe_mask: bool = False
+    pad_object: bool = True
+    probe_scale: float = 4.0
+    gaussian_smoothing_sigma: float = 0.0
+    probe_trainable: bool = False
+    intensity_scale_trainable: bool = False
+    cbam_encoder: bool = False
+
+    def __post_init__(self) -> None:
+        _check_int("N", self.N, 32, 256)
+        _require(self.N % 8 == 0, "N", "a multiple of 8 from 32 to 256", self.N)
+        _check_int("gridsize", self.gridsize, 1, 8)
+        _check_int("n_filters_scale", self.n_filters_scale, 1, 64)
+        _check_choice("model_type", self.model_type, MODEL_TYPES)
+        _require(isinstance(self.generator, str) and bool(self.generator), "generator",
+                 "a registered generator name such as 'cnn'", self.generator)
+        _check_choice("amp_activation", self.amp_activation, AMP_ACTIVATIONS)
+        for name in ("object_big", "probe_big", "probe_mask", "pad_object", "probe_trainable",
+                     "intensity_scale_trainable", "cbam_encoder"):
+            _check_bool(name, getattr(self, name))
+        _check_num("probe_scale", self.probe_scale, 0.0, strict=True)
+        _check_num("gaussian_smoothing_sigma", self.gaussian_smoothing_sigma, 0.0)
+
+    @property
+    def channels(self) -> int:
+        """C = gridsize**2, the number of patterns per sample."""
+        return self.gridsize * self.gridsize
+
+
+@dataclass(frozen=True)
+class TrainingConfig(_Config):
+    """Data selection, loss and optimisation.
+
+    ``nphotons`` is the mean total photon count per pattern used by the Poisson likelihood
+    (``intensity_scale = sqrt(nphotons) / (N/2)``); ``None`` measures it from the training data,
+    which is right whenever the data are detector counts (or their square root).
+    ``n_groups`` is the number of training samples (groups) to draw; ``None`` uses one group per
+    scan point. Loss weights: total = nll_weight*Poisson + mae_weight*MAE(amplitude)
+    + realspace_weight*realspace_mae_weight*MAE(object).
+    """
+
+    batch_size: int = 16
+    nepochs: int = 50
+    nphotons: float | None = None
+    nll_weight: float = 1.0
+    mae_weight: float = 0.0
+    realspace_weight: float = 0.0
+    realspace_mae_weight: float = 0.0
+    n_groups: int | None = None
+    n_subsample: int | None = None
+    subsample_seed: int = 42
+    neighbor_count: int = 4
+    sequential_sampling: bool = False
+    enable_oversampling: bool = False
+    positions_provided: bool = True
+    learning_rate: float = 1e-3
+    scheduler: str = "constant"
+    scheduler_gamma: float = 0.95
+    warmup_epochs: int = 0
+    plateau_factor: float = 0.5
+    plateau_patience: int = 2
+    min_learning_rate: float = 1e-5
+    early_stop_patience: int | None = None
+    val_fraction: float = 0.1
+    seed: int = 42
+    output_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_int("batch_size", self.batch_size, 1)
+        _check_int("nepochs", self.nepochs, 1)
+        _check_num("nphotons", self.nphotons, 0.0, strict=True, optional=True)
+        for name in ("nll_weight", "mae_weight", "realspace_weight", "realspace_mae_weight"):
+            _check_num(name, getattr(self, name), 0.0)
+        _require(self.nll_weight + self.mae_weight + self.realspace_weight > 0, "nll_weight",
+                 "at least one of nll_weight, mae_weight, realspace_weight > 0",
+                 (self.nll_weight, self.mae_weight, self.realspace_weight))
+        _check_int("n_groups", self.n_groups, 1, optional=True)
+        _check_int("n_subsample", self.n_subsample, 1, optional=True)
+        _check_int("subsample_seed", self.subsample_seed, 0)
+        _check_int("neighbor_count", self.neighbor_count, 1)
+        for name in ("sequential_sampling", "enable_oversampling", "positions_provided"):
+            _check_bool(name, getattr(self, name))
+        _check_num("learning_rate", self.learning_rate, 0.0, strict=True)
+        _check_choice("scheduler", self.scheduler, SCHEDULERS)
+        _check_num("scheduler_gamma", self.scheduler_gamma, 0.0, strict=True)
+        _require(self.scheduler_gamma <= 1.0, "scheduler_gamma", "a number in (0, 1]",
+                 self.scheduler_gamma)
+        _check_int("warmup_epochs", self.warmup_epochs, 0)
+        _check_num("plateau_factor", self.plateau_factor, 0.0, strict=True)
+        _require(self.plateau_factor < 1.0, "plateau_factor", "a number in (0, 1)", self.plateau_factor)
+        _check_int("plateau_patience", self.plateau_patience, 0)
+        _check_num("min_learning_rate", self.min_learning_rate, 0.0)
+        _check_int("early_stop_patience", self.early_stop_patience, 1, optional=True)
+        _check_num("val_fraction", self.val_fraction, 0.0)
+        _require(self.val_fraction < 0.9, "val_fraction", "a number in [0, 0.9)", self.val_fraction)
+        _check_int("seed", self.seed, 0)
+        _require(self.output_dir is None or isinstance(self.output_dir, str), "output_dir",
+                 "a path string or null", self.output_dir)
+
+
+@dataclass(frozen=True)
+class ExecutionConfig(_Config):
+    """How training runs: hardware, precision, parallelism, logging and checkpoints.
+
+    Passed straight to the Lightning ``Trainer``. ``accelerator='gpu'`` and ``'cuda'`` are the same.
+    ``precision='bf16-mixed'`` works on CPU and GPU. ``deterministic`` seeds everything and turns
+    on deterministic algorithms (bit-exact CPU runs with ``num_workers=0``).
+    """
+
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32"
+    deterministic: bool = True
+    gradient_clip_val: float | None = None
+    gradient_clip_algorithm: str = "norm"
+    accumulate_grad_batches: int = 1
+    num_workers: int = 0
+    logger: str = "csv"
+    enable_progress_bar: bool = True
+    enable_checkpointing: bool = True
+    checkpoint_save_top_k: int = 1
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("accelerator", self.accelerator, ACCELERATORS)
+        _require(self.devices == "auto" or (_is_int(self.devices) and self.devices >= 1), "devices",
+                 "a positive integer or 'auto'", self.devices)
+        _check_int("num_nodes", self.num_nodes, 1)
+        _check_choice("strategy", self.strategy, STRATEGIES)
+        _check_choice("precision", self.precision, PRECISIONS)
+        _check_bool("deterministic", self.deterministic)
+        _check_num("gradient_clip_val", self.gradient_clip_val, 0.0, strict=True, optional=True)
+        _check_choice("gradient_clip_algorithm", self.gradient_clip_algorithm, CLIP_ALGORITHMS)
+        _check_int("accumulate_grad_batches", self.accumulate_grad_batches, 1)
+        _check_int("num_workers", self.num_workers, 0)
+        _check_choice("logger", self.logger, LOGGERS)
+        _check_bool("enable_progress_bar", self.enable_progress_bar)
+        _check_bool("enable_checkpointing", self.enable_checkpointing)
+        _check_int("checkpoint_save_top_k", self.checkpoint_save_top_k, 0)
+        _check_int("num_threads", self.num_threads, 1, optional=True)
+
+
+@dataclass(frozen=True)
+class InferenceConfig(_Config):
+    """Reconstruction: batching, precision and stitching.
+
+    ``stitch_window`` is the side in pixels of the central region of each predicted patch that is
+    placed on the canvas (the rest of the patch is less reliable); ``None`` uses ``N * 5 // 16``
+    (20 px at N=64, the reference value). ``neighbor_count`` is K for gridsize > 1 grouping.
+    """
+
+    batch_size: int = 64
+    stitch_window: int | None = None
+    precision: str = "32"
+    accelerator: str = "auto"
+    neighbor_count: int = 4
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        _check_int("batch_size", self.batch_size, 1)
+        _check_int("stitch_window", self.stitch_window, 2, optional=True)
+        _check_choice("precision", self.precision, PRECISIONS)
+        _check_choice("accelerator", self.accelerator, ACCELERATORS)
+        _check_int("neighbor_count", self.neighbor_count, 1)
+        _check_int("seed", self.seed, 0)
+
+    def window_for(self, N: int) -> int:
+        """Stitch window in pixels for patch size ``N`` (clipped to N)."""
+        w = self.stitch_window if self.stitch_window is not None else max(2, (N * 5) // 16)
+        return min(w, N)
+
+
+@dataclass(frozen=True)
+class SimulationConfig(_Config):
+    """A simulated scan: object, probe, scan pattern and dose.
+
+    ``object_kind``: 'lines', 'grf' (Gaussian random field) or 'image' (a bundled natural image,
+    chosen by ``image_name``). ``probe_kind``: 'focused' (a circular aperture propagated to give a
+    spot with side lobes) or 'gaussian'. ``scan``: 'raster' (with ``jitter`` pixels of random
+    displacement) or 'spiral' (Fermat). The scan step is set by ``overlap``, the linear overlap
+    fraction of neighbouring probe footprints (step = (1 - overlap) * probe diameter).
+    ``nphotons`` is the expected mean total count per pattern; ``poisson=False`` gives the
+    noiseless expected amplitudes at that dose.
+    """
+
+    N: int = 64
+    object_size: int = 256
+    object_kind: str = "image"
+    image_name: str = "camera"
+    amplitude_range: tuple[float, float] = (0.5, 1.0)
+    phase_range: tuple[float, float] = (-1.0, 1.0)
+    probe_kind: str = "focused"
+    probe_diameter: float | None = None
+    scan: str = "raster"
+    overlap: float = 0.7
+    jitter: float = 0.5
+    n_points: int | None = None
+    nphotons: float = 1e6
+    poisson: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_int("N", self.N, 16, 512)
+        _require(self.N % 2 == 0, "N", "an even integer", self.N)
+        _check_int("object_size", self.object_size, self.N + 2)
+        _check_choice("object_kind", self.object_kind, ("lines", "grf", "image"))
+        _require(isinstance(self.image_name, str), "image_name", "a string", self.image_name)
+        for name in ("amplitude_range", "phase_range"):
+            v = getattr(self, name)
+            ok = isinstance(v, (tuple, list)) and len(v) == 2 and all(_is_num(x) for x in v) \
+                and v[0] <= v[1]
+            _require(ok, name, "a pair (low, high) with low <= high", v)
+            object.__setattr__(self, name, (float(v[0]), float(v[1])))
+        _require(self.amplitude_range[0] >= 0.0, "amplitude_range", "non-negative amplitudes",
+                 self.amplitude_range)
+        _check_choice("probe_kind", self.probe_kind, ("focused", "gaussian"))
+        _check_num("probe_diameter", self.probe_diameter, 0.0, strict=True, optional=True)
+        _check_choice("scan", self.scan, ("raster", "spiral"))
+        _check_num("overlap", self.overlap, 0.0)
+        _require(self.overlap < 0.95, "overlap", "a fraction in [0, 0.95)", self.overlap)
+        _check_num("jitter", self.jitter, 0.0)
+        _check_int("n_points", self.n_points, 1, optional=True)
+        _check_num("nphotons", self.nphotons, 0.0, strict=True)
+        _check_bool("poisson", self.poisson)
+        _check_int("seed", self.seed, 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        d["amplitude_range"] = list(self.amplitude_range)
+        d["phase_range"] = list(self.phase_range)
+        return d
+
+
+@dataclass(frozen=True)
+class RunConfig(_Config):
+    """Everything a training run needs, nested: model, training and execution."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+
+    def __post_init__(self) -> None:
+        for name, typ in (("model", ModelConfig), ("training", TrainingConfig),
+                          ("execution", ExecutionConfig)):
+            v = getattr(self, name)
+            if isinstance(v, dict):
+                object.__setattr__(self, name, typ.from_dict(v))
+            elif not isinstance(v, typ):
+                raise ConfigError(f"config field '{name}': expected {typ.__name__}, got {type(v).__name__}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model.to_dict(), "training": self.training.to_dict(),
+                "execution": self.execution.to_dict()}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config is not valid JSON: {exc}") from None
+        return cls.from_dict(d)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or YAML config file into a dict (not yet validated).
+
+    The file holds a mapping with optional sections ``model``, ``training``, ``execution``,
+    ``inference``. Raises :class:`ConfigError` for a missing file or unparsable content.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}; pass an existing .json or .yaml file")
+    text = p.read_text(encoding="utf-8")
+    try:
+        if p.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # noqa: BLE001 - any parser error becomes one clear message
+        raise ConfigError(f"cannot parse config file {p}: {exc}".splitlines()[0]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p}: expected a mapping at top level, got {type(data).__name__}")
+    return data

@@ -1,0 +1,61 @@
+"""Likelihoods and losses, each with its normalisation stated.
+
+Notation: ``pred`` is the model's far-field amplitude and ``meas`` the measured amplitude, both in
+normalised units ``[B, C, N, N]`` float32; ``scale`` is the intensity scale ``s`` that turns them
+into photon-count amplitudes, so the expected counts are ``lam = (s * pred)**2`` and the measured
+counts ``k = (s * meas)**2``.
+
+* :func:`poisson_nll_elements`: ``lam - k * log(lam)`` per pixel, the Poisson negative
+  log-likelihood without the data-only term ``log(k!)``.
+* :func:`poisson_loss`: the Poisson deviance ``sum(lam - k - k*log(lam/k))`` over all pixels of the
+  batch divided by the total measured counts ``sum(k)``. It differs from the NLL by a data-only
+  constant (same gradients up to the positive factor ``1/sum(k)``), is zero for a perfect
+  fit, and its value does not grow with the dose, so one learning rate fits all doses.
+* :func:`amplitude_mae`: ``mean |s*pred - s*meas| / mean(s*meas)``, a relative error.
+* :func:`realspace_mae`: mean absolute amplitude error plus mean absolute wrapped phase error of
+  object patches, for supervised training (radians and amplitude units add; both are O(1)).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+_TINY = 1e-12
+
+
+def poisson_nll_elements(pred: torch.Tensor, meas: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
+    """Per-pixel Poisson NLL ``lam - k log lam`` (no ``log k!``), shape of ``pred``, float32."""
+    lam = (scale * pred.float()).pow(2) + _TINY
+    k = (scale * meas.float()).pow(2)
+    return lam - k * torch.log(lam)
+
+
+def poisson_loss(pred: torch.Tensor, meas: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
+    """Normalised Poisson deviance (scalar): ``sum(lam - k - k log(lam/k)) / sum(k)``."""
+    lam = (scale * pred.float()).pow(2) + _TINY
+    k = (scale * meas.float()).pow(2)
+    klogk = torch.where(k > 0, k * torch.log(k.clamp_min(_TINY)), torch.zeros_like(k))
+    dev = lam - k - k * torch.log(lam) + klogk
+    return dev.sum() / k.sum().clamp_min(_TINY)
+
+
+def amplitude_mae(pred: torch.Tensor, meas: torch.Tensor) -> torch.Tensor:
+    """Relative mean absolute error of amplitudes (scalar): ``mean|pred - meas| / mean(meas)``.
+
+    The intensity scale cancels in this ratio, so it is not an argument.
+    """
+    return (pred.float() - meas.float()).abs().mean() / meas.float().mean().clamp_min(_TINY)
+
+
+def wrap_phase(phi: torch.Tensor) -> torch.Tensor:
+    """Wrap radians to ``(-pi, pi]``."""
+    return phi - 2 * math.pi * torch.ceil((phi - math.pi) / (2 * math.pi))
+
+
+def realspace_mae(pred_obj: torch.Tensor, true_obj: torch.Tensor) -> torch.Tensor:
+    """Mean |amplitude error| + mean |wrapped phase error| of complex patches ``[B, C, N, N]``."""
+    amp = (pred_obj.abs() - true_obj.abs()).abs().mean()
+    phase = wrap_phase(torch.angle(pred_obj) - torch.angle(true_obj)).abs().mean()
+    return amp + phase

@@ -1,0 +1,70 @@
+"""Probe helpers: normalisation, the central support mask and complex Gaussian smoothing.
+
+Probe normalisation fixes the scale ambiguity between object and probe. The illuminating probe is
+rescaled to total energy ``sum |P|**2 == (probe_scale * N / 4)**2``. Network inputs are
+normalised so that a pattern carries on average ``(N/2)**2`` of energy (see
+:mod:`ptychopinn.data.normalize`), so by Parseval a fully transmitting object explains the data
+at amplitude ``2 / probe_scale`` (0.5 for the default ``probe_scale = 4``): reconstructed amplitudes
+are relative to the mean transmission of the scanned region and sit well inside the range of
+every amplitude activation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def normalize_probe(probe: torch.Tensor, probe_scale: float = 4.0) -> torch.Tensor:
+    """Rescale a probe to total energy ``(probe_scale * N / 4)**2``.
+
+    ``probe``: ``[N, N]`` complex64. Returns ``[N, N]`` complex64 (same phase, new scale).
+    """
+    n = probe.shape[-1]
+    energy = probe.abs().pow(2).sum()
+    if not torch.isfinite(energy) or energy <= 0:
+        raise ValueError("probe has zero or non-finite energy; pass a probe with non-zero amplitude")
+    target = probe_scale * n / 4.0
+    return (probe * (target / energy.sqrt())).to(torch.complex64)
+
+
+def central_disk(n: int, radius: float | None = None, device: torch.device | None = None) -> torch.Tensor:
+    """Hard disk mask ``[n, n]`` float32 of radius ``n/4`` (default) centred on pixel ``(n//2, n//2)``."""
+    r = n / 4.0 if radius is None else radius
+    ax = torch.arange(n, dtype=torch.float32, device=device) - n // 2
+    rr = ax[:, None] ** 2 + ax[None, :] ** 2
+    return (rr <= r * r).to(torch.float32)
+
+
+def central_window(n: int, device: torch.device | None = None) -> torch.Tensor:
+    """Square window ``[n, n]`` float32: 1 on the central ``n/2 x n/2`` pixels, 0 elsewhere."""
+    w = torch.zeros(n, n, dtype=torch.float32, device=device)
+    w[n // 4: n // 4 + n // 2, n // 4: n // 4 + n // 2] = 1.0
+    return w
+
+
+def gaussian_kernel1d(sigma: float, device: torch.device | None = None) -> torch.Tensor:
+    """Normalised 1-D Gaussian kernel ``[2k+1]`` float32 with ``k = ceil(3 sigma)``."""
+    k = max(1, math.ceil(3.0 * sigma))
+    x = torch.arange(-k, k + 1, dtype=torch.float32, device=device)
+    g = torch.exp(-0.5 * (x / sigma) ** 2)
+    return g / g.sum()
+
+
+def gaussian_smooth(field: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of the real and imaginary parts (zero padding).
+
+    ``field``: ``[..., H, W]`` complex. Returns the same shape and dtype. ``sigma`` in pixels;
+    ``sigma <= 0`` returns the input unchanged.
+    """
+    if sigma <= 0:
+        return field
+    g = gaussian_kernel1d(sigma, field.device)
+    k = g.numel()
+    shape = field.shape
+    parts = torch.view_as_real(field).movedim(-1, -3).reshape(-1, 1, shape[-2], shape[-1])
+    parts = torch.nn.functional.conv2d(parts, g.view(1, 1, 1, k), padding=(0, k // 2))
+    parts = torch.nn.functional.conv2d(parts, g.view(1, 1, k, 1), padding=(k // 2, 0))
+    parts = parts.reshape(*shape[:-2], 2, shape[-2], shape[-1]).movedim(-3, -1).contiguous()
+    return torch.view_as_complex(parts)
