@@ -115,9 +115,7 @@ def fit_phase_ramp(
     Robust to wrapping: a coarse ramp comes from the peak of the 4x zero-padded FFT of the difference
     field ``recon * conj(truth)``; the small remaining ramp is refined (twice) by weighted least squares
     on the wrapped residual phase. ``recon``, ``truth``: ``[H, W]`` complex; ``mask``: ``[H, W]`` bool.
-
-    Returns:
-        ``(a, b, c)``: rad/pixel along x (columns), rad/pixel along y (rows), rad at the array centre.
+    Returns ``(a, b, c)``: rad/pixel along x (columns), rad/pixel along y (rows), rad at the array centre.
     """
     r, t = _complex_pair(recon, truth)
     m = _mask_or_all(mask, r.shape)
@@ -198,7 +196,8 @@ def register_subpixel(
     ``normalization=None``) of mean-subtracted, Tukey-windowed images. The window biases one estimate
     toward zero, so it is refined ``iterations`` times by re-registering a spline-shifted copy (about
     0.05 px accuracy on textured images). Apply: a Fourier phase ramp (:func:`scipy.ndimage.fourier_shift`)
-    on the complex field; that wraps content around the edges, so crop ``ceil(|shift|)`` px afterwards.
+    on the mirror-padded complex field (no edge ringing); the ``ceil(|shift|)`` px shifted in at the
+    edges hold mirrored content, so crop them afterwards.
 
     Args:
         recon, truth: ``[H, W]`` complex arrays on the same grid.
@@ -250,7 +249,11 @@ def register_subpixel(
             stacklevel=2,
         )
         return r.copy(), (0.0, 0.0)
-    shifted = np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(r), total))
+    # Mirror padding makes the periodic extension continuous, so the Fourier shift does not ring
+    # along the edges; the pixels shifted in from outside are mirrored content (crop them).
+    pad = int(math.ceil(float(np.max(np.abs(total))))) + 8
+    padded = np.pad(r, pad, mode="symmetric")
+    shifted = np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(padded), total))[pad:-pad, pad:-pad]
     return shifted, (float(total[0]), float(total[1]))
 
 
@@ -280,12 +283,8 @@ def frc(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     cross to the spectra. ``FRC(r) = |sum F1 F2*| / sqrt(sum |F1|^2 sum |F2|^2)`` over ring ``r``
     (rounded distance from zero frequency); a ring where either image has no power gets 0.
 
-    Args:
-        a, b: ``[H, W]`` real arrays of one shape (any units), sides >= 2.
-
-    Returns:
-        ``(freq, curve)``, both ``[R]`` float64 for ``r = 0 .. side//2``: ``freq = r/side`` in cycles per
-        pixel; ``curve`` in [0, 1].
+    ``a``, ``b``: ``[H, W]`` real arrays of one shape (any units), sides >= 2. Returns ``(freq, curve)``,
+    both ``[R]`` float64 for ``r = 0 .. side//2``: ``freq = r/side`` cycles/pixel, ``curve`` in [0, 1].
     """
     x, y = np.asarray(a), np.asarray(b)
     if x.ndim != 2 or x.shape != y.shape or np.iscomplexobj(x) or np.iscomplexobj(y) or min(x.shape) < 2:
@@ -328,10 +327,8 @@ def frc_resolution(
     frequencies. A curve that never crosses gives ``1/freq[-1]`` (about 2 px, the Nyquist limit: every
     measurable frequency correlates). NaN curve values count as 0.
 
-    Args:
-        freq: ``[R]`` cycles/pixel, from :func:`frc`; curve: ``[R]`` FRC values;
-        n_pixels_per_ring: ``[R]`` counts from :func:`ring_pixel_counts` (used by ``'half-bit'``);
-        threshold: ``'0.5'`` (fixed) or ``'half-bit'`` (van Heel & Schatz 2005).
+    ``freq``: ``[R]`` cycles/pixel (:func:`frc`); ``curve``: ``[R]`` FRC; ``n_pixels_per_ring``: ``[R]``
+    (:func:`ring_pixel_counts`, for ``'half-bit'``); ``threshold``: ``'0.5'`` or ``'half-bit'`` (van Heel).
     """
     f, c = np.asarray(freq, dtype=np.float64), np.asarray(curve, dtype=np.float64)
     n = np.asarray(n_pixels_per_ring, dtype=np.float64)
@@ -408,16 +405,13 @@ def align_for_comparison(
     of the reconstruction inside the box with a truth-free constant (mean scanned amplitude x circular-mean
     phase) so Fourier steps see no holes; if ``align``, register (:func:`register_subpixel`, limited to a
     quarter of the box side), shift the mask along (a pixel stays valid only if all its interpolation
-    sources were scanned) and crop ``ceil(|dy|)`` rows and ``ceil(|dx|)`` columns more per side (Fourier
-    wrap-around); remove the global phase and, if ``remove_ramp``, a joint phase ramp, both fitted on the
+    sources were scanned) and crop ``ceil(|dy|)`` rows and ``ceil(|dx|)`` columns more per side (mirrored
+    content); remove the global phase and, if ``remove_ramp``, a joint phase ramp, both fitted on the
     mask; rescale by ``mean|truth| / mean|recon|`` over the mask (global amplitude-scale ambiguity).
 
-    Args:
-        recon, truth: ``[H, W]`` complex, same grid; mask: ``[H, W]`` bool scanned pixels (``None``:
-            ``|recon| > 0``); border: px >= 0; upsample, channel: see :func:`register_subpixel`.
-
-    Returns:
-        ``(recon_crop, truth_crop, info)``: two ``[h, w]`` complex128 arrays and an :class:`AlignmentInfo`.
+    ``recon``, ``truth``: ``[H, W]`` complex, same grid; ``mask``: ``[H, W]`` bool scanned pixels (``None``:
+    ``|recon| > 0``); ``border``: px >= 0; ``upsample``, ``channel``: see :func:`register_subpixel`.
+    Returns ``(recon_crop, truth_crop, info)``: two ``[h, w]`` complex128 arrays, an :class:`AlignmentInfo`.
     """
     from scipy import ndimage
 
@@ -526,16 +520,13 @@ def evaluate(
     channel are ``None`` (JSON null); a constant reconstruction of a varying truth has Pearson 0 (the
     flat-collapse signature that MAE misses). FRC resolutions in pixels (:func:`frc_resolution`).
 
-    Args:
-        recon: ``[H, W]`` complex reconstruction (stitched canvas on the object's grid).
-        truth: ``[H, W]`` complex ground truth. mask: ``[H, W]`` bool scanned pixels (``None``: |recon|>0).
-        align: sub-pixel registration. remove_ramp: remove a linear phase ramp. border: px trimmed.
-
-    Returns:
-        ``{'amplitude': {'mae', 'psnr', 'ssim', 'pearson', 'frc_resolution_px_half_bit',
-        'frc_resolution_px_0.5'}, 'phase': {same, MAE in rad}, 'shift_px': [dy, dx], 'amplitude_scale',
-        'region': {'rows': [r0, r1], 'cols': [c0, c1]} (half-open, input grid), 'frc': {'freq' (cycles/px),
-        'amplitude', 'phase', 'half_bit'} (lists)}``; all numbers are Python floats/ints or None.
+    ``recon``, ``truth``: ``[H, W]`` complex (stitched canvas and object, same grid); ``mask``: ``[H, W]``
+    bool scanned pixels (``None``: ``|recon| > 0``); ``align``: sub-pixel registration; ``remove_ramp``:
+    remove a linear phase ramp; ``border``: px trimmed. Returns ``{'amplitude': {'mae', 'psnr', 'ssim',
+    'pearson', 'frc_resolution_px_half_bit', 'frc_resolution_px_0.5'}, 'phase': {same, MAE in rad},
+    'shift_px': [dy, dx], 'amplitude_scale', 'region': {'rows': [r0, r1], 'cols': [c0, c1]} (half-open,
+    input grid), 'frc': {'freq' (cycles/px), 'amplitude', 'phase', 'half_bit'} (lists)}``; all numbers
+    are Python floats/ints or None.
     """
     rc, tc, info = align_for_comparison(
         recon, truth, mask, align=align, remove_ramp=remove_ramp, border=border

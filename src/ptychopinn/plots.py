@@ -362,6 +362,9 @@ def save_loss_curves(
         ax.plot(epochs, v, marker="o" if v.size <= 50 else None, ms=3, lw=1.5, label=label)
     if finite.size and np.all(finite > 0):
         ax.set_yscale("log")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.set_title(title)

@@ -1,0 +1,45 @@
+"""``ptychopinn infer MODEL SCAN.npz --output-dir DIR``: reconstruct a scan with a trained model.
+
+MODEL is a model archive (``wts.h5.zip``) or a training output directory holding one. Writes
+``DIR/reconstruction.npz`` (complex object ``obj``, ``coverage``, ``positions``, ``origin_xy`` and the
+pixel convention: obj[row, col] is object pixel (y, x) = (origin_y + row, origin_x + col)),
+``DIR/amplitude.png``, ``DIR/phase.png`` and, with ``--product``, a ptychodus product
+``DIR/reconstruction.h5``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ptychopinn.cli._common import positive_int, summary
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("infer", help="reconstruct a scan with a trained model",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", metavar="MODEL", help="wts.h5.zip archive or training output directory")
+    p.add_argument("scan", metavar="SCAN.npz", help="scan to reconstruct (NPZ data contract)")
+    p.add_argument("--output-dir", required=True, help="directory for the reconstruction and images")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="patterns per batch (default 64)")
+    p.add_argument("--stitch-window", type=positive_int,
+                   help="side of the central region of each patch that is stitched (default N*5/16)")
+    p.add_argument("--precision", choices=("32", "bf16-mixed"), default="32")
+    p.add_argument("--accelerator", choices=("auto", "cpu", "gpu", "cuda", "mps"), default="auto")
+    p.add_argument("--units", choices=("auto", "amplitude", "intensity"), default="auto")
+    p.add_argument("--product", action="store_true", help="also write a ptychodus product reconstruction.h5")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ptychopinn.config import InferenceConfig
+    from ptychopinn.workflows import reconstruct_scan
+
+    cfg = InferenceConfig(batch_size=args.batch_size, stitch_window=args.stitch_window,
+                          precision=args.precision, accelerator=args.accelerator)
+    out = reconstruct_scan(args.model, args.scan, output_dir=args.output_dir, inference=cfg, units=args.units,
+                           write_product=args.product, progress=not args.quiet)
+    extra = f", {out.product_h5}" if out.product_h5 else ""
+    summary(f"reconstructed {out.n_patterns} patterns into a {out.shape[0]}x{out.shape[1]} object in "
+            f"{out.seconds:.1f} s; wrote {out.npz}, {out.amplitude_png}, {out.phase_png}{extra}")
+    return 0

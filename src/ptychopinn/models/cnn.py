@@ -1,0 +1,257 @@
+"""The default generator ``'cnn'``: a convolutional encoder with two decoders (amplitude, phase).
+
+Design (our implementation of the published PtychoPINN architecture):
+
+* **Encoder**: ``L`` conv-pool blocks (conv3x3-ReLU-conv3x3-ReLU-maxpool2) with
+  ``L = min(v2(N), floor(log2 N) - 3)`` (``v2`` = number of factors of 2 in N): N=32 -> 2,
+  64 -> 3, 128 -> 4, 256 -> 5, and every multiple of 8 in 32..256 works (40 -> 2, 72 -> 3, 200 -> 3).
+  Widths end at ``128 s`` and halve backwards (N=64: 32s, 64s, 128s; N=128: 16s ... 128s),
+  with ``s = n_filters_scale``. Optional CBAM attention after each block (off by default: the
+  reference found it causes flat-amplitude collapse at N=128).
+* **Decoders** (one per output, no skip connections): ``L - 1`` conv-up blocks
+  (conv3x3-ReLU-conv3x3-ReLU-nearest upsample x2) from the bottleneck back to ``N/2`` with widths
+  ``... 64s, 32s``.
+* **Heads** (per decoder), the "Nyquist" support idea: with ``pad_object`` the object lives in the
+  central ``N/2 x N/2`` (path 1: conv3x3 to C channels at ``N/2``, activation, zero-padded by ``N/4``
+  on every side) so its autocorrelation fits the ``N x N`` detector; with ``probe_big`` a second path
+  (conv-up block to full resolution, conv3x3, activation) fills only the border, where the probe's
+  side lobes illuminate. Without ``pad_object`` only the full-resolution path is used.
+* **Activations**: amplitude from ``amp_activation`` (sigmoid, swish = SiLU, softplus, relu; relu
+  may give exactly 0), phase ``pi * tanh`` in ``(-pi, pi)``. Output ``O = a * exp(i phi)``.
+* **Init**: Glorot/Xavier-uniform weights, zero biases (the reference found this trains more
+  reliably than PyTorch's default Kaiming-uniform).
+
+Differences from the reference, and why: the border path takes the decoder's features (not a
+C-channel slice of them) and runs at half the decoder width, ``16 s``, because it only represents
+the weakly illuminated border and it is the only part of the decoders at full resolution (this
+cuts its cost by a quarter); the border path uses the branch's own activation (the reference uses
+SiLU for both), so amplitude stays in the activation's range and phase in ``(-pi, pi)``.
+
+Memory format: the default contiguous (NCHW) layout is used. ``channels_last`` was measured
+on the 2-core AVX2 CPU this was developed on and was not faster for the full training step
+(see the module's test report); on GPUs callers may still convert the model with
+``model.to(memory_format=torch.channels_last)``, which this code does not prevent.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ptychopinn.config import ModelConfig
+from ptychopinn.models.registry import register_generator
+
+_AMP_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "sigmoid": torch.sigmoid,
+    "swish": F.silu,
+    "softplus": F.softplus,
+    "relu": F.relu,
+}
+
+
+def _phase_activation(t: torch.Tensor) -> torch.Tensor:
+    return math.pi * torch.tanh(t)
+
+
+def encoder_depth(N: int) -> int:
+    """Number ``L`` of conv-pool blocks for patch size ``N``: ``min(v2(N), floor(log2 N) - 3)``."""
+    v2 = (N & -N).bit_length() - 1
+    return min(v2, int(math.floor(math.log2(N))) - 3)
+
+
+def encoder_widths(N: int, scale: int) -> list[int]:
+    """Output channels of the encoder blocks: ending at ``128*scale``, halving backwards."""
+    depth = encoder_depth(N)
+    return [128 * scale // 2 ** (depth - 1 - i) for i in range(depth)]
+
+
+def decoder_widths(N: int, scale: int) -> list[int]:
+    """Output channels of the ``L - 1`` decoder conv-up blocks, ending at ``32*scale``."""
+    depth = encoder_depth(N)
+    return [32 * scale * 2 ** (depth - 2 - i) for i in range(depth - 1)]
+
+
+def _conv3x3(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, kernel_size=3, padding=1)
+
+
+class DoubleConv(nn.Module):
+    """conv3x3-ReLU-conv3x3-ReLU: ``[B, cin, H, W]`` -> ``[B, cout, H, W]`` (same float dtype)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv1 = _conv3x3(cin, cout)
+        self.conv2 = _conv3x3(cout, cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # In-place ReLU: conv outputs are not needed for the backward of ReLU (it uses its output).
+        return F.relu(self.conv2(F.relu(self.conv1(x), inplace=True)), inplace=True)
+
+
+class CBAM(nn.Module):
+    """Convolutional block attention (channel then spatial), after Woo et al. 2018.
+
+    Channel attention: avg- and max-pooled descriptors ``[B, C]`` through a shared MLP
+    (C -> C/16 -> C, ReLU), summed, sigmoid. Spatial attention: channel-wise mean and max maps
+    ``[B, 2, H, W]`` through a 7x7 conv, sigmoid. Input and output ``[B, C, H, W]`` float.
+    """
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, channels))
+        self.spatial = nn.Conv2d(2, 1, kernel_size=7, padding=3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c = x.shape[:2]
+        desc = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=0)  # one MLP call for both
+        att = self.mlp(desc)
+        x = x * torch.sigmoid(att[:b] + att[b:]).view(b, c, 1, 1)
+        maps = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        return x * torch.sigmoid(self.spatial(maps))
+
+
+class Encoder(nn.Module):
+    """``[B, C, N, N]`` float -> bottleneck ``[B, 128 s, N / 2**L, N / 2**L]``."""
+
+    def __init__(self, channels: int, N: int, scale: int, cbam: bool) -> None:
+        super().__init__()
+        widths = encoder_widths(N, scale)
+        ins = [channels, *widths[:-1]]
+        self.blocks = nn.ModuleList(DoubleConv(i, o) for i, o in zip(ins, widths))
+        self.attention = nn.ModuleList(CBAM(o) for o in widths) if cbam else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if self.attention is not None:
+                x = self.attention[i](x)
+            x = F.max_pool2d(x, 2)
+        return x
+
+
+class Decoder(nn.Module):
+    """Bottleneck ``[B, 128 s, N/2**L, N/2**L]`` -> features ``[B, 32 s, N/2, N/2]``."""
+
+    def __init__(self, N: int, scale: int) -> None:
+        super().__init__()
+        widths = decoder_widths(N, scale)
+        ins = [encoder_widths(N, scale)[-1], *widths[:-1]]
+        self.blocks = nn.ModuleList(DoubleConv(i, o) for i, o in zip(ins, widths))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = F.interpolate(block(x), scale_factor=2.0, mode="nearest")
+        return x
+
+
+class Head(nn.Module):
+    """Decoder features ``[B, 32 s, N/2, N/2]`` -> one output map ``[B, C, N, N]`` float32.
+
+    ``activation`` is applied in float32 (also under autocast) so the output range is exact.
+    """
+
+    def __init__(self, scale: int, channels: int, N: int, pad_object: bool, probe_big: bool,
+                 activation: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        cin = 32 * scale
+        self.N = N
+        self.activation = activation
+        self.centre = _conv3x3(cin, channels) if pad_object else None
+        self.outer: nn.Module | None = None
+        self.outer_out: nn.Conv2d | None = None
+        if probe_big or not pad_object:
+            width = 16 * scale
+            self.outer = DoubleConv(cin, width)
+            self.outer_out = _conv3x3(width, channels)
+        if pad_object and probe_big:
+            # 1 on the border, 0 on the central N/2 x N/2 (where path 1 lives). Derived from N, so
+            # not saved in the state dict.
+            border = torch.ones(N, N)
+            border[N // 4: N // 4 + N // 2, N // 4: N // 4 + N // 2] = 0.0
+            self.register_buffer("border", border, persistent=False)
+        else:
+            self.border = None
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor | None = None
+        if self.centre is not None:
+            q = self.N // 4
+            out = F.pad(self.activation(self.centre(feat).float()), (q, q, q, q))
+        if self.outer is not None and self.outer_out is not None:
+            up = F.interpolate(self.outer(feat), scale_factor=2.0, mode="nearest")
+            full = self.activation(self.outer_out(up).float())
+            if self.border is not None:
+                full = full * self.border
+            out = full if out is None else out + full
+        assert out is not None  # a head always has at least one path (constructor guarantees it)
+        return out
+
+
+@register_generator("cnn")
+class CNNGenerator(nn.Module):
+    """Encoder + amplitude and phase decoders/heads.
+
+    ``forward(x)``: ``x`` ``[B, C, N, N]`` float32 normalised diffraction amplitudes (C =
+    gridsize**2). Returns ``[B, C, N, N]`` complex64 object patches ``a * exp(i phi)`` with
+    ``a >= 0`` (amplitude activation) and ``phi`` in ``(-pi, pi)`` radians.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        n, s, c = config.N, config.n_filters_scale, config.channels
+        self.N = n
+        self.channels = c
+        self.encoder = Encoder(c, n, s, config.cbam_encoder)
+        self.decoder_amp = Decoder(n, s)
+        self.decoder_phase = Decoder(n, s)
+        amp_act = _AMP_ACTIVATIONS[config.amp_activation]
+        self.head_amp = Head(s, c, n, config.pad_object, config.probe_big, amp_act)
+        self.head_phase = Head(s, c, n, config.pad_object, config.probe_big, _phase_activation)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Glorot/Xavier-uniform weights and zero biases for every conv and linear layer."""
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.encoder(x)
+        amp = self.head_amp(self.decoder_amp(z))
+        phase = self.head_phase(self.decoder_phase(z))
+        return torch.polar(amp, phase)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    """Number of scalar parameters of ``model`` (only those with ``requires_grad`` by default)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def forward_flops(model: nn.Module, N: int, C: int) -> int:
+    """FLOPs of one forward pass on one sample (``C`` patterns of ``N x N``), counted by
+    ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matrix products, 2 per
+    multiply-add; element-wise ops and FFTs are not counted). Divide by ``C`` for per pattern.
+
+    ``model`` is a generator (``forward(x)``) or a module whose forward also takes
+    ``relative_offsets`` ``[B, C, 2]`` (zeros are passed).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    x = torch.rand(1, C, N, N, device=device)
+    args: tuple[torch.Tensor, ...] = (x,)
+    if "relative_offsets" in inspect.signature(model.forward).parameters:
+        args = (x, torch.zeros(1, C, 2, device=device))
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(*args)
+    return int(counter.get_total_flops())

@@ -1,0 +1,101 @@
+"""Synthetic probes on the object pixel grid.
+
+Every probe is ``[N, N]`` complex64, centred on pixel ``(N//2, N//2)`` (row, column), with peak
+amplitude 1 (the absolute scale is irrelevant: the forward model renormalises the probe, see
+:func:`ptychopinn.physics.probe.normalize_probe`).
+
+* ``'focused'``: the far-field image of a circular aperture, i.e. a focused X-ray spot. The pupil
+  is a disk in the Fourier plane of radius ``R = 1.22 * N / diameter`` frequency pixels, which puts
+  the first Airy zero at radius ``0.61 * N / R = diameter / 2`` pixels: ``diameter`` is the
+  diameter of the central spot. The pupil edge is anti-aliased over one pixel (a pixelated hard
+  edge would add grid-aligned ringing). A quadratic pupil phase ``defocus * (rho / R)**2`` (radians,
+  ``defocus = DEFAULT_DEFOCUS = pi``, i.e. half a wave of defocus at the pupil edge) gives the probe
+  structure in both amplitude and phase while keeping the main lobe compact; the side lobes (Airy
+  rings) carry a visible share of the energy. The probe is the centred inverse FFT of the pupil,
+  with the convention of :mod:`ptychopinn.physics.fft` (zero frequency at index ``N//2``).
+* ``'gaussian'``: the real Gaussian ``exp(-r**2 / (2 sigma**2))`` whose amplitude has full width at
+  half maximum ``diameter`` pixels (``sigma = diameter / (2 sqrt(2 ln 2))``).
+
+The default ``diameter`` is ``N / 4`` for both kinds: the main lobe and the first ring of the
+focused probe then fit inside the central ``N/2 x N/2`` region that the network reconstructs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ptychopinn.errors import ConfigError
+
+PROBE_KINDS: tuple[str, ...] = ("focused", "gaussian")
+"""Valid ``kind`` values of :func:`make_probe`."""
+
+DEFAULT_DEFOCUS = math.pi
+"""Quadratic pupil phase (radians) at the pupil edge of the focused probe: half a wave of defocus."""
+
+
+def _centred_grid(n: int) -> np.ndarray:
+    """``[n, n]`` float64 distance in pixels from pixel ``(n//2, n//2)``."""
+    ax = np.arange(n, dtype=np.float64) - n // 2
+    return np.hypot(ax[:, None], ax[None, :])
+
+
+def _ifft2c(k: np.ndarray) -> np.ndarray:
+    """Centred inverse FFT with the convention of :func:`ptychopinn.physics.fft.ifft2c` (origin at N//2)."""
+    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k), norm="ortho"))
+
+
+def focused_probe(n: int, diameter: float, defocus: float = DEFAULT_DEFOCUS) -> np.ndarray:
+    """Focused-beam probe ``[n, n]`` complex64 with central spot diameter ``diameter`` px (module docs)."""
+    radius = 1.22 * n / diameter  # pupil radius in frequency pixels (first Airy zero at diameter/2)
+    rho = _centred_grid(n)
+    pupil = np.clip(radius + 0.5 - rho, 0.0, 1.0)  # one-pixel anti-aliased edge
+    field = pupil * np.exp(1j * defocus * (rho / radius) ** 2)
+    probe = _ifft2c(field)
+    return (probe / np.abs(probe).max()).astype(np.complex64)
+
+
+def gaussian_probe(n: int, fwhm: float) -> np.ndarray:
+    """Gaussian probe ``[n, n]`` complex64 (real, zero phase) with amplitude FWHM ``fwhm`` px."""
+    sigma = fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    r = _centred_grid(n)
+    return np.exp(-(r ** 2) / (2.0 * sigma ** 2)).astype(np.complex64)
+
+
+def make_probe(kind: str, N: int, *, diameter: float | None = None,  # noqa: N803 - N is the patch size
+               defocus: float = DEFAULT_DEFOCUS) -> np.ndarray:
+    """Make a synthetic probe.
+
+    Args:
+        kind: ``'focused'`` or ``'gaussian'`` (see the module docstring).
+        N: probe (patch) side in pixels, even, >= 8.
+        diameter: central spot diameter in pixels: first-Airy-zero diameter (``'focused'``) or
+            amplitude FWHM (``'gaussian'``); ``None`` means ``N / 4``. Focused probes need
+            ``2.5 <= diameter <= N`` (the pupil must be at least a few pixels and fit the grid).
+        defocus: quadratic pupil phase in radians at the pupil edge (``'focused'`` only; 0 is an
+            in-focus Airy spot).
+
+    Returns:
+        ``[N, N]`` complex64 probe centred on pixel ``(N//2, N//2)``, peak amplitude 1.
+
+    Raises:
+        ConfigError: unknown kind, bad N or diameter.
+    """
+    if kind not in PROBE_KINDS:
+        raise ConfigError(f"probe kind: expected one of {list(PROBE_KINDS)}, got {kind!r}; choose one of those")
+    if not isinstance(N, (int, np.integer)) or isinstance(N, bool) or N < 8 or N % 2:
+        raise ConfigError(f"probe size N: expected an even integer >= 8, got {N!r}; pass e.g. 64")
+    n = int(N)
+    d = n / 4.0 if diameter is None else float(diameter)
+    if not math.isfinite(d) or d <= 0 or d > n:
+        raise ConfigError(f"probe diameter: expected a number of pixels in (0, {n}], got {diameter!r}; "
+                          f"leave it unset for the default N/4 = {n / 4:g}")
+    if not math.isfinite(float(defocus)):
+        raise ConfigError(f"probe defocus: expected a finite phase in radians, got {defocus!r}; e.g. 3.14")
+    if kind == "gaussian":
+        return gaussian_probe(n, d)
+    if d < 2.5:
+        raise ConfigError(f"probe diameter: a focused probe needs a central spot of at least 2.5 pixels, got "
+                          f"{d:g}; use a larger diameter or probe kind 'gaussian'")
+    return focused_probe(n, d, float(defocus))

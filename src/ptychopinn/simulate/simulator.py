@@ -1,0 +1,232 @@
+"""Simulated diffraction through the training forward model, with Poisson photon noise.
+
+Physics (identical to what training fits; there is no second implementation):
+
+1. object patches ``O = extract_patches(obj, positions, N)`` (bilinear sub-pixel cutting);
+2. expected amplitude in normalised units ``A = ForwardModel(probe, probe_scale)(O)``, i.e.
+   ``|fft2c(P_norm * O)|`` with the probe rescaled to energy ``(probe_scale * N / 4)**2``;
+3. dose scale ``c = sqrt(nphotons / mean_over_patterns(sum_pixels A**2))`` over the *whole* scan, so
+   the expected total count per pattern is ``nphotons`` on average;
+4. expected counts ``(c * A)**2``; with ``poisson`` the counts are drawn from Poisson distributions
+   with those means (float64 rates, exact for any dose numpy supports, up to ~1e18 per pixel);
+5. stored amplitude ``sqrt(counts)`` float32 (the NPZ contract stores amplitude, never intensity).
+
+The noise of pattern ``m`` comes from the generator ``default_rng([seed, tag, m // 256])``, so the
+result does not depend on ``batch_size`` and two runs with the same seed are bit-identical.
+Memory: the forward pass runs in batches of ``batch_size`` patterns and the noise in blocks of 256,
+so only the ``[M, N, N]`` outputs scale with the scan size.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+import numpy as np
+import torch
+
+from ptychopinn.config import ModelConfig, SimulationConfig
+from ptychopinn.data.scan import ScanData
+from ptychopinn.errors import ConfigError, DataFormatError, describe_array
+from ptychopinn.physics.forward import ForwardModel
+from ptychopinn.physics.patches import extract_patches
+from ptychopinn.simulate.objects import make_object
+from ptychopinn.simulate.probes import make_probe
+from ptychopinn.simulate.scan import (
+    probe_diameter,
+    raster_positions,
+    spiral_positions,
+    step_for_overlap,
+    valid_area,
+)
+
+_NOISE_BLOCK = 256  # patterns per noise generator: fixed, so results do not depend on batch_size
+_NOISE_STREAM = 606
+_MAX_RATE = 1e18  # numpy's Poisson sampler refuses means above ~9.2e18
+
+
+def _check_inputs(obj: Any, probe: Any, positions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    o = np.asarray(obj)
+    if o.ndim != 2 or o.size == 0 or not np.issubdtype(o.dtype, np.number):
+        raise DataFormatError(f"obj: expected a 2-D [H, W] complex object, found {describe_array(o)}; "
+                              "pass a single object layer")
+    p = np.asarray(probe)
+    if p.ndim != 2 or p.shape[0] != p.shape[1] or p.shape[0] % 2 or not np.issubdtype(p.dtype, np.number):
+        raise DataFormatError(f"probe: expected a square [N, N] complex probe with N even, found "
+                              f"{describe_array(p)}; crop or pad it to an even square")
+    pos = np.asarray(positions, dtype=np.float64)
+    if pos.ndim != 2 or pos.shape[1] != 2 or pos.shape[0] == 0:
+        raise DataFormatError(f"positions: expected shape (M, 2) ordered (x, y) with M >= 1, found "
+                              f"{describe_array(pos)}; stack them as np.stack([x, y], axis=1)")
+    for name, a in (("obj", o), ("probe", p), ("positions", pos)):
+        if not np.all(np.isfinite(a)):
+            raise DataFormatError(f"{name}: expected finite values, found NaN/Inf; clean the input")
+    return o.astype(np.complex64), p.astype(np.complex64), pos
+
+
+def simulate_diffraction(
+    obj: np.ndarray,
+    probe: np.ndarray,
+    positions: np.ndarray,
+    *,
+    nphotons: float,
+    poisson: bool = True,
+    seed: int = 0,
+    probe_scale: float = 4.0,
+    batch_size: int = 1024,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Diffraction amplitudes of an object scanned by a probe (module docstring for the physics).
+
+    Args:
+        obj: ``[H, W]`` complex object (transmission).
+        probe: ``[N, N]`` complex probe, any scale (normalised by the forward model), N even.
+        positions: ``[M, 2]`` ``(x, y)`` probe centres in object pixels (sub-pixel allowed).
+        nphotons: expected mean total photon count per pattern (> 0).
+        poisson: draw Poisson counts (True) or return the noiseless expected amplitude ``c * A``.
+        seed: integer seed of the noise.
+        probe_scale: probe normalisation of the forward model (as in :class:`ModelConfig`).
+        batch_size: patterns per forward-model batch (memory only; results do not depend on it).
+        progress: show a tqdm progress bar on stderr (hidden when stderr is not a terminal).
+
+    Returns:
+        ``(amplitude [M, N, N] float32 = sqrt(counts), patches [M, N, N] complex64 object patches,
+        dose_scale c)``; noiseless, ``amplitude == c * ForwardModel(probe, probe_scale)(patches)``.
+
+    Raises:
+        DataFormatError: malformed arrays or an object that gives all-zero patterns.
+        ConfigError: bad nphotons, batch_size or probe_scale.
+    """
+    o, p, pos = _check_inputs(obj, probe, positions)
+    try:
+        nphotons = float(nphotons)
+    except (TypeError, ValueError):
+        nphotons = float("nan")
+    if not (math.isfinite(nphotons) and nphotons > 0):
+        raise ConfigError(f"nphotons: expected a positive finite mean count per pattern, got {nphotons!r}; "
+                          "e.g. 1e6")
+    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ConfigError(f"batch_size: expected a positive integer, got {batch_size!r}; e.g. 1024")
+    if not (math.isfinite(float(probe_scale)) and probe_scale > 0):
+        raise ConfigError(f"probe_scale: expected a positive number, got {probe_scale!r}; the default is 4.0")
+    m, n = pos.shape[0], p.shape[0]
+    from tqdm.auto import tqdm
+
+    model = ForwardModel(torch.from_numpy(p), probe_scale=float(probe_scale))
+    obj_t = torch.from_numpy(o)
+    pos_t = torch.from_numpy(pos)
+    amplitude = np.empty((m, n, n), dtype=np.float32)
+    patches = np.empty((m, n, n), dtype=np.complex64)
+    n_batches = -(-m // int(batch_size))
+    n_blocks = -(-m // _NOISE_BLOCK) if poisson else 0
+    bar = tqdm(total=n_batches + n_blocks, desc="simulate", unit="batch", file=sys.stderr,
+               disable=None if progress else True, leave=False)
+    try:
+        # pass 1: forward model; the dose scale needs the energy of the whole scan first
+        energy = 0.0
+        with torch.no_grad():
+            for start in range(0, m, int(batch_size)):
+                stop = min(start + int(batch_size), m)
+                patch = extract_patches(obj_t, pos_t[start:stop], n)
+                amp = model(patch[:, None])[:, 0]
+                patches[start:stop] = patch.numpy()
+                amplitude[start:stop] = amp.numpy()
+                energy += float(amp.to(torch.float64).square().sum())
+                bar.update(1)
+        mean_energy = energy / m
+        if not mean_energy > 0:
+            raise DataFormatError("obj: expected some transmission under the scan positions, found all-zero "
+                                  "patterns; check the object and that positions are in object pixels")
+        dose_scale = math.sqrt(nphotons / mean_energy)
+        # pass 2: scale (and sample) block by block, in place
+        if not poisson:
+            amplitude *= np.float32(dose_scale)
+        else:
+            for block, start in enumerate(range(0, m, _NOISE_BLOCK)):
+                stop = min(start + _NOISE_BLOCK, m)
+                rates = np.square(amplitude[start:stop].astype(np.float64) * dose_scale)
+                if float(rates.max()) > _MAX_RATE:
+                    raise ConfigError(f"nphotons: expected at most ~{_MAX_RATE:.0e} counts in a pixel, got "
+                                      f"{float(rates.max()):.3g} with nphotons={nphotons:g}; lower nphotons")
+                rng = np.random.default_rng([int(seed), _NOISE_STREAM, block])
+                amplitude[start:stop] = np.sqrt(rng.poisson(rates)).astype(np.float32)
+                bar.update(1)
+    finally:
+        bar.close()
+    return amplitude, patches, float(dose_scale)
+
+
+def _check_override(obj: Any, config: SimulationConfig) -> np.ndarray:
+    o = np.asarray(obj)
+    if o.ndim != 2 or not np.issubdtype(o.dtype, np.number) or not np.all(np.isfinite(o)):
+        raise DataFormatError(f"object_override: expected a finite 2-D [H, W] complex object, found "
+                              f"{describe_array(o)}; pass a single object layer")
+    valid_area(o.shape, config.N)  # raises ConfigError when one patch does not fit
+    return o.astype(np.complex64)
+
+
+def simulate_scan(
+    config: SimulationConfig,
+    *,
+    object_override: np.ndarray | None = None,
+    progress: bool = False,
+) -> ScanData:
+    """Simulate a whole scan from a :class:`SimulationConfig`.
+
+    The object is ``make_object(config.object_kind, ...)`` (or ``object_override``, ``[H, W]`` complex),
+    the probe ``make_probe(config.probe_kind, config.N, diameter=config.probe_diameter)``; the scan
+    step is ``step_for_overlap(probe_diameter(probe), config.overlap)`` (90 %-energy probe diameter),
+    and the patterns come from :func:`simulate_diffraction` with ``probe_scale = 4``, the
+    :class:`~ptychopinn.config.ModelConfig` default.
+
+    Returns:
+        A validated :class:`ScanData`: ``diffraction`` ``[M, N, N]`` float32 sqrt(counts), ``positions`` and
+        ``positions_start`` ``[M, 2]`` float64 ``(x, y)`` pixels, ``probe`` ``[N, N]`` complex64 (peak 1),
+        ``obj`` ``[H, W]`` complex64 ground truth, ``scan_index`` ``[M]`` int64 zeros, ``patches`` ``[M, N, N]``
+        complex64 ground-truth object patches (not illuminated), and ``metadata`` with ``nphotons``,
+        ``dose_scale``, ``probe_scale``, ``simulated``, ``poisson``, ``config``, ``seed``,
+        ``probe_diameter_px`` and ``scan_step_px``.
+    """
+    if not isinstance(config, SimulationConfig):
+        raise ConfigError(f"config: expected a SimulationConfig, got {type(config).__name__}; "
+                          "build one with SimulationConfig(...)")
+    if object_override is None:
+        obj = make_object(config.object_kind, config.object_size, amplitude_range=config.amplitude_range,
+                          phase_range=config.phase_range, image_name=config.image_name, seed=config.seed)
+    else:
+        obj = _check_override(object_override, config)
+    probe = make_probe(config.probe_kind, config.N, diameter=config.probe_diameter)
+    diameter = probe_diameter(probe)
+    step = step_for_overlap(diameter, config.overlap)
+    if config.scan == "raster":
+        positions = raster_positions(obj.shape, config.N, step, jitter=config.jitter,
+                                     n_points=config.n_points, seed=config.seed)
+    else:
+        positions = spiral_positions(obj.shape, config.N, step, n_points=config.n_points, seed=config.seed)
+    probe_scale = ModelConfig().probe_scale  # the training default, so the scan matches it
+    amplitude, patches, dose_scale = simulate_diffraction(
+        obj, probe, positions, nphotons=float(config.nphotons), poisson=config.poisson, seed=config.seed,
+        probe_scale=probe_scale, progress=progress,
+    )
+    metadata = {
+        "nphotons": float(config.nphotons),
+        "dose_scale": dose_scale,
+        "probe_scale": probe_scale,
+        "simulated": True,
+        "poisson": bool(config.poisson),
+        "config": config.to_dict(),
+        "seed": int(config.seed),
+        "probe_diameter_px": diameter,
+        "scan_step_px": step,
+    }
+    return ScanData(
+        diffraction=amplitude,
+        positions=positions,
+        probe=probe,
+        obj=obj,
+        positions_start=positions.copy(),
+        scan_index=np.zeros(positions.shape[0], dtype=np.int64),
+        patches=patches,
+        metadata=metadata,
+    )

@@ -1,0 +1,293 @@
+"""The few high-level functions that the command line, the compatibility packages and users call:
+train a model and write its archive, reconstruct a scan, evaluate a reconstruction, run the demo.
+
+Each takes explicit arguments (no global state) and returns a small result object naming what it
+wrote. Heavy modules (torch, Lightning, matplotlib) are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ptychopinn.config import ExecutionConfig, InferenceConfig, ModelConfig, TrainingConfig
+from ptychopinn.data.scan import ScanData
+from ptychopinn.errors import DataFormatError
+
+PIXEL_CONVENTION = (
+    "obj[row, col] is object pixel (y, x) = (origin_y + row, origin_x + col); positions are (x, y) "
+    "in object pixels, x = column, y = row; pixel (0, 0) is the top-left pixel"
+)
+
+
+def _as_scan(scan: ScanData | str | os.PathLike[str], units: str) -> ScanData:
+    if isinstance(scan, ScanData):
+        return scan
+    from ptychopinn.io.npz import load_npz
+
+    return load_npz(scan, units=units)
+
+
+@dataclass
+class TrainOutcome:
+    """What :func:`train_model` produced."""
+
+    archive: Path
+    output_dir: Path
+    history: dict[str, list[float]]
+    loss_plot: Path | None
+    metrics_csv: Path | None
+    last_checkpoint: Path | None
+    epochs_completed: int
+    seconds: float
+    model: Any = field(repr=False, default=None)
+
+
+def train_model(
+    train: ScanData | str | os.PathLike[str],
+    *,
+    output_dir: str | os.PathLike[str],
+    test: ScanData | str | os.PathLike[str] | None = None,
+    model: ModelConfig | None = None,
+    training: TrainingConfig | None = None,
+    execution: ExecutionConfig | None = None,
+    resume: bool = False,
+    units: str = "auto",
+) -> TrainOutcome:
+    """Train on a scan (``test`` becomes the validation set) and write ``output_dir/wts.h5.zip``.
+
+    ``model.N`` is taken from the data when it differs from the default and was not set
+    explicitly by the caller (pass a ModelConfig with the right N to be strict).
+    Returns a :class:`TrainOutcome` with the archive path, per-epoch history and written files.
+    """
+    from ptychopinn.models.persist import save_model
+    from ptychopinn.training.api import train as _train
+
+    t0 = time.perf_counter()
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train_scan = _as_scan(train, units)
+    val_scan = _as_scan(test, units) if test is not None else None
+    if val_scan is not None and val_scan.N != train_scan.N:
+        raise DataFormatError(f"test scan has {val_scan.N}x{val_scan.N} patterns but the training scan has "
+                              f"{train_scan.N}x{train_scan.N}; use scans recorded with the same detector size")
+    model = model or ModelConfig(N=train_scan.N)
+    if model.N != train_scan.N:
+        model = model.replace(N=train_scan.N)
+    training = training or TrainingConfig()
+    execution = execution or ExecutionConfig()
+    result = _train(train_scan, model=model, training=training, execution=execution, output_dir=out,
+                    val_scan=val_scan, resume=resume)
+    metadata = {
+        "history": result.history,
+        "input_scale": result.input_scale,
+        "intensity_scale": result.intensity_scale,
+        "nphotons": result.nphotons,
+        "nphotons_source": result.nphotons_source,
+        "epochs_completed": result.epochs_completed,
+        "train_points": int(train_scan.n_points),
+    }
+    archive = save_model(out, result.model, training=training.to_dict(), metadata=metadata)
+    return TrainOutcome(archive=archive, output_dir=out, history=result.history, loss_plot=result.loss_plot,
+                        metrics_csv=result.metrics_csv, last_checkpoint=result.last_checkpoint,
+                        epochs_completed=result.epochs_completed, seconds=time.perf_counter() - t0,
+                        model=result.model)
+
+
+@dataclass
+class ReconstructOutcome:
+    """What :func:`reconstruct_scan` produced."""
+
+    npz: Path
+    amplitude_png: Path
+    phase_png: Path
+    product_h5: Path | None
+    n_patterns: int
+    shape: tuple[int, int]
+    seconds: float
+    reconstruction: Any = field(repr=False, default=None)
+
+
+def save_reconstruction_npz(path: str | os.PathLike[str], recon: Any, *, extra: dict[str, Any] | None = None) -> Path:
+    """Write a reconstruction NPZ atomically: ``obj`` [H, W] complex64, ``coverage`` [H, W] float32,
+    ``origin_xy`` [2], ``positions`` [M, 2] (x, y), ``window``, ``pixel_convention`` (str) and
+    ``_metadata`` (JSON str). Readable with ``np.load(path)`` (no pickle)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"n_patterns": int(recon.n_patterns), "n_groups": int(recon.n_groups),
+            "input_scale": float(recon.input_scale), **(extra or {})}
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, obj=recon.obj.astype(np.complex64), coverage=recon.coverage.astype(np.float32),
+                     origin_xy=np.asarray(recon.origin, dtype=np.float64),
+                     positions=np.asarray(recon.positions, dtype=np.float64),
+                     window=np.asarray(recon.window, dtype=np.int64),
+                     pixel_convention=np.asarray(PIXEL_CONVENTION),
+                     _metadata=np.asarray(json.dumps(meta)))
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def reconstruct_scan(
+    model_path: str | os.PathLike[str],
+    scan: ScanData | str | os.PathLike[str],
+    *,
+    output_dir: str | os.PathLike[str],
+    inference: InferenceConfig | None = None,
+    units: str = "auto",
+    write_product: bool = False,
+    progress: bool = False,
+) -> ReconstructOutcome:
+    """Reconstruct a scan with a trained model archive and write the results to ``output_dir``.
+
+    Writes ``reconstruction.npz`` (see :func:`save_reconstruction_npz`), ``amplitude.png``,
+    ``phase.png`` and, with ``write_product``, a ptychodus product ``reconstruction.h5``. The canvas
+    has the scan's object pixel grid (the ground-truth object's shape when the file has one).
+    """
+    from ptychopinn.inference.predict import reconstruct
+    from ptychopinn.models.persist import load_model
+    from ptychopinn.plots import save_amplitude_png, save_phase_png
+
+    t0 = time.perf_counter()
+    loaded = load_model(model_path)
+    scan_data = _as_scan(scan, units)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = inference or InferenceConfig()
+    object_shape = tuple(scan_data.obj.shape) if scan_data.obj is not None else None
+    recon = reconstruct(loaded.model, scan_data, cfg, object_shape=object_shape,
+                        device=None if cfg.accelerator == "auto" else _device(cfg.accelerator),
+                        progress=progress)
+    npz = save_reconstruction_npz(out / "reconstruction.npz", recon, extra={"model": str(loaded.path)})
+    amp = save_amplitude_png(recon.obj, out / "amplitude.png", title="Reconstructed amplitude")
+    phase = save_phase_png(recon.obj, out / "phase.png", title="Reconstructed phase")
+    product = None
+    if write_product:
+        from ptychopinn.io.product_h5 import save_product_h5
+
+        positions = np.asarray(recon.positions) - np.asarray(recon.origin)[None, :]
+        product = save_product_h5(out / "reconstruction.h5", recon.obj, positions, scan_data.probe,
+                                  metadata={"source": "ptychopinn"})
+    return ReconstructOutcome(npz=npz, amplitude_png=amp, phase_png=phase, product_h5=product,
+                              n_patterns=recon.n_patterns, shape=tuple(recon.obj.shape),
+                              seconds=time.perf_counter() - t0, reconstruction=recon)
+
+
+def _device(accelerator: str) -> str:
+    return {"cpu": "cpu", "gpu": "cuda", "cuda": "cuda", "mps": "mps"}.get(accelerator, "cpu")
+
+
+def load_reconstruction(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """Read ``(obj [H, W] complex64, coverage [H, W] float32, origin (x0, y0))`` from a
+    reconstruction NPZ written by :func:`save_reconstruction_npz` (or any NPZ with an ``obj`` key)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"reconstruction file not found: {p}")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            if "obj" not in z.files:
+                raise DataFormatError(f"{p}: expected a reconstruction NPZ with key 'obj' (as written by "
+                                      f"`ptychopinn infer`), found keys {sorted(z.files)}")
+            obj = np.asarray(z["obj"])
+            coverage = np.asarray(z["coverage"]) if "coverage" in z.files else (np.abs(obj) > 0).astype(np.float32)
+            origin = tuple(float(v) for v in z["origin_xy"]) if "origin_xy" in z.files else (0.0, 0.0)
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, DataFormatError):
+            raise
+        raise DataFormatError(f"{p} is not a readable reconstruction NPZ ({exc})".splitlines()[0]) from None
+    if obj.ndim != 2 or not np.iscomplexobj(obj):
+        raise DataFormatError(f"{p}: 'obj' must be a 2-D complex array, found shape {obj.shape} dtype {obj.dtype}")
+    return obj.astype(np.complex64), coverage.astype(np.float32), (origin[0], origin[1])
+
+
+def _truth_object(path: str | os.PathLike[str]) -> np.ndarray:
+    """Ground-truth object ``[H, W]`` complex64 from a scan NPZ (``objectGuess``) or an NPZ with ``obj``."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"ground-truth file not found: {p}")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            for key in ("objectGuess", "obj", "object"):
+                if key in z.files:
+                    arr = np.asarray(z[key])
+                    break
+            else:
+                raise DataFormatError(f"{p}: expected a ground-truth object under 'objectGuess' (scan NPZ) or "
+                                      f"'obj', found keys {sorted(z.files)}")
+    except ValueError as exc:
+        if isinstance(exc, DataFormatError):
+            raise
+        raise DataFormatError(f"{p} is not a readable NPZ ({exc})".splitlines()[0]) from None
+    arr = np.squeeze(arr)
+    if arr.ndim != 2:
+        raise DataFormatError(f"{p}: ground-truth object must be 2-D [H, W], found shape {arr.shape}")
+    return arr.astype(np.complex64)
+
+
+def evaluate_reconstruction(
+    reconstruction: str | os.PathLike[str],
+    truth: str | os.PathLike[str],
+    *,
+    output_dir: str | os.PathLike[str],
+    remove_ramp: bool = False,
+) -> dict[str, Any]:
+    """Compare a reconstruction NPZ with the ground truth and write ``metrics.json``,
+    ``comparison.png`` and ``frc.png`` to ``output_dir``. Returns the metrics dict.
+
+    The reconstruction canvas is placed on the truth's pixel grid using its recorded origin;
+    metrics are computed over the covered (scanned) region only.
+    """
+    from ptychopinn.metrics import align_for_comparison, evaluate
+    from ptychopinn.plots import save_comparison_figure, save_frc_figure
+
+    obj, coverage, origin = load_reconstruction(reconstruction)
+    gt = _truth_object(truth)
+    recon_full, mask = _on_truth_grid(obj, coverage, origin, gt.shape)
+    metrics = evaluate(recon_full, gt, mask=mask, remove_ramp=remove_ramp)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / "metrics.json", metrics)
+    r_crop, t_crop, _ = align_for_comparison(recon_full, gt, mask=mask, remove_ramp=remove_ramp)
+    save_comparison_figure(r_crop, t_crop, out / "comparison.png", metrics=metrics)
+    save_frc_figure(metrics, out / "frc.png")
+    return metrics
+
+
+def _on_truth_grid(obj: np.ndarray, coverage: np.ndarray, origin: tuple[float, float],
+                   shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Paste a canvas with integer ``origin`` (x0, y0) into an array of the truth's ``shape``."""
+    x0, y0 = int(round(origin[0])), int(round(origin[1]))
+    h, w = int(shape[0]), int(shape[1])
+    full = np.zeros((h, w), np.complex64)
+    cov = np.zeros((h, w), np.float32)
+    r0, c0 = max(0, y0), max(0, x0)
+    r1, c1 = min(h, y0 + obj.shape[0]), min(w, x0 + obj.shape[1])
+    if r1 <= r0 or c1 <= c0:
+        raise DataFormatError(f"the reconstruction (origin {origin}, shape {obj.shape}) does not overlap the "
+                              f"ground-truth object of shape {(h, w)}; check that they belong to the same scan")
+    full[r0:r1, c0:c1] = obj[r0 - y0:r1 - y0, c0 - x0:c1 - x0]
+    cov[r0:r1, c0:c1] = coverage[r0 - y0:r1 - y0, c0 - x0:c1 - x0]
+    return full, cov > 0
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
