@@ -310,7 +310,8 @@ class SimulationConfig(_Config):
     """A simulated scan: object, probe, scan pattern and dose.
 
     ``object_kind``: 'lines', 'grf' (Gaussian random field) or 'image' (a bundled natural image,
-    chosen by ``image_name``). ``probe_kind``: 'focused' (a circular aperture propagated to give a
+    chosen by ``image_name``; the phase comes from ``phase_image``, by default a fixed partner image).
+    ``probe_kind``: 'focused' (a circular aperture propagated to give a
     spot with side lobes) or 'gaussian'. ``scan``: 'raster' (with ``jitter`` pixels of random
     displacement) or 'spiral' (Fermat). The scan step is set by ``overlap``, the linear overlap
     fraction of neighbouring probe footprints (step = (1 - overlap) * probe diameter).
@@ -322,6 +323,7 @@ class SimulationConfig(_Config):
     object_size: int = 256
     object_kind: str = "image"
     image_name: str = "camera"
+    phase_image: str | None = None
     amplitude_range: tuple[float, float] = (0.5, 1.0)
     phase_range: tuple[float, float] = (-1.0, 1.0)
     probe_kind: str = "focused"
@@ -340,6 +342,8 @@ class SimulationConfig(_Config):
         _check_int("object_size", self.object_size, self.N + 2)
         _check_choice("object_kind", self.object_kind, ("lines", "grf", "image"))
         _require(isinstance(self.image_name, str), "image_name", "a string", self.image_name)
+        _require(self.phase_image is None or isinstance(self.phase_image, str), "phase_image",
+                 "a bundled image name or null", self.phase_image)
         for name in ("amplitude_range", "phase_range"):
             v = getattr(self, name)
             ok = isinstance(v, (tuple, list)) and len(v) == 2 and all(_is_num(x) for x in v) \

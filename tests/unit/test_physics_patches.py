@@ -111,7 +111,7 @@ def test_integer_positions_are_exact_slices(h: int, w: int) -> None:
     positions = torch.tensor([[10.0, 7.0], [4.0, 12.0], [25.0, 15.0]], dtype=torch.float64)
     out = extract_patches(img, positions, (h, w))
     assert out.shape == (3, h, w)
-    for (x, y), patch in zip(positions.long().tolist(), out):
+    for (x, y), patch in zip(positions.long().tolist(), out, strict=True):
         # Patch pixel (h//2, w//2) sits on image (row=y, col=x).
         assert float(patch[h // 2, w // 2]) == 1000 * y + x
         r0, c0 = y - h // 2, x - w // 2

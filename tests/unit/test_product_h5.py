@@ -42,7 +42,7 @@ def test_round_trip(tmp_path: Path) -> None:
     np.testing.assert_array_equal(prod.losses, [3.0, 2.0, 1.5])
     assert prod.loss_epochs.tolist() == [0, 1, 2]
     assert prod.layer_spacing_m.shape == (0,)
-    assert prod.metadata["name"] == "run 1" and prod.metadata["probe_energy_eV"] == 8000.0
+    assert prod.metadata["name"] == "run 1" and prod.metadata["photon_energy_eV"] == 8000.0
     assert prod.metadata["nphotons"] == 1e6 and prod.metadata["exposure_time_s"] == 1.0
 
 
@@ -52,8 +52,9 @@ def test_ptychodus_names_and_metre_mapping(tmp_path: Path) -> None:
     pos[1] = ((W - 1) / 2 + 10, (H - 1) / 2 - 4)
     save_product_h5(tmp_path / "p.h5", obj, pos, probe, pixel_size_m=1e-8, center_m=(5e-7, 7e-7))
     with h5py.File(tmp_path / "p.h5", "r") as f:
-        for key in ("name", "comments", "detector_object_distance_m", "probe_energy_eV", "exposure_time_s",
-                    "probe_photon_count", "mass_attenuation_m2_kg", "tomography_angle_deg"):
+        for key in ("name", "comments", "detector_object_distance_m", "photon_energy_eV", "exposure_time_s",
+                    "probe_photon_count", "mass_attenuation_m2_per_kg", "tomography_angle_deg",
+                    "probe_energy_eV", "mass_attenuation_m2_kg"):
             assert key in f.attrs, key
         x, y = f["probe_position_x_m"][()], f["probe_position_y_m"][()]
         assert f["probe"].shape == (1, N, N) and f["probe"].dtype == np.complex64
@@ -126,7 +127,8 @@ def test_missing_dataset_and_attribute(tmp_path: Path) -> None:
     with h5py.File(p, "a") as f:
         del f["object"].attrs["center_x_m"]
         del f.attrs["probe_energy_eV"]
-    with pytest.raises(DataFormatError, match="the root lacks the attribute 'probe_energy_eV'"):
+        del f.attrs["photon_energy_eV"]
+    with pytest.raises(DataFormatError, match="the root lacks the attribute 'photon_energy_eV'"):
         load_product_h5(p)
     with h5py.File(p, "a") as f:
         f.attrs["probe_energy_eV"] = 1.0

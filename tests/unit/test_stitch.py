@@ -176,3 +176,26 @@ def test_bad_input_raises_one_line_errors() -> None:
     with pytest.raises(ConfigError) as info:
         stitch_patches(np.ones((1, 8, 8), np.complex64), np.zeros((1, 2)), 12)
     assert "\n" not in str(info.value)
+
+
+def test_buffered_windows_are_copies_and_flush_size_does_not_change_the_result() -> None:
+    obj = _random_object(60, 60, seed=4)
+    rng = np.random.default_rng(5)
+    pos = rng.uniform(15, 45, (40, 2))
+    patches = extract_patches(torch.from_numpy(obj), torch.from_numpy(pos), 16)
+    shape, origin = canvas_geometry(pos, 16, 8)
+    results = []
+    for flush in (1, 7, 1024):
+        st = Stitcher(shape, 8, origin=origin, flush_size=flush)
+        buf = torch.empty(10, 16, 16, dtype=torch.complex64)
+        for start in range(0, 40, 10):
+            buf.copy_(patches[start:start + 10])  # the caller reuses one batch buffer
+            st.add(buf, pos[start:start + 10])
+        buf.zero_()
+        results.append(st.result())
+    for obj_b, cov_b in results[1:]:
+        np.testing.assert_allclose(obj_b, results[0][0], atol=1e-5)
+        np.testing.assert_allclose(cov_b, results[0][1], atol=1e-5)
+    ref, _ = stitch_patches(patches, pos, 8, shape=shape, origin=origin)
+    np.testing.assert_allclose(results[-1][0], ref, atol=1e-5)
+    assert np.abs(results[-1][0]).max() > 0.4

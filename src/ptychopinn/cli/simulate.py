@@ -10,8 +10,9 @@ evaluated honestly on the other.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from ptychopinn.cli._common import number, summary
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -37,30 +38,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--test-image", default=None, metavar="NAME",
                    help="test object for --object image (default: the image after --image in the list)")
     p.add_argument("--test-seed", type=int, default=None, metavar="INT",
-                   help="seed of the test scan: its object (lines/grf), jitter and noise (default: --seed + 1)")
+                   help="seed of the test scan: its object (lines/grf), jitter and noise "
+                        "(default: --seed + 1)")
     p.add_argument("--probe", choices=("focused", "gaussian"), default="focused", dest="probe_kind",
-                   help="probe: focused beam (aperture with defocus, Airy rings) or Gaussian (default: focused)")
-    p.add_argument("--probe-diameter", type=float, default=None, metavar="PX",
+                   help="probe: focused beam (aperture with defocus, Airy rings) or Gaussian "
+                        "(default: focused)")
+    p.add_argument("--probe-diameter", type=number, default=None, metavar="PX",
                    help="central spot diameter in pixels: first Airy zero (focused) or FWHM (gaussian) "
                         "(default: N/4)")
     p.add_argument("--scan", choices=("raster", "spiral"), default="raster",
                    help="scan pattern: jittered raster grid or Fermat spiral (default: raster)")
-    p.add_argument("--overlap", type=float, default=0.7,
-                   help="linear overlap of neighbouring probe footprints in [0, 0.95); step = (1 - overlap) * "
-                        "90%%-energy probe diameter (default: 0.7)")
-    p.add_argument("--jitter", type=float, default=0.5, metavar="PX",
+    p.add_argument("--overlap", type=number, default=0.7,
+                   help="linear overlap of neighbouring probe footprints in [0, 0.95); "
+                        "step = (1 - overlap) * 90%%-energy probe diameter (default: 0.7)")
+    p.add_argument("--jitter", type=number, default=0.5, metavar="PX",
                    help="raster position jitter, uniform in [-jitter, jitter] pixels (default: 0.5)")
     p.add_argument("--n-points", type=int, default=None, metavar="INT",
                    help="scan points per scan: a random subset (raster) or the innermost points (spiral) "
                         "(default: all that fit)")
-    p.add_argument("--nphotons", type=float, default=1e6,
+    p.add_argument("--nphotons", type=number, default=1e6,
                    help="expected mean total photon count per pattern (default: 1e6)")
     p.add_argument("--no-poisson", action="store_false", dest="poisson",
                    help="store the noiseless expected amplitudes instead of Poisson-sampled counts")
     p.add_argument("--seed", type=int, default=0, metavar="INT",
                    help="seed of the training scan: object (lines/grf), jitter and noise (default: 0)")
     p.add_argument("--quiet", action="store_true",
-                   help="no progress bars and no summary line (errors still go to stderr)")
+                   help="no progress bars (the one-line summary is still printed)")
     p.set_defaults(func=run)
 
 
@@ -83,11 +86,12 @@ def run(args: argparse.Namespace) -> int:
     if args.object_kind == "image":
         test_image = next_image(args.image) if args.test_image is None else args.test_image
         if test_image == args.image:
-            raise ConfigError(f"--test-image: expected an image different from --image, got {test_image!r} for "
-                              "both; pick another name or leave --test-image unset")
+            raise ConfigError(f"--test-image: expected an image different from --image, got "
+                              f"{test_image!r} for both; pick another name or leave --test-image unset")
     elif test_seed == args.seed:
-        raise ConfigError(f"--test-seed: expected a seed different from --seed for --object {args.object_kind} "
-                          f"(the test object must differ), got {test_seed} for both; change one")
+        raise ConfigError(f"--test-seed: expected a seed different from --seed for --object "
+                          f"{args.object_kind} (the test object must differ), got {test_seed} for both; "
+                          "change one")
     test_cfg = train_cfg.replace(image_name=test_image, seed=test_seed)
 
     out = Path(args.output_dir)
@@ -98,12 +102,11 @@ def run(args: argparse.Namespace) -> int:
     test_path = save_npz(out / "test.npz", test)
     if train.obj is None:  # pragma: no cover - simulate_scan always stores the ground truth
         raise RuntimeError("simulated scan lost its ground-truth object")
-    preview_path = save_scan_preview(
-        train.obj, train.probe, train.positions, train.diffraction, out / "preview.png", title=f"simulated training scan: {args.object_kind}, M={train.n_points}, "
-                                   f"N={train.N}, nphotons={args.nphotons:g}",
-    )
-    if not args.quiet:
-        noise = "Poisson" if args.poisson else "noiseless"
-        print(f"ptychopinn simulate: wrote {train_path} (M={train.n_points}), {test_path} (M={test.n_points}), "
-              f"{preview_path}; N={train.N}, nphotons={args.nphotons:g} per pattern ({noise})")
+    title = (f"simulated training scan: {args.object_kind}, M={train.n_points}, N={train.N}, "
+             f"nphotons={args.nphotons:g}")
+    preview_path = save_scan_preview(train.obj, train.probe, train.positions, train.diffraction,
+                                     out / "preview.png", title=title)
+    noise = "Poisson" if args.poisson else "noiseless"
+    summary(f"ptychopinn simulate: wrote {train_path} (M={train.n_points}), {test_path} (M={test.n_points}), "
+            f"{preview_path}; N={train.N}, nphotons={args.nphotons:g} per pattern ({noise})")
     return 0

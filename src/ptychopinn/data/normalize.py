@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-_CHUNK = 4096
+_CHUNK = 256
 
 
 def mean_pattern_energy(diffraction: np.ndarray, indices: np.ndarray | None = None) -> float:

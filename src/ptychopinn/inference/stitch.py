@@ -21,8 +21,8 @@ Each window is added onto the canvas with :func:`~ptychopinn.physics.patches.pla
 same way onto a coverage canvas; the result is ``sum(patches) / coverage``, i.e. the coverage-weighted
 average of all overlapping windows. Pixels no window reached are 0.
 
-Memory is the two canvases only: :class:`Stitcher` accumulates batch by batch, so the number of
-patches a reconstruction can stitch is unbounded.
+Memory is the two canvases (plus a bounded buffer of ``flush_size`` cropped windows):
+:class:`Stitcher` accumulates batch by batch, so the number of patches it can stitch is unbounded.
 """
 
 from __future__ import annotations
@@ -89,12 +89,15 @@ class Stitcher:
         window: side in pixels of the central region of each patch that is placed.
         origin: ``(x0, y0)`` object pixel of canvas pixel ``(0, 0)`` (see the module docstring).
         device: torch device of the canvases (patches are moved there); default CPU.
+        flush_size: cropped windows are buffered until this many are pending, then placed in one call:
+            placement has a fixed cost per call, so small batches (64 patches per network batch) would
+            otherwise run at half speed. The buffer holds ``flush_size * window**2`` complex values.
 
     The canvases are ``[1, H, W]`` complex64 (sum of windows) and ``[1, H, W]`` float32 (coverage).
     """
 
     def __init__(self, shape: tuple[int, int], window: int, *, origin: tuple[float, float] = (0.0, 0.0),
-                 device: torch.device | str | None = None) -> None:
+                 device: torch.device | str | None = None, flush_size: int = 1024) -> None:
         if (len(shape) != 2 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
                                        for s in shape) or min(shape) < 1):
             raise ConfigError(f"canvas shape: expected (H, W) positive integers, found {shape!r}; "
@@ -106,7 +109,12 @@ class Stitcher:
         self.window = _check_window(window)
         self.origin = (float(origin[0]), float(origin[1]))
         self.device = torch.device("cpu" if device is None else device)
+        if isinstance(flush_size, bool) or not isinstance(flush_size, int) or flush_size < 1:
+            raise ConfigError(f"flush_size: expected a positive integer, found {flush_size!r}; use 1024")
+        self.flush_size = flush_size
         self.n_patches = 0
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._n_pending = 0
         self._sum = torch.zeros((1, *self.shape), dtype=torch.complex64, device=self.device)
         self._cov = torch.zeros((1, *self.shape), dtype=torch.float32, device=self.device)
         self._ones: torch.Tensor | None = None  # cached [P, w, w] ones, regrown when a batch is larger
@@ -126,14 +134,29 @@ class Stitcher:
         pos = _positions_array(positions, p)
         if p == 0:
             return
-        win = crop_window(t, self.window).to(device=self.device, dtype=torch.complex64)
+        # A copy of the small window (not a view of the caller's patch batch, which may be reused).
+        win = crop_window(t, self.window).to(device=self.device, dtype=torch.complex64, copy=True)
         # Shift into canvas coordinates once, in float64, so large object coordinates keep sub-pixel detail.
         rel = torch.from_numpy(pos - np.asarray(self.origin)).to(self.device)
+        self._pending.append((win, rel))
+        self._n_pending += p
+        self.n_patches += p
+        if self._n_pending >= self.flush_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Place every pending window on the canvases (one call each for values and coverage)."""
+        if not self._pending:
+            return
+        win = torch.cat([w for w, _ in self._pending])
+        rel = torch.cat([r for _, r in self._pending])
+        self._pending.clear()
+        self._n_pending = 0
+        p = int(win.shape[0])
         place_patches(win, rel, self.shape, out=self._sum)
         if self._ones is None or self._ones.shape[0] < p:
             self._ones = torch.ones((p, self.window, self.window), dtype=torch.float32, device=self.device)
         place_patches(self._ones[:p], rel, self.shape, out=self._cov)
-        self.n_patches += p
 
     def result(self, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
         """Coverage-normalised average of everything added so far.
@@ -143,6 +166,7 @@ class Stitcher:
             (0 where coverage <= eps); ``coverage`` ``[H, W]`` float32, the summed (bilinear) weights,
             i.e. roughly how many windows cover each pixel.
         """
+        self._flush()
         cov = self._cov[0]
         covered = cov > eps
         # Divide only where covered: a convex combination of window values, never an amplification.

@@ -3,8 +3,11 @@
 Layout (the names ptychodus's ``H5ProductFileIO`` reads and writes):
 
 * root attributes ``name``, ``comments`` (str), ``detector_object_distance_m``,
-  ``probe_energy_eV``, ``exposure_time_s`` (required by ptychodus), ``probe_photon_count``,
-  ``mass_attenuation_m2_kg``, ``tomography_angle_deg`` (optional), all float64;
+  ``photon_energy_eV`` (required), ``exposure_time_s``, ``probe_photon_count``,
+  ``mass_attenuation_m2_per_kg``, ``tomography_angle_deg`` (optional), all float64. ptychodus 1.7.0
+  uses these names; older ptychodus used ``probe_energy_eV`` and ``mass_attenuation_m2_kg``. Both
+  spellings are written (so old and new readers work) and either is accepted on reading, where
+  metadata comes back under the 1.7.0 names;
 * ``probe_position_indexes`` [M] int64 (index of the diffraction pattern of each point),
   ``probe_position_x_m``, ``probe_position_y_m`` [M] float64;
 * ``probe`` complex64, ``[I, N, N]`` (incoherent modes) or ``[C, I, N, N]`` (with coherent/OPR
@@ -43,17 +46,20 @@ from ptychopinn.errors import ConfigError, DataFormatError, describe_array
 _FLOAT_ATTRS: dict[str, float] = {
     # placeholders where the physics is unknown: 1.0 for quantities ptychodus may divide by
     "detector_object_distance_m": 1.0,
-    "probe_energy_eV": 1.0,
+    "photon_energy_eV": 1.0,
     "probe_photon_count": 0.0,
     "exposure_time_s": 1.0,
-    "mass_attenuation_m2_kg": 0.0,
+    "mass_attenuation_m2_per_kg": 0.0,
     "tomography_angle_deg": 0.0,
+}
+# legacy (pre-1.7 ptychodus) spelling -> current spelling
+_LEGACY_NAMES: dict[str, str] = {
+    "probe_energy_eV": "photon_energy_eV",
+    "mass_attenuation_m2_kg": "mass_attenuation_m2_per_kg",
 }
 _STR_ATTRS: dict[str, str] = {"name": "ptychopinn", "comments": ""}
 _EXTRA_ATTR = "ptychopinn_metadata"  # JSON of metadata keys that ptychodus has no attribute for
-_REQUIRED_ROOT_ATTRS = (
-    "name", "comments", "detector_object_distance_m", "probe_energy_eV", "exposure_time_s",
-)
+_REQUIRED_ROOT_ATTRS = ("detector_object_distance_m", "photon_energy_eV")
 _REQUIRED_DATASETS = (
     "probe_position_indexes", "probe_position_x_m", "probe_position_y_m", "probe", "object",
     "object_layer_spacing_m",
@@ -225,6 +231,7 @@ def save_product_h5(
     strings = dict(_STR_ATTRS)
     extra: dict[str, Any] = {}
     for key, value in (metadata or {}).items():
+        key = _LEGACY_NAMES.get(key, key)
         if key in floats:
             try:
                 floats[key] = float(value)
@@ -251,6 +258,8 @@ def save_product_h5(
                 f.attrs[key] = text
             for key, number in floats.items():
                 f.attrs[key] = np.float64(number)
+            for legacy, current in _LEGACY_NAMES.items():
+                f.attrs[legacy] = np.float64(floats[current])
             if extra:
                 f.attrs[_EXTRA_ATTR] = extra_json
             f.create_dataset("probe_position_indexes", data=indexes)
@@ -273,6 +282,13 @@ def save_product_h5(
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return path
+
+
+@dataclass(frozen=True)
+class _Attrs:
+    """Attribute mapping with legacy names resolved, shaped like an h5py object (``.attrs``)."""
+
+    attrs: dict[str, Any]
 
 
 def _attr_float(owner: Any, key: str, where: str, path: Path, default: float | None = None) -> float:
@@ -335,14 +351,18 @@ def load_product_h5(path: str | os.PathLike[str]) -> Product:
 
 def _read_product(f: Any, path: Path) -> Product:
     meta: dict[str, Any] = {}
+    attrs = dict(f.attrs)
+    for legacy, current in _LEGACY_NAMES.items():
+        if current not in attrs and legacy in attrs:
+            attrs[current] = attrs[legacy]
     for key in _REQUIRED_ROOT_ATTRS:
-        if key not in f.attrs:
+        if key not in attrs:
             raise DataFormatError(f"{path}: the root lacks the attribute '{key}'; not a complete ptychodus "
                                   "product file (write one with save_product_h5)")
-    for key in _STR_ATTRS:
-        meta[key] = _attr_str(f.attrs[key])
+    for key, default in _STR_ATTRS.items():
+        meta[key] = _attr_str(attrs[key]) if key in attrs else default
     for key, default in _FLOAT_ATTRS.items():
-        meta[key] = _attr_float(f, key, "the root", path, None if key in _REQUIRED_ROOT_ATTRS else default)
+        meta[key] = _attr_float(_Attrs(attrs), key, "the root", path, None if key in _REQUIRED_ROOT_ATTRS else default)
     if _EXTRA_ATTR in f.attrs:
         try:
             extra = json.loads(_attr_str(f.attrs[_EXTRA_ATTR]))

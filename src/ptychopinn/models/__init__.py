@@ -3,9 +3,10 @@
 Importing this package imports torch and registers the built-in ``'cnn'`` generator.
 """
 
-from ptychopinn.models import cnn as cnn  # noqa: F401 - import registers the 'cnn' generator
+from ptychopinn.models import cnn as cnn  # noqa: F401 - the import registers the 'cnn' generator
 from ptychopinn.models.cnn import CNNGenerator, count_parameters, forward_flops
+from ptychopinn.models.pinn import PtychoPINN
 from ptychopinn.models.registry import available_generators, build_generator, register_generator
 
-__all__ = ["CNNGenerator", "available_generators", "build_generator", "count_parameters", "forward_flops",
-           "register_generator"]
+__all__ = ["CNNGenerator", "PtychoPINN", "available_generators", "build_generator", "count_parameters",
+           "forward_flops", "register_generator"]

@@ -25,17 +25,24 @@ import torch
 _TINY = 1e-12
 
 
+def _real(x: torch.Tensor) -> torch.Tensor:
+    """Loss precision: float32 for float32/half/bfloat16 inputs (never below), float64 kept as is
+    (so float64 checks such as gradcheck see float64 arithmetic)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def poisson_nll_elements(pred: torch.Tensor, meas: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
-    """Per-pixel Poisson NLL ``lam - k log lam`` (no ``log k!``), shape of ``pred``, float32."""
-    lam = (scale * pred.float()).pow(2) + _TINY
-    k = (scale * meas.float()).pow(2)
+    """Per-pixel Poisson NLL ``lam - k log lam`` (no ``log k!``), shape of ``pred``, float32
+    (float64 for float64 inputs)."""
+    lam = (scale * _real(pred)).pow(2) + _TINY
+    k = (scale * _real(meas)).pow(2)
     return lam - k * torch.log(lam)
 
 
 def poisson_loss(pred: torch.Tensor, meas: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
     """Normalised Poisson deviance (scalar): ``sum(lam - k - k log(lam/k)) / sum(k)``."""
-    lam = (scale * pred.float()).pow(2) + _TINY
-    k = (scale * meas.float()).pow(2)
+    lam = (scale * _real(pred)).pow(2) + _TINY
+    k = (scale * _real(meas)).pow(2)
     klogk = torch.where(k > 0, k * torch.log(k.clamp_min(_TINY)), torch.zeros_like(k))
     dev = lam - k - k * torch.log(lam) + klogk
     return dev.sum() / k.sum().clamp_min(_TINY)
@@ -46,7 +53,8 @@ def amplitude_mae(pred: torch.Tensor, meas: torch.Tensor) -> torch.Tensor:
 
     The intensity scale cancels in this ratio, so it is not an argument.
     """
-    return (pred.float() - meas.float()).abs().mean() / meas.float().mean().clamp_min(_TINY)
+    pred, meas = _real(pred), _real(meas)
+    return (pred - meas).abs().mean() / meas.mean().clamp_min(_TINY)
 
 
 def wrap_phase(phi: torch.Tensor) -> torch.Tensor:

@@ -44,10 +44,11 @@ def central_window(n: int, device: torch.device | None = None) -> torch.Tensor:
     return w
 
 
-def gaussian_kernel1d(sigma: float, device: torch.device | None = None) -> torch.Tensor:
-    """Normalised 1-D Gaussian kernel ``[2k+1]`` float32 with ``k = ceil(3 sigma)``."""
+def gaussian_kernel1d(sigma: float, device: torch.device | None = None,
+                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Normalised 1-D Gaussian kernel ``[2k+1]`` (float32 by default) with ``k = ceil(3 sigma)``."""
     k = max(1, math.ceil(3.0 * sigma))
-    x = torch.arange(-k, k + 1, dtype=torch.float32, device=device)
+    x = torch.arange(-k, k + 1, dtype=dtype, device=device)
     g = torch.exp(-0.5 * (x / sigma) ** 2)
     return g / g.sum()
 
@@ -60,7 +61,7 @@ def gaussian_smooth(field: torch.Tensor, sigma: float) -> torch.Tensor:
     """
     if sigma <= 0:
         return field
-    g = gaussian_kernel1d(sigma, field.device)
+    g = gaussian_kernel1d(sigma, field.device, field.real.dtype)  # conv2d needs matching dtypes
     k = g.numel()
     shape = field.shape
     parts = torch.view_as_real(field).movedim(-1, -3).reshape(-1, 1, shape[-2], shape[-1])

@@ -7,12 +7,15 @@ amplitude 1 (the absolute scale is irrelevant: the forward model renormalises th
 * ``'focused'``: the far-field image of a circular aperture, i.e. a focused X-ray spot. The pupil
   is a disk in the Fourier plane of radius ``R = 1.22 * N / diameter`` frequency pixels, which puts
   the first Airy zero at radius ``0.61 * N / R = diameter / 2`` pixels: ``diameter`` is the
-  diameter of the central spot. The pupil edge is anti-aliased over one pixel (a pixelated hard
-  edge would add grid-aligned ringing). A quadratic pupil phase ``defocus * (rho / R)**2`` (radians,
-  ``defocus = DEFAULT_DEFOCUS = pi``, i.e. half a wave of defocus at the pupil edge) gives the probe
-  structure in both amplitude and phase while keeping the main lobe compact; the side lobes (Airy
-  rings) carry a visible share of the energy. The probe is the centred inverse FFT of the pupil,
-  with the convention of :mod:`ptychopinn.physics.fft` (zero frequency at index ``N//2``).
+  diameter of the in-focus central spot. The pupil edge is a linear ramp two frequency pixels wide:
+  a hard, pixelated edge gives slowly decaying tails that wrap around the N x N grid (periodic FFT)
+  and show up as square ringing in the corners. A quadratic pupil phase ``defocus * (rho / R)**2``
+  (radians; ``defocus = DEFAULT_DEFOCUS = pi/2``, a quarter wave of defocus at the pupil edge) gives
+  the probe structure in both amplitude and phase while keeping the main lobe compact. At N = 64
+  with the default diameter about 19 % of the energy lies in the side lobes (outside the in-focus
+  first zero) and under 2 % outside the central N/2 x N/2 square. The probe is the centred inverse
+  FFT of the pupil, with the convention of :mod:`ptychopinn.physics.fft` (zero frequency at index
+  ``N//2``).
 * ``'gaussian'``: the real Gaussian ``exp(-r**2 / (2 sigma**2))`` whose amplitude has full width at
   half maximum ``diameter`` pixels (``sigma = diameter / (2 sqrt(2 ln 2))``).
 
@@ -31,8 +34,11 @@ from ptychopinn.errors import ConfigError
 PROBE_KINDS: tuple[str, ...] = ("focused", "gaussian")
 """Valid ``kind`` values of :func:`make_probe`."""
 
-DEFAULT_DEFOCUS = math.pi
-"""Quadratic pupil phase (radians) at the pupil edge of the focused probe: half a wave of defocus."""
+DEFAULT_DEFOCUS = math.pi / 2
+"""Quadratic pupil phase (radians) at the pupil edge of the focused probe: a quarter wave of defocus."""
+
+PUPIL_EDGE_PX = 2.0
+"""Width (frequency pixels) of the linear ramp that softens the focused probe's pupil edge."""
 
 
 def _centred_grid(n: int) -> np.ndarray:
@@ -50,7 +56,8 @@ def focused_probe(n: int, diameter: float, defocus: float = DEFAULT_DEFOCUS) -> 
     """Focused-beam probe ``[n, n]`` complex64 with central spot diameter ``diameter`` px (module docs)."""
     radius = 1.22 * n / diameter  # pupil radius in frequency pixels (first Airy zero at diameter/2)
     rho = _centred_grid(n)
-    pupil = np.clip(radius + 0.5 - rho, 0.0, 1.0)  # one-pixel anti-aliased edge
+    # soft edge centred on the nominal radius: limits the wrap-around of the Airy tails
+    pupil = np.clip((radius + 0.5 * PUPIL_EDGE_PX - rho) / PUPIL_EDGE_PX, 0.0, 1.0)
     field = pupil * np.exp(1j * defocus * (rho / radius) ** 2)
     probe = _ifft2c(field)
     return (probe / np.abs(probe).max()).astype(np.complex64)
@@ -72,9 +79,9 @@ def make_probe(kind: str, N: int, *, diameter: float | None = None,  # noqa: N80
         N: probe (patch) side in pixels, even, >= 8.
         diameter: central spot diameter in pixels: first-Airy-zero diameter (``'focused'``) or
             amplitude FWHM (``'gaussian'``); ``None`` means ``N / 4``. Focused probes need
-            ``2.5 <= diameter <= N`` (the pupil must be at least a few pixels and fit the grid).
+            ``1.22 N / (N/2 - 2) <= diameter <= N`` (the pupil, soft edge included, must fit the grid).
         defocus: quadratic pupil phase in radians at the pupil edge (``'focused'`` only; 0 is an
-            in-focus Airy spot).
+            in-focus Airy spot; the default is a quarter wave).
 
     Returns:
         ``[N, N]`` complex64 probe centred on pixel ``(N//2, N//2)``, peak amplitude 1.
@@ -83,7 +90,8 @@ def make_probe(kind: str, N: int, *, diameter: float | None = None,  # noqa: N80
         ConfigError: unknown kind, bad N or diameter.
     """
     if kind not in PROBE_KINDS:
-        raise ConfigError(f"probe kind: expected one of {list(PROBE_KINDS)}, got {kind!r}; choose one of those")
+        raise ConfigError(f"probe kind: expected one of {list(PROBE_KINDS)}, got {kind!r}; "
+                          "choose one of those")
     if not isinstance(N, (int, np.integer)) or isinstance(N, bool) or N < 8 or N % 2:
         raise ConfigError(f"probe size N: expected an even integer >= 8, got {N!r}; pass e.g. 64")
     n = int(N)
@@ -95,7 +103,9 @@ def make_probe(kind: str, N: int, *, diameter: float | None = None,  # noqa: N80
         raise ConfigError(f"probe defocus: expected a finite phase in radians, got {defocus!r}; e.g. 3.14")
     if kind == "gaussian":
         return gaussian_probe(n, d)
-    if d < 2.5:
-        raise ConfigError(f"probe diameter: a focused probe needs a central spot of at least 2.5 pixels, got "
-                          f"{d:g}; use a larger diameter or probe kind 'gaussian'")
+    # the soft pupil edge must stay inside the frequency grid (|k| < N/2) to keep the probe symmetric
+    min_d = 1.22 * n / (n / 2 - 1 - 0.5 * PUPIL_EDGE_PX)
+    if d < min_d:
+        raise ConfigError(f"probe diameter: a focused {n} x {n} probe needs a central spot of at least "
+                          f"{min_d:.3g} pixels, got {d:g}; use a larger diameter or probe kind 'gaussian'")
     return focused_probe(n, d, float(defocus))

@@ -44,8 +44,8 @@ def valid_area(object_shape: tuple[int, int], N: int) -> tuple[float, float, flo
     half = int(N) // 2
     xmin, xmax, ymin, ymax = float(half), float(w - 1 - half), float(half), float(h - 1 - half)
     if xmax < xmin or ymax < ymin:
-        raise ConfigError(f"object shape: expected at least {2 * half + 1} x {2 * half + 1} pixels to hold one "
-                          f"{N} x {N} patch, got {h} x {w}; use a larger object or a smaller N")
+        raise ConfigError(f"object shape: expected at least {2 * half + 1} x {2 * half + 1} pixels to hold "
+                          f"one {N} x {N} patch, got {h} x {w}; use a larger object or a smaller N")
     return xmin, xmax, ymin, ymax
 
 
@@ -71,8 +71,8 @@ def _take_n(positions: np.ndarray, n_points: int | None, kind: str,
         raise ConfigError(f"n_points: expected a positive integer or None, got {n_points!r}; e.g. 500")
     m = positions.shape[0]
     if n_points > m:
-        raise ConfigError(f"n_points: expected at most {m} (all positions of this {kind} scan), got {n_points}; "
-                          "lower n_points, enlarge the object or increase the overlap")
+        raise ConfigError(f"n_points: expected at most {m} (all positions of this {kind} scan), got "
+                          f"{n_points}; lower n_points, enlarge the object or increase the overlap")
     if rng is None:
         return positions[:n_points]
     keep = np.sort(rng.choice(m, size=int(n_points), replace=False))  # keep the raster order
@@ -122,14 +122,15 @@ def raster_positions(
     gx, gy = np.meshgrid(xs, ys, indexing="xy")
     pos = np.stack([gx.ravel(), gy.ravel()], axis=1)
     if jitter > 0:
-        pos = pos + np.random.default_rng([int(seed), _JITTER_STREAM]).uniform(-jitter, jitter, size=pos.shape)
+        rng = np.random.default_rng([int(seed), _JITTER_STREAM])
+        pos = pos + rng.uniform(-jitter, jitter, size=pos.shape)
         pos[:, 0] = np.clip(pos[:, 0], xmin, xmax)
         pos[:, 1] = np.clip(pos[:, 1], ymin, ymax)
     return _take_n(pos, n_points, "raster", np.random.default_rng([int(seed), _SUBSET_STREAM]))
 
 
 def _spiral(n: int, c: float, theta0: float) -> np.ndarray:
-    """First ``n`` points ``[n, 2]`` (dx, dy) of the Fermat spiral ``r = c sqrt(k + 1/2)``, golden-angle turns."""
+    """First ``n`` points ``[n, 2]`` (dx, dy) of the Fermat spiral ``r = c sqrt(k + 1/2)`` (golden angle)."""
     k = np.arange(n, dtype=np.float64)
     r = c * np.sqrt(k + 0.5)  # +1/2 keeps the first point off the exact centre, evening the core spacing
     theta = theta0 + _GOLDEN_ANGLE * k
@@ -220,7 +221,8 @@ def probe_diameter(probe: np.ndarray, energy_fraction: float = PROBE_ENERGY_FRAC
         raise DataFormatError(f"probe: expected a finite 2-D [N, N] array, found {describe_array(p)}; "
                               "pass a single probe mode")
     if not 0.0 < float(energy_fraction) <= 1.0:
-        raise ConfigError(f"energy_fraction: expected a fraction in (0, 1], got {energy_fraction!r}; e.g. 0.9")
+        raise ConfigError(f"energy_fraction: expected a fraction in (0, 1], got {energy_fraction!r}; "
+                          "e.g. 0.9")
     intensity = np.abs(p.astype(np.complex128)) ** 2
     total = float(intensity.sum())
     if not total > 0:

@@ -181,10 +181,11 @@ def simulate_scan(
     :class:`~ptychopinn.config.ModelConfig` default.
 
     Returns:
-        A validated :class:`ScanData`: ``diffraction`` ``[M, N, N]`` float32 sqrt(counts), ``positions`` and
-        ``positions_start`` ``[M, 2]`` float64 ``(x, y)`` pixels, ``probe`` ``[N, N]`` complex64 (peak 1),
-        ``obj`` ``[H, W]`` complex64 ground truth, ``scan_index`` ``[M]`` int64 zeros, ``patches`` ``[M, N, N]``
-        complex64 ground-truth object patches (not illuminated), and ``metadata`` with ``nphotons``,
+        A validated :class:`ScanData`: ``diffraction`` ``[M, N, N]`` float32 sqrt(counts),
+        ``positions`` and ``positions_start`` ``[M, 2]`` float64 ``(x, y)`` pixels, ``probe`` ``[N, N]``
+        complex64 (peak 1), ``obj`` ``[H, W]`` complex64 ground truth, ``scan_index`` ``[M]`` int64
+        zeros, ``patches`` ``[M, N, N]`` complex64 ground-truth object patches (not illuminated), and
+        ``metadata`` with ``nphotons``,
         ``dose_scale``, ``probe_scale``, ``simulated``, ``poisson``, ``config``, ``seed``,
         ``probe_diameter_px`` and ``scan_step_px``.
     """
@@ -193,7 +194,8 @@ def simulate_scan(
                           "build one with SimulationConfig(...)")
     if object_override is None:
         obj = make_object(config.object_kind, config.object_size, amplitude_range=config.amplitude_range,
-                          phase_range=config.phase_range, image_name=config.image_name, seed=config.seed)
+                          phase_range=config.phase_range, image_name=config.image_name, seed=config.seed,
+                          phase_image=config.phase_image)
     else:
         obj = _check_override(object_override, config)
     probe = make_probe(config.probe_kind, config.N, diameter=config.probe_diameter)

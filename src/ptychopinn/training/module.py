@@ -80,13 +80,13 @@ class PINNLightningModule(L.LightningModule):
             if not (isinstance(v, (int, float, np.floating)) and math.isfinite(float(v)) and float(v) > 0):
                 raise ConfigError(f"{name}: expected a finite number > 0, found {v!r}; "
                                   "take it from PtychoDataModule")
-        self.save_hyperparameters({
-            "model_config": _plain(mcfg.to_dict()),
-            "training_config": _plain(tcfg.to_dict()),
-            "intensity_scale": float(intensity_scale),
-            "input_scale": float(input_scale),
-            "has_validation": bool(has_validation),
-        })
+        # save_hyperparameters reads the __init__ arguments from this frame, so rebind them to their plain,
+        # validated forms first (weights_only-loadable checkpoints); the probe array is left out on purpose.
+        model_config, training_config = _plain(mcfg.to_dict()), _plain(tcfg.to_dict())
+        intensity_scale, input_scale = float(intensity_scale), float(input_scale)
+        has_validation = bool(has_validation)
+        self.save_hyperparameters("model_config", "training_config", "intensity_scale", "input_scale",
+                                  "has_validation")
         self.model_config, self.training_config = mcfg, tcfg
         probe_t = probe if isinstance(probe, torch.Tensor) else torch.from_numpy(np.asarray(probe))
         self.model = PtychoPINN(mcfg, probe_t.to(torch.complex64), float(intensity_scale))
@@ -134,6 +134,10 @@ class PINNLightningModule(L.LightningModule):
             self.diverged_step = int(self.global_step)
             if self._trainer is not None:
                 self.trainer.should_stop = True
+                # Also as a metric: with strategy 'ddp_spawn' only the trainer's metrics (not this module's
+                # attributes) travel back from the worker processes to the caller.
+                self.log("diverged_epoch", float(self.current_epoch), on_step=False, on_epoch=True,
+                         reduce_fx="max", batch_size=1)
             return None
         return loss
 

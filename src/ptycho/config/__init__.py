@@ -1,0 +1,1 @@
+"""Reference-named configuration (``ptycho.config.config``); importing it is cheap (no torch)."""

@@ -1,0 +1,223 @@
+"""``train()``: one call from scans and configs to a trained model, checkpoints, logs and a loss plot.
+
+Order of work: validate the inputs (N, labels, optional logger packages, resume checkpoint) before
+anything expensive; seed everything (so grouping, weight initialisation and shuffling are reproducible);
+build the data module (grouping and scales), the model and the Trainer; fit; plot the loss curves; return
+the very model object that was trained (the reference once saved an untrained copy), on CPU in eval mode.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from ptychopinn.config import ExecutionConfig, ModelConfig, TrainingConfig
+from ptychopinn.data.scan import ScanData
+from ptychopinn.errors import ConfigError
+from ptychopinn.training.data import PtychoDataModule
+from ptychopinn.training.module import PINNLightningModule
+from ptychopinn.training.trainer import (
+    LAST_NAME,
+    LossHistory,
+    build_trainer,
+    check_logger_available,
+    checkpoint_paths,
+    find_callback,
+)
+
+__all__ = ["TrainResult", "TrainingDivergedError", "train"]
+
+# Lightning hints that are noise for this library: a few workers is a deliberate default on small data,
+# and the number of batches is what it is.
+_QUIET_WARNINGS = (
+    r".*does not have many workers.*",
+    r".*The number of training batches.*is smaller than the logging interval.*",
+    r".*Checkpoint directory .* exists and is not empty.*",
+    r".*`training_step` returned `None`.*",  # a skipped non-finite step; reported as TrainingDivergedError
+)
+
+
+class TrainingDivergedError(RuntimeError):
+    """The training loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` produced.
+
+    Attributes:
+        model: the trained ``PtychoPINN`` (the object that was optimised), on CPU, in eval mode.
+        history: ``{'train_loss': [...], 'val_loss': [...]}`` per-epoch means (float, loss units);
+            ``val_loss`` is empty without validation. After a resume it covers all epochs.
+        input_scale: ``a`` of the training patterns (inference normalises a new scan with its own ``a``).
+        intensity_scale: photon scale ``s = sqrt(nphotons) / (N/2)`` used by the likelihood.
+        nphotons: mean total counts per pattern; nphotons_source: 'config' or 'measured'.
+        checkpoint_dir: ``output_dir/checkpoints``. best_checkpoint / last_checkpoint: files, or None.
+        loss_plot: ``checkpoints/loss_curves.png`` or None. metrics_csv: the CSV logger's file or None.
+        epochs_completed: number of finished epochs (including those before a resume).
+    """
+
+    model: torch.nn.Module = field(repr=False)
+    history: dict[str, list[float]]
+    input_scale: float
+    intensity_scale: float
+    nphotons: float
+    nphotons_source: str
+    checkpoint_dir: Path
+    best_checkpoint: Path | None
+    last_checkpoint: Path | None
+    loss_plot: Path | None
+    metrics_csv: Path | None
+    epochs_completed: int
+
+
+def _check_inputs(train_scan: ScanData, val_scan: ScanData | None, model: ModelConfig,
+                  training: TrainingConfig, execution: ExecutionConfig) -> None:
+    for name, value, typ in (("train_scan", train_scan, ScanData), ("model", model, ModelConfig),
+                             ("training", training, TrainingConfig), ("execution", execution, ExecutionConfig)):
+        if not isinstance(value, typ):
+            raise ConfigError(f"{name}: expected a {typ.__name__}, found {type(value).__name__}; "
+                              f"build one with {typ.__name__}(...)")
+    if val_scan is not None and not isinstance(val_scan, ScanData):
+        raise ConfigError(f"val_scan: expected a ScanData or None, found {type(val_scan).__name__}; "
+                          "load it with ptychopinn.io")
+    for name, scan in (("training", train_scan), ("validation", val_scan)):
+        if scan is not None and scan.N != model.N:
+            raise ConfigError(f"model.N is {model.N} but the {name} patterns are {scan.N}x{scan.N}; "
+                              f"set N to {scan.N} in the model config")
+        if scan is not None and model.model_type == "supervised" and scan.patches is None:
+            raise ConfigError(f"model_type 'supervised' needs ground-truth patches (NPZ key 'Y') but the "
+                              f"{name} scan has none; use model_type 'pinn' or a scan with patches")
+    check_logger_available(execution.logger)
+
+
+def _state_from_checkpoint(path: Path, hist_cb: LossHistory | None) -> tuple[dict[str, list[float]], int]:
+    """(loss history, epochs completed) as recorded in a Lightning checkpoint (read weights_only)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    key = hist_cb.state_key if hist_cb is not None else LossHistory.__qualname__
+    state = ckpt.get("callbacks", {}).get(key, {})
+    history = {k: [float(x) for x in v] for k, v in state.items()}
+    return history, int(ckpt.get("epoch", -1)) + 1
+
+
+def _diverged_message(epoch: int | None, step: int | None, last: Path | None, training: TrainingConfig) -> str:
+    where = f"epoch {epoch} (0-based)" + (f", optimiser step {step}" if step is not None else "")
+    kept = f"the last good checkpoint is {last}" if last is not None and last.is_file() else \
+        "no checkpoint was written before that"
+    return (f"training diverged (non-finite loss) at {where}; {kept}; lower the learning rate "
+            f"(now {training.learning_rate:g}) or set execution.gradient_clip_val, then train again")
+
+
+def train(
+    train_scan: ScanData,
+    *,
+    model: ModelConfig,
+    training: TrainingConfig,
+    execution: ExecutionConfig | None = None,
+    output_dir: str | Path,
+    val_scan: ScanData | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Train a PtychoPINN on ``train_scan``.
+
+    Args:
+        train_scan: training scan (``diffraction`` ``[M, N, N]`` float32 amplitude sqrt(counts), positions
+            ``[M, 2]`` (x, y) px, probe ``[N, N]`` complex64; ``patches`` required for 'supervised').
+        model: architecture; ``model.N`` must equal the scan's N.
+        training: data selection, losses, optimiser, schedule, epochs, seed.
+        execution: hardware, precision, logging, checkpoints (default ``ExecutionConfig()``).
+        output_dir: run folder (created); see :mod:`ptychopinn.training.trainer` for the layout.
+        val_scan: optional validation scan (normalised with its own input scale); without it
+            ``training.val_fraction`` of the training groups are held out.
+        resume: continue from ``output_dir/checkpoints/last.ckpt`` (weights, optimiser, scheduler, epoch
+            counter and loss history) up to ``training.nepochs`` epochs in total.
+
+    Returns:
+        :class:`TrainResult`; ``result.model`` is the trained model on CPU in eval mode.
+
+    Raises:
+        ConfigError: mismatched N, missing labels for supervised training, an optional logger that is
+            not installed, or ``resume`` without a checkpoint.
+        TrainingDivergedError: the training loss became non-finite (the last good checkpoint is kept).
+    """
+    execution = execution if execution is not None else ExecutionConfig()
+    _check_inputs(train_scan, val_scan, model, training, execution)
+    out = Path(output_dir)
+    ckpt_dir = out / "checkpoints"
+    resume_from = ckpt_dir / f"{LAST_NAME}.ckpt"
+    if resume and not resume_from.is_file():
+        raise ConfigError(f"resume=True expects a checkpoint at {resume_from}, found none; train without "
+                          "resume first or point output_dir at the earlier run")
+    out.mkdir(parents=True, exist_ok=True)
+
+    threads_before = torch.get_num_threads()
+    det_before = (torch.are_deterministic_algorithms_enabled(),
+                  torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        with warnings.catch_warnings():
+            for pattern in _QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", message=pattern)
+            # Seed before grouping and weight initialisation, so the whole run is reproducible.
+            L.seed_everything(training.seed, workers=True, verbose=False)
+            dm = PtychoDataModule(train_scan, model, training, execution, val=val_scan)
+            module = PINNLightningModule(model.to_dict(), training.to_dict(), train_scan.probe,
+                                         dm.intensity_scale, dm.input_scale, has_validation=dm.has_val)
+            trainer = build_trainer(execution, training, out, has_val=dm.has_val)
+            trainer.fit(module, datamodule=dm, ckpt_path=str(resume_from) if resume else None)
+    finally:
+        # Trainer and set_num_threads change process-wide torch settings; give them back to the caller.
+        torch.set_num_threads(threads_before)
+        torch.use_deterministic_algorithms(det_before[0], warn_only=det_before[1])
+
+    best, last = checkpoint_paths(trainer)
+    if last is None and resume and resume_from.is_file():
+        last = resume_from
+    spawned_epoch = trainer.callback_metrics.get("diverged_epoch")
+    if module.diverged or spawned_epoch is not None:
+        epoch = module.diverged_epoch if module.diverged else int(spawned_epoch)
+        raise TrainingDivergedError(_diverged_message(epoch, module.diverged_step, last, training))
+
+    hist_cb = find_callback(trainer, LossHistory)
+    history = {k: list(v) for k, v in hist_cb.history.items()} if hist_cb is not None else {}
+    epochs_completed = int(trainer.current_epoch)
+    if not any(history.values()) and last is not None:
+        # Trained in spawned worker processes ('ddp_spawn'): the callbacks here saw nothing, but rank 0
+        # wrote its final state (history included) into last.ckpt.
+        history, epochs_completed = _state_from_checkpoint(last, hist_cb)
+        if best is None:
+            found = sorted(ckpt_dir.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
+            best = found[-1] if found else None
+    history.setdefault("train_loss", [])
+    history.setdefault("val_loss", [])
+
+    loss_plot = None
+    plotted = {k: v for k, v in history.items() if v}
+    if plotted and trainer.is_global_zero:
+        from ptychopinn.plots import save_loss_curves
+
+        loss_plot = save_loss_curves(plotted, ckpt_dir / "loss_curves.png", title="PtychoPINN training loss")
+
+    metrics_csv = None
+    if execution.logger == "csv" and trainer.logger is not None and trainer.logger.log_dir:
+        candidate = Path(trainer.logger.log_dir) / "metrics.csv"
+        metrics_csv = candidate if candidate.is_file() else None
+
+    trained = module.model.to("cpu").eval()
+    return TrainResult(
+        model=trained,
+        history=history,
+        input_scale=float(dm.input_scale),
+        intensity_scale=float(dm.intensity_scale),
+        nphotons=float(dm.nphotons),
+        nphotons_source=dm.nphotons_source,
+        checkpoint_dir=ckpt_dir,
+        best_checkpoint=best,
+        last_checkpoint=last,
+        loss_plot=loss_plot,
+        metrics_csv=metrics_csv,
+        epochs_completed=epochs_completed,
+    )

@@ -1,0 +1,244 @@
+"""Construction of the Lightning ``Trainer``: hardware, precision, callbacks, loggers, checkpoints.
+
+Output layout under ``output_dir``::
+
+    checkpoints/last.ckpt              state after the last completed epoch (resume from here)
+    checkpoints/best-epoch=EEE.ckpt    lowest val_loss (train_loss without validation)
+    logs/version_K/metrics.csv         per-epoch metrics (logger 'csv'; each run or resume is a new K)
+    logs/...                           TensorBoard events (logger 'tensorboard')
+    mlruns/                            MLflow file store (logger 'mlflow')
+
+Checkpoints are written at the END of each training epoch, after validation, so that everything an epoch
+produced (including the loss history kept by :class:`LossHistory`) is in the checkpoint of that epoch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import (
+    Callback,
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    TQDMProgressBar,
+)
+
+from ptychopinn.config import ExecutionConfig, TrainingConfig
+from ptychopinn.errors import ConfigError
+
+__all__ = ["LAST_NAME", "DivergenceGuardedCheckpoint", "LossHistory", "build_trainer", "check_logger_available",
+           "checkpoint_paths", "find_callback", "map_accelerator", "map_precision"]
+
+LAST_NAME = "last"
+"""Stem of the checkpoint written at the end of every epoch (``checkpoints/last.ckpt``)."""
+
+_OPTIONAL_LOGGERS = {
+    "tensorboard": (("tensorboard", "tensorboardX"), "ptychopinn[tensorboard]"),
+    "mlflow": (("mlflow",), "ptychopinn[mlflow]"),
+}
+
+
+def check_logger_available(logger: str) -> None:
+    """Raise :class:`ConfigError` when ``logger`` needs an optional package that is not installed."""
+    if logger not in _OPTIONAL_LOGGERS:
+        return
+    modules, extra = _OPTIONAL_LOGGERS[logger]
+    if not any(importlib.util.find_spec(m) is not None for m in modules):
+        raise ConfigError(f"logger '{logger}' needs the optional extra, which is not installed: "
+                          f"pip install '{extra}' (or use logger 'csv')")
+
+
+def map_accelerator(accelerator: str) -> str:
+    """Lightning accelerator name: 'gpu' and 'cuda' both mean 'gpu'; others pass through."""
+    return "gpu" if accelerator in ("gpu", "cuda") else accelerator
+
+
+def map_precision(precision: str) -> str:
+    """Lightning precision name: '32' is '32-true'; mixed precisions pass through."""
+    return "32-true" if precision == "32" else precision
+
+
+def _uses_cuda(accelerator: str) -> bool:
+    return accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
+
+
+class LossHistory(Callback):
+    """Collects per-epoch ``train_loss`` and ``val_loss`` (floats) at the end of every training epoch.
+
+    The history is part of the callback state, so it is saved in every checkpoint and restored when
+    training resumes from one: after a resume ``history`` covers all epochs, not only the new ones.
+    Epochs cut short by divergence (module attribute ``diverged``) are not recorded.
+    """
+
+    def __init__(self) -> None:
+        self.history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if getattr(pl_module, "diverged", False):
+            return
+        metrics = trainer.callback_metrics
+        for key in ("train_loss", "val_loss"):
+            if key in metrics:
+                self.history[key].append(float(metrics[key]))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: list(v) for k, v in self.history.items()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = {k: [float(x) for x in v] for k, v in state_dict.items()}
+        for key in ("train_loss", "val_loss"):
+            self.history.setdefault(key, [])
+
+
+class DivergenceGuardedCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` that writes nothing once the module has diverged (attribute ``diverged``).
+
+    Lightning still runs the end-of-epoch hooks after a stop request; without this guard they would
+    overwrite ``last.ckpt`` with the state at the moment of divergence.
+    """
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any,
+                           **kwargs: Any) -> None:
+        if not getattr(pl_module, "diverged", False):
+            super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if not getattr(pl_module, "diverged", False):
+            super().on_exception(trainer, pl_module, exception)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not getattr(pl_module, "diverged", False):
+            super().on_train_epoch_end(trainer, pl_module)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not getattr(pl_module, "diverged", False):
+            super().on_validation_end(trainer, pl_module)
+
+
+def _build_logger(kind: str, output_dir: Path) -> Any:
+    check_logger_available(kind)
+    if kind == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(save_dir=str(output_dir), name="logs")
+    if kind == "tensorboard":
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        return TensorBoardLogger(save_dir=str(output_dir), name="logs")
+    if kind == "mlflow":
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        # MLflow 3 refuses a plain-file tracking store unless opted in. This logger is a local file store
+        # by design (no server, no database package), so opt in unless the user decided otherwise.
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        return MLFlowLogger(experiment_name="ptychopinn",
+                            tracking_uri=(output_dir / "mlruns").resolve().as_uri())
+    return False
+
+
+def build_trainer(execution: ExecutionConfig, training: TrainingConfig, output_dir: str | Path, *,
+                  has_val: bool) -> L.Trainer:
+    """Build the ``Trainer`` for one training run.
+
+    Args:
+        execution: hardware, precision, parallelism, logging and checkpoint settings.
+        training: ``nepochs`` (max epochs) and ``early_stop_patience``.
+        output_dir: run folder; checkpoints go to ``output_dir/checkpoints``, logs to ``output_dir/logs``.
+        has_val: whether a validation set exists (checkpoints and early stopping then monitor
+            ``val_loss``, else ``train_loss``; validation is switched off when False).
+
+    Side effect: ``torch.set_num_threads(execution.num_threads)`` when that is set (process-wide; the
+    caller restores it if it must).
+
+    Raises:
+        ConfigError: an optional logger ('tensorboard', 'mlflow') whose package is not installed.
+    """
+    out = Path(output_dir)
+    logger = _build_logger(execution.logger, out)
+    if execution.num_threads is not None:
+        torch.set_num_threads(execution.num_threads)
+    monitor = "val_loss" if has_val else "train_loss"
+    quiet = not execution.enable_progress_bar
+
+    callbacks: list[Callback] = [LossHistory()]
+    if execution.enable_checkpointing:
+        ckpt_dir = str(out / "checkpoints")
+        # last.ckpt has its own callback: since Lightning 2.6 ``save_last`` only refreshes last.ckpt in an
+        # epoch that also wrote a top-k file, which would leave a stale resume point after a non-improving
+        # epoch. A monitor-free top-1 checkpoint named 'last' is overwritten every epoch instead.
+        callbacks.append(DivergenceGuardedCheckpoint(
+            dirpath=ckpt_dir, filename=LAST_NAME, monitor=None, save_top_k=1, save_last=False,
+            save_on_train_epoch_end=True, enable_version_counter=False,
+        ))
+        if execution.checkpoint_save_top_k > 0:
+            callbacks.append(DivergenceGuardedCheckpoint(
+                dirpath=ckpt_dir, filename="best-{epoch:03d}", monitor=monitor, mode="min", save_last=False,
+                save_top_k=execution.checkpoint_save_top_k, save_on_train_epoch_end=True,
+            ))
+    if training.early_stop_patience is not None:
+        callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=training.early_stop_patience,
+                                       check_on_train_epoch_end=True, check_finite=False))
+    if not quiet:
+        callbacks.append(TQDMProgressBar())
+    if logger is not False:
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+
+    # Strict deterministic algorithms raise on CUDA for grid_sample's backward (used by the overlap
+    # constraint); 'warn' keeps every other op deterministic there. On CPU everything is deterministic.
+    deterministic: bool | str = False
+    if execution.deterministic:
+        deterministic = "warn" if _uses_cuda(map_accelerator(execution.accelerator)) else True
+
+    return L.Trainer(
+        accelerator=map_accelerator(execution.accelerator),
+        devices=execution.devices,
+        num_nodes=execution.num_nodes,
+        strategy=execution.strategy,
+        precision=map_precision(execution.precision),  # type: ignore[arg-type]
+        deterministic=deterministic,
+        gradient_clip_val=execution.gradient_clip_val,
+        gradient_clip_algorithm=execution.gradient_clip_algorithm,
+        accumulate_grad_batches=execution.accumulate_grad_batches,
+        max_epochs=training.nepochs,
+        callbacks=callbacks,
+        logger=logger,
+        enable_checkpointing=execution.enable_checkpointing,
+        enable_progress_bar=not quiet,
+        enable_model_summary=not quiet,
+        limit_val_batches=None if has_val else 0,
+        num_sanity_val_steps=0 if not has_val else 2,
+        # Every metric is logged per epoch (on_step=False), so this only decides how often Lightning looks
+        # for step metrics; 1 avoids its "fewer batches than the logging interval" warning on small data.
+        log_every_n_steps=1,
+        default_root_dir=str(out),
+    )
+
+
+def checkpoint_paths(trainer: L.Trainer) -> tuple[Path | None, Path | None]:
+    """``(best, last)`` checkpoint files written by the callbacks of :func:`build_trainer` (None if absent)."""
+    best = last = None
+    for cb in trainer.callbacks:  # type: ignore[attr-defined]
+        if isinstance(cb, DivergenceGuardedCheckpoint) and cb.best_model_path:
+            path = Path(cb.best_model_path)
+            if not path.is_file():
+                continue
+            if cb.monitor is None:
+                last = path
+            else:
+                best = path
+    return best, last
+
+
+def find_callback(trainer: L.Trainer, kind: type[Callback]) -> Any:
+    """The first callback of type ``kind`` on ``trainer``, or None."""
+    for cb in trainer.callbacks:  # type: ignore[attr-defined]
+        if isinstance(cb, kind):
+            return cb
+    return None
+
