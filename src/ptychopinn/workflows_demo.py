@@ -41,10 +41,10 @@ class DemoResult:
 
 def demo_configs(epochs: int, seed: int) -> tuple[SimulationConfig, SimulationConfig, ModelConfig, TrainingConfig]:
     """The simulation, model and training settings of the demo (small enough for a CPU)."""
-    train_sim = SimulationConfig(N=32, object_size=128, object_kind="image", image_name="camera", phase_image="chelsea",
-                                 scan="raster", overlap=0.75, nphotons=1e6, seed=seed)
+    train_sim = SimulationConfig(N=32, object_size=128, object_kind="image", image_name="camera",
+                                 phase_image="chelsea", scan="raster", overlap=0.6, nphotons=1e6, seed=seed)
     test_sim = train_sim.replace(image_name="astronaut", phase_image="coins", seed=seed + 1)
-    model = ModelConfig(N=32, gridsize=1, n_filters_scale=2)
+    model = ModelConfig(N=32, gridsize=1, n_filters_scale=1)
     training = TrainingConfig(nepochs=epochs, batch_size=16, learning_rate=2e-3, scheduler="cosine",
                               warmup_epochs=1, seed=seed)
     return train_sim, test_sim, model, training
