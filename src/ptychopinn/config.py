@@ -281,11 +281,14 @@ class InferenceConfig(_Config):
 
     ``stitch_window`` is the side in pixels of the central region of each predicted patch that is
     placed on the canvas (the rest of the patch is less reliable); ``None`` uses ``N * 5 // 16``
-    (20 px at N=64, the reference value). ``neighbor_count`` is K for gridsize > 1 grouping.
+    (20 px at N=64, the reference value). ``stitch_taper`` weights each window's centre up to
+    ``1 + stitch_taper`` times its edges (0 = uniform average, as the reference), which softens
+    seams between neighbouring patches. ``neighbor_count`` is K for gridsize > 1 grouping.
     """
 
     batch_size: int = 64
     stitch_window: int | None = None
+    stitch_taper: float = 0.0
     precision: str = "32"
     accelerator: str = "auto"
     neighbor_count: int = 4
@@ -294,6 +297,7 @@ class InferenceConfig(_Config):
     def __post_init__(self) -> None:
         _check_int("batch_size", self.batch_size, 1)
         _check_int("stitch_window", self.stitch_window, 2, optional=True)
+        _check_num("stitch_taper", self.stitch_taper, 0.0)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("accelerator", self.accelerator, ACCELERATORS)
         _check_int("neighbor_count", self.neighbor_count, 1)

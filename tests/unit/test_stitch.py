@@ -199,3 +199,24 @@ def test_buffered_windows_are_copies_and_flush_size_does_not_change_the_result()
     ref, _ = stitch_patches(patches, pos, 8, shape=shape, origin=origin)
     np.testing.assert_allclose(results[-1][0], ref, atol=1e-5)
     assert np.abs(results[-1][0]).max() > 0.4
+
+
+def test_tapered_weights_keep_consistent_patches_exact_and_count_coverage() -> None:
+    """A centre-weighted average of consistent windows is still the object; weights are >= 1."""
+    from ptychopinn.inference.stitch import Stitcher
+
+    rng = np.random.default_rng(5)
+    obj = (rng.uniform(0.5, 1.0, (40, 44)) * np.exp(1j * rng.uniform(-1, 1, (40, 44)))).astype(np.complex64)
+    pos = np.array([[x, y] for y in range(10, 31, 4) for x in range(10, 35, 4)], dtype=np.float64)
+    patches = extract_patches(torch.from_numpy(obj), torch.from_numpy(pos), 16)
+    plain, tapered = Stitcher((40, 44), 8), Stitcher((40, 44), 8, taper=10.0)
+    for st in (plain, tapered):
+        st.add(patches, pos)
+    (o0, c0), (o1, c1) = plain.result(), tapered.result()
+    covered = c0 > 0
+    np.testing.assert_allclose(o1[covered], obj[covered], atol=1e-5)
+    np.testing.assert_allclose(o1[covered], o0[covered], atol=1e-5)
+    assert ((c1 >= c0 - 1e-5) | ~covered).all() and c1.max() > c0.max()
+    assert tapered.weight.min() >= 1.0 and 10.0 < tapered.weight.max() <= 11.0
+    with pytest.raises(ConfigError, match="taper"):
+        Stitcher((4, 4), 2, taper=-1.0)

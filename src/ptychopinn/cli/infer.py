@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from ptychopinn.cli._common import positive_int, summary
+from ptychopinn.cli._common import number, positive_int, summary
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=64, help="patterns per batch (default 64)")
     p.add_argument("--stitch-window", type=positive_int,
                    help="side of the central region of each patch that is stitched (default N*5/16)")
+    p.add_argument("--stitch-taper", type=number, default=0.0,
+                   help="weight window centres up to 1+T times their edges (softens seams; demo uses 10)")
     p.add_argument("--precision", choices=("32", "bf16-mixed"), default="32")
     p.add_argument("--accelerator", choices=("auto", "cpu", "gpu", "cuda", "mps"), default="auto")
     p.add_argument("--units", choices=("auto", "amplitude", "intensity"), default="auto")
@@ -35,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from ptychopinn.config import InferenceConfig
     from ptychopinn.workflows import reconstruct_scan
 
-    cfg = InferenceConfig(batch_size=args.batch_size, stitch_window=args.stitch_window,
+    cfg = InferenceConfig(batch_size=args.batch_size, stitch_window=args.stitch_window, stitch_taper=args.stitch_taper,
                           precision=args.precision, accelerator=args.accelerator)
     out = reconstruct_scan(args.model, args.scan, output_dir=args.output_dir, inference=cfg, units=args.units,
                            write_product=args.product, progress=not args.quiet)

@@ -215,7 +215,7 @@ def reconstruct(
     groups = scan_groups(scan.positions, mcfg.gridsize, cfg.neighbor_count, cfg.seed)
     window = cfg.window_for(scan.N)
     shape, origin = canvas_geometry(scan.positions, scan.N, window, object_shape)
-    stitcher = Stitcher(shape, window, origin=origin, device=dev)
+    stitcher = Stitcher(shape, window, origin=origin, device=dev, taper=cfg.stitch_taper)
     a = float(compute_input_scale(scan.diffraction) if input_scale is None else input_scale)
     n_batches = math.ceil(groups.n_groups / cfg.batch_size)
     batches = iter_predictions(model, scan, groups, batch_size=cfg.batch_size, precision=cfg.precision,

@@ -97,7 +97,7 @@ class Stitcher:
     """
 
     def __init__(self, shape: tuple[int, int], window: int, *, origin: tuple[float, float] = (0.0, 0.0),
-                 device: torch.device | str | None = None, flush_size: int = 1024) -> None:
+                 device: torch.device | str | None = None, flush_size: int = 1024, taper: float = 0.0) -> None:
         if (len(shape) != 2 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
                                        for s in shape) or min(shape) < 1):
             raise ConfigError(f"canvas shape: expected (H, W) positive integers, found {shape!r}; "
@@ -117,7 +117,10 @@ class Stitcher:
         self._n_pending = 0
         self._sum = torch.zeros((1, *self.shape), dtype=torch.complex64, device=self.device)
         self._cov = torch.zeros((1, *self.shape), dtype=torch.float32, device=self.device)
-        self._ones: torch.Tensor | None = None  # cached [P, w, w] ones, regrown when a batch is larger
+        if not (isinstance(taper, (int, float)) and math.isfinite(taper) and taper >= 0):
+            raise ConfigError(f"taper: expected a finite number >= 0, found {taper!r}; use 0 for uniform weights")
+        self.weight = _taper_weight(self.window, float(taper)).to(self.device)
+        self._ones: torch.Tensor | None = None  # cached [P, w, w] weights, regrown when a batch is larger
 
     def add(self, patches: torch.Tensor | np.ndarray, positions: torch.Tensor | np.ndarray) -> None:
         """Add a batch of patches.
@@ -135,7 +138,7 @@ class Stitcher:
         if p == 0:
             return
         # A copy of the small window (not a view of the caller's patch batch, which may be reused).
-        win = crop_window(t, self.window).to(device=self.device, dtype=torch.complex64, copy=True)
+        win = crop_window(t, self.window).to(device=self.device, dtype=torch.complex64, copy=True) * self.weight
         # Shift into canvas coordinates once, in float64, so large object coordinates keep sub-pixel detail.
         rel = torch.from_numpy(pos - np.asarray(self.origin)).to(self.device)
         self._pending.append((win, rel))
@@ -155,7 +158,7 @@ class Stitcher:
         p = int(win.shape[0])
         place_patches(win, rel, self.shape, out=self._sum)
         if self._ones is None or self._ones.shape[0] < p:
-            self._ones = torch.ones((p, self.window, self.window), dtype=torch.float32, device=self.device)
+            self._ones = self.weight.expand(p, self.window, self.window).contiguous()
         place_patches(self._ones[:p], rel, self.shape, out=self._cov)
 
     def result(self, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
@@ -173,6 +176,19 @@ class Stitcher:
         obj = torch.where(covered, self._sum[0] / torch.where(covered, cov, torch.ones_like(cov)),
                           torch.zeros_like(self._sum[0]))
         return obj.cpu().numpy().astype(np.complex64, copy=False), cov.cpu().numpy().astype(np.float32)
+
+
+def _taper_weight(window: int, taper: float) -> torch.Tensor:
+    """Stitching weight ``[w, w]`` float32: ``1 + taper * bump``, with ``bump`` a separable raised
+    cosine equal to 1 at the window centre and near 0 at its edges.
+
+    Weights are >= 1, so coverage still counts windows (at least), while a positive ``taper`` lets
+    the centre of each patch, where the network is most reliable, dominate the edges of its
+    neighbours: this softens the seams between windows of slightly inconsistent patches.
+    """
+    i = torch.arange(window, dtype=torch.float64)
+    bump1 = 0.5 - 0.5 * torch.cos(2 * math.pi * (i + 1) / (window + 1))
+    return (1.0 + taper * bump1[:, None] * bump1[None, :]).to(torch.float32)
 
 
 def _window_extent(pos: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
