@@ -67,8 +67,10 @@ def train_model(
     explicitly by the caller (pass a ModelConfig with the right N to be strict).
     Returns a :class:`TrainOutcome` with the archive path, per-epoch history and written files.
     """
+    from ptychopinn.io.archive import ARCHIVE_NAME
     from ptychopinn.models.persist import save_model
     from ptychopinn.training.api import train as _train
+    from ptychopinn.training.trainer import remove_stale_temp_files, with_filename
 
     t0 = time.perf_counter()
     out = Path(output_dir)
@@ -83,6 +85,8 @@ def train_model(
         model = model.replace(N=train_scan.N)
     training = training or TrainingConfig()
     execution = execution or ExecutionConfig()
+    # A temporary archive left by a run killed while saving (the final name is never partial).
+    remove_stale_temp_files(out, ARCHIVE_NAME)
     result = _train(train_scan, model=model, training=training, execution=execution, output_dir=out,
                     val_scan=val_scan, resume=resume)
     metadata = {
@@ -94,7 +98,13 @@ def train_model(
         "epochs_completed": result.epochs_completed,
         "train_points": int(train_scan.n_points),
     }
-    archive = save_model(out, result.model, training=training.to_dict(), metadata=metadata)
+    try:
+        archive = save_model(out, result.model, training=training.to_dict(), metadata=metadata)
+    except OSError as exc:  # e.g. disk full while writing: name the file in the message
+        named = with_filename(exc, out / ARCHIVE_NAME)
+        if named is exc:
+            raise
+        raise named from exc
     return TrainOutcome(archive=archive, output_dir=out, history=result.history, loss_plot=result.loss_plot,
                         metrics_csv=result.metrics_csv, last_checkpoint=result.last_checkpoint,
                         epochs_completed=result.epochs_completed, seconds=time.perf_counter() - t0,

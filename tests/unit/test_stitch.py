@@ -220,3 +220,9 @@ def test_tapered_weights_keep_consistent_patches_exact_and_count_coverage() -> N
     assert tapered.weight.min() >= 1.0 and 10.0 < tapered.weight.max() <= 11.0
     with pytest.raises(ConfigError, match="taper"):
         Stitcher((4, 4), 2, taper=-1.0)
+
+
+def test_positions_in_wrong_units_are_refused_before_allocating() -> None:
+    pos = np.array([[10.0, 10.0], [1e9, 12.0]])
+    with pytest.raises(DataFormatError, match="check the scan positions are in object pixels"):
+        canvas_geometry(pos, 32, 10)

@@ -31,7 +31,8 @@ def _kind(path: Path) -> str:
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
-        if "manifest.json" in names or any(n.endswith(".dill") for n in names):
+        # a '.zip' is never a scan (scans are .npz): describe it as an archive even when members are missing
+        if "manifest.json" in names or any(n.endswith(".dill") for n in names) or path.suffix == ".zip":
             return "archive"
         return "scan"
     return "archive" if path.name.endswith(".zip") else "scan"
@@ -71,4 +72,10 @@ def run(args: argparse.Namespace) -> int:
             if len(text) > 300:
                 text = json.dumps(value, indent=2, default=str)
             print(f"  {key}: {text}")
+    if not valid:
+        import sys
+
+        errors = info.get("errors") or ["invalid file"]
+        first = str(errors[0]).splitlines()[0] if str(errors[0]) else "invalid file"
+        print(f"ptychopinn info: error: {first}", file=sys.stderr)
     return 0 if valid else 2

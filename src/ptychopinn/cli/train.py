@@ -75,6 +75,10 @@ def build_configs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     if unknown:
         raise ConfigError(f"config file {args.config}: unknown section(s) {unknown}; valid sections are "
                           "['execution', 'inference', 'model', 'training']")
+    for section in ("model", "training", "execution", "inference"):
+        if base.get(section) is not None and not isinstance(base[section], dict):
+            raise ConfigError(f"config file {args.config}: section '{section}' must be a mapping of field names "
+                              f"to values, got {type(base[section]).__name__}")
     model = dict(base.get("model") or {})
     training = dict(base.get("training") or {})
     execution = dict(base.get("execution") or {})
@@ -101,7 +105,8 @@ def build_configs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     if args.quiet:
         execution["enable_progress_bar"] = False
     gs = model.get("gridsize", 1)
-    if gs > 1 and "neighbor_count" not in training:
+    # a gridsize of the wrong type is reported by ModelConfig below, not by this comparison
+    if isinstance(gs, int) and not isinstance(gs, bool) and gs > 1 and "neighbor_count" not in training:
         training["neighbor_count"] = max(4, gs * gs - 1)
     return ModelConfig.from_dict(model), TrainingConfig.from_dict(training), ExecutionConfig.from_dict(execution)
 
@@ -109,11 +114,12 @@ def build_configs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ptychopinn.io.npz import load_npz
+    from ptychopinn.io.lazy import load_scan_auto
     from ptychopinn.workflows import train_model
 
-    train_scan = load_npz(args.train_file, units=args.units)
-    test_scan = load_npz(args.test, units=args.units) if args.test else None
+    # uncompressed NPZ > 1 GiB (or $PTYCHOPINN_MMAP_THRESHOLD bytes): diffraction memory-mapped, not loaded
+    train_scan = load_scan_auto(args.train_file, units=args.units)
+    test_scan = load_scan_auto(args.test, units=args.units) if args.test else None
     model, training, execution = build_configs(args)
     if model.N != train_scan.N:
         model = model.replace(N=train_scan.N)

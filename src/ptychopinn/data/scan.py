@@ -33,12 +33,108 @@ def _fail(name: str, expected: str, found: str, fix: str) -> DataFormatError:
 
 
 def _check_finite(name: str, a: np.ndarray) -> None:
-    bad = ~np.isfinite(a)
-    n_bad = int(np.count_nonzero(bad))
+    """All values finite; checked in chunks along axis 0 so temporaries stay small for big stacks."""
+    if a.ndim == 0:
+        a = a.reshape(1)
+    region = _mapped_region(a)
+    n_bad, first = 0, None
+    for lo in range(0, a.shape[0], VALIDATION_CHUNK):
+        chunk = a[lo:lo + VALIDATION_CHUNK]
+        bad = ~np.isfinite(chunk)
+        k = int(np.count_nonzero(bad))
+        if k:
+            if first is None:
+                idx = np.argwhere(bad)[0]
+                first = (int(idx[0]) + lo, *(int(i) for i in idx[1:]))
+            n_bad += k
+        drop_mapped_pages(chunk, region)
     if n_bad:
-        first = tuple(int(i) for i in np.argwhere(bad)[0])
         raise _fail(name, "finite values", f"{n_bad} NaN/Inf values (first at index {first})",
                     "remove or repair those entries before building the scan")
+
+
+VALIDATION_CHUNK = 256
+"""Patterns checked at a time by the diffraction value checks (bounded temporaries for memmaps)."""
+
+
+def _mapped_region(arr: np.ndarray) -> tuple[Any, int] | None:
+    """(mmap object, address of its first byte) when ``arr`` views a read-only ``np.memmap``, else None."""
+    base: Any = arr
+    while base is not None and not isinstance(base, np.memmap):
+        base = getattr(base, "base", None)
+    mm = getattr(base, "_mmap", None)
+    if base is None or mm is None or getattr(base, "mode", None) != "r" or not hasattr(mm, "madvise"):
+        return None
+    import mmap as _mmap_mod
+
+    array_offset = int(base.offset) % _mmap_mod.ALLOCATIONGRANULARITY
+    return mm, int(base.__array_interface__["data"][0]) - array_offset
+
+
+def drop_mapped_pages(chunk: np.ndarray, region: tuple[Any, int] | None) -> None:
+    """Unmap the pages of ``chunk`` (a contiguous view of a read-only memmap) from this process.
+
+    The data stay in the kernel page cache and are faulted back in when read again; this only keeps a
+    sequential pass over a larger-than-memory file from accumulating file-backed resident memory.
+    A no-op for ordinary arrays, writable maps or platforms without ``madvise``.
+    """
+    if region is None or not chunk.flags.c_contiguous or chunk.nbytes == 0:
+        return
+    import mmap as _mmap_mod
+
+    mm, mm_addr = region
+    page = _mmap_mod.PAGESIZE
+    start = int(chunk.__array_interface__["data"][0]) - mm_addr
+    aligned = start - start % page
+    try:
+        mm.madvise(_mmap_mod.MADV_DONTNEED, aligned, start + chunk.nbytes - aligned)
+    except (AttributeError, OSError, ValueError):  # pragma: no cover - platform dependent
+        pass
+
+
+def _check_diffraction_values(diff: np.ndarray) -> None:
+    """Finite, >= 0 and not all zero, checked ``VALIDATION_CHUNK`` patterns at a time.
+
+    Temporaries are chunk-sized (never a full ``[M, N, N]`` boolean), and for a read-only memmap the pages
+    of each checked chunk are released again, so validating a file larger than memory is possible.
+    """
+    region = _mapped_region(diff)
+    m = diff.shape[0]
+    n_bad = n_neg = 0
+    first_bad: tuple[int, ...] | None = None
+    first_neg: tuple[int, ...] | None = None
+    any_signal = False
+    for lo in range(0, m, VALIDATION_CHUNK):
+        chunk = diff[lo:lo + VALIDATION_CHUNK]
+        finite = np.isfinite(chunk)
+        bad = chunk.size - int(np.count_nonzero(finite))
+        if bad:
+            if first_bad is None:
+                idx = np.argwhere(~finite)[0]
+                first_bad = (int(idx[0]) + lo, *(int(i) for i in idx[1:]))
+            n_bad += bad
+        del finite
+        if not n_bad:  # with NaNs present the finite error is raised first anyway
+            neg = chunk < 0
+            k = int(np.count_nonzero(neg))
+            if k:
+                if first_neg is None:
+                    idx = np.argwhere(neg)[0]
+                    first_neg = (int(idx[0]) + lo, *(int(i) for i in idx[1:]))
+                n_neg += k
+            del neg
+            if not any_signal:
+                any_signal = bool(np.any(chunk))
+        drop_mapped_pages(chunk, region)
+    if n_bad:
+        raise _fail("diffraction", "finite values", f"{n_bad} NaN/Inf values (first at index {first_bad})",
+                    "remove or repair those entries before building the scan")
+    if n_neg:
+        raise _fail("diffraction", "amplitudes >= 0", f"{n_neg} negative values (first at index {first_neg})",
+                    "amplitudes are sqrt(counts); clip background-subtracted data at 0")
+    if not any_signal:
+        raise _fail("diffraction", "some nonzero signal", "an all-zero scan",
+                    "check the detector data and the units conversion")
 
 
 def _is_numeric(dtype: np.dtype) -> bool:
@@ -316,16 +412,7 @@ class ScanData:
         if w % 2:
             raise _fail("diffraction", "an even pattern size N (DC at pixel N/2)", f"N = {w}",
                         "crop or pad the patterns by one pixel")
-        _check_finite("diffraction", diff)
-        negative = diff < 0
-        n_neg = int(np.count_nonzero(negative))
-        if n_neg:
-            first = tuple(int(i) for i in np.argwhere(negative)[0])
-            raise _fail("diffraction", "amplitudes >= 0", f"{n_neg} negative values (first at index {first})",
-                        "amplitudes are sqrt(counts); clip background-subtracted data at 0")
-        if not np.any(diff):
-            raise _fail("diffraction", "some nonzero signal", "an all-zero scan",
-                        "check the detector data and the units conversion")
+        _check_diffraction_values(diff)
 
     def _check_positions_inside(self, obj_shape: tuple[int, ...]) -> None:
         h, w = obj_shape

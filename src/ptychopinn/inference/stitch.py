@@ -38,6 +38,7 @@ from ptychopinn.physics.patches import place_patches
 
 __all__ = ["Stitcher", "canvas_geometry", "crop_window", "stitch_patches"]
 
+MAX_CANVAS_PIXELS = 1 << 30  # 8 GiB of complex64: a larger canvas means positions in the wrong units
 _STITCH_BATCH = 2048  # patches per place_patches call in stitch_patches: bounds the temporaries
 
 
@@ -233,6 +234,10 @@ def canvas_geometry(
     lo, hi = _window_extent(pos, window)
     origin = np.minimum(lo, 0)
     size = hi - origin + 1
+    if int(size[0]) * int(size[1]) > MAX_CANVAS_PIXELS:
+        raise DataFormatError(
+            f"positions span a {int(size[1])} x {int(size[0])} pixel canvas (more than {MAX_CANVAS_PIXELS:,} "
+            f"pixels); check the scan positions are in object pixels (not metres or nanometres)")
     return (int(size[1]), int(size[0])), (float(origin[0]), float(origin[1]))
 
 

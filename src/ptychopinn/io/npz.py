@@ -39,10 +39,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -74,10 +76,11 @@ def _array_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     headers: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
     try:
         with zipfile.ZipFile(path) as zf:
-            for name in zf.namelist():
+            for info in zf.infolist():
+                name = info.filename
                 if not name.endswith(".npy"):
                     continue
-                with zf.open(name) as fh:
+                with zf.open(info) as fh:
                     try:
                         version = np.lib.format.read_magic(fh)
                         if version == (1, 0):
@@ -88,8 +91,18 @@ def _array_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
                             continue  # rare v3 headers: np.load checks them later
                     except ValueError:
                         continue
-                headers[name[: -len(".npy")]] = (tuple(shape), dtype)
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                    data_bytes = info.file_size - fh.tell()
+                key = name[: -len(".npy")]
+                declared = math.prod(int(d) for d in shape) * dtype.itemsize
+                if not dtype.hasobject and declared > data_bytes:
+                    # np.load would allocate the declared shape before reading: refuse a lying header
+                    raise DataFormatError(
+                        f"{path}: key '{key}' declares shape {tuple(shape)} dtype {dtype} ({declared} bytes) but "
+                        f"holds only {max(data_bytes, 0)} bytes of data; the file is truncated or corrupt: "
+                        "re-export or re-copy it"
+                    )
+                headers[key] = (tuple(shape), dtype)
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
         if _starts_with(path, b"\x93NUMPY"):
             raise DataFormatError(
                 f"{path} is a single .npy array, not an NPZ archive; save the scan with numpy.savez "
@@ -137,7 +150,7 @@ class _NpzReader:
             if "allow_pickle" in str(exc) or "pickled" in str(exc):
                 raise _pickled_key_error(self.path, key) from exc
             raise self._unreadable(key, exc) from exc
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
             raise self._unreadable(key, exc) from exc
 
     def _unreadable(self, key: str, exc: Exception) -> DataFormatError:
@@ -283,7 +296,7 @@ def load_npz(path: str | os.PathLike[str], units: str = "auto") -> ScanData:
     headers = _array_headers(path)
     try:
         npz = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataFormatError(f"{path} is not a readable NPZ file ({type(exc).__name__}: {exc}); "
                               "expected a zip archive written by numpy.savez") from exc
     if not isinstance(npz, np.lib.npyio.NpzFile):  # defensive: the zip check above should catch this
@@ -424,6 +437,12 @@ def save_npz(path: str | os.PathLike[str], scan: ScanData, *, legacy_names: bool
             os.fsync(fh.fileno())
         os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; a data file should be readable like any other
         os.replace(tmp_name, path)
+    except OSError as exc:
+        Path(tmp_name).unlink(missing_ok=True)
+        if exc.filename is None:
+            # name the destination so a full disk or unwritable folder is reported with its path
+            raise type(exc)(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise

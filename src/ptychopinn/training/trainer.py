@@ -10,12 +10,15 @@ Output layout under ``output_dir``::
 
 Checkpoints are written at the END of each training epoch, after validation, so that everything an epoch
 produced (including the loss history kept by :class:`LossHistory`) is in the checkpoint of that epoch.
+They are written atomically (:class:`AtomicCheckpointIO`): a kill mid-write leaves the previous file intact.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +31,15 @@ from lightning.pytorch.callbacks import (
     ModelCheckpoint,
     TQDMProgressBar,
 )
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ptychopinn.config import ExecutionConfig, TrainingConfig
 from ptychopinn.errors import ConfigError
 
-__all__ = ["LAST_NAME", "DivergenceGuardedCheckpoint", "LossHistory", "build_trainer", "check_logger_available",
-           "checkpoint_paths", "find_callback", "map_accelerator", "map_precision"]
+__all__ = ["LAST_NAME", "AtomicCheckpointIO", "DivergenceGuardedCheckpoint", "LossHistory", "build_trainer",
+           "check_logger_available",
+           "checkpoint_paths", "find_callback", "map_accelerator", "map_precision", "remove_stale_temp_files",
+           "with_filename"]
 
 LAST_NAME = "last"
 """Stem of the checkpoint written at the end of every epoch (``checkpoints/last.ckpt``)."""
@@ -66,6 +72,71 @@ def map_precision(precision: str) -> str:
 
 def _uses_cuda(accelerator: str) -> bool:
     return accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def remove_stale_temp_files(directory: str | Path, target_suffix: str) -> list[Path]:
+    """Delete ``.NAME.*.tmp`` files (NAME ending in ``target_suffix``) left in ``directory`` by a killed writer.
+
+    These are the temporary files of :class:`AtomicCheckpointIO` and of the archive writer; a finished
+    write renames them away, so one that is still there belongs to a run that was killed mid-write (two
+    runs writing into the same output folder at once are not supported). Returns the removed paths.
+    """
+    removed = []
+    folder = Path(directory)
+    if folder.is_dir():
+        for stale in folder.glob(f".*{target_suffix}.*.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+                removed.append(stale)
+    return removed
+
+
+def with_filename(exc: BaseException, path: str | Path) -> BaseException:
+    """``exc`` itself, or for an ``OSError`` without a file name (a failed write: disk full, I/O error) the same
+    error type with ``path`` as its file name, so that the one-line CLI message says which file failed."""
+    if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+        return type(exc)(exc.errno, exc.strerror or os.strerror(exc.errno), str(path))
+    return exc
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` to a temporary file next to the target, fsync, then ``os.replace`` over the target.
+
+    Lightning's own local writer stages the bytes in the system temp folder and ``shutil.move``s them,
+    which copies straight into the final name (not atomic) when that folder is on another file system,
+    and leaves an orphan in the temp folder when the process is killed. Here a kill at any point leaves
+    either the previous checkpoint or the new one under the final name, never a truncated file; the
+    ``.NAME.*.tmp`` a kill may leave is removed by :func:`remove_stale_temp_files` on the next run.
+    Remote paths (``scheme://``) keep Lightning's behaviour.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None or "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options=storage_options)
+            return
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                torch.save(checkpoint, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp_name, 0o644)  # mkstemp makes 0600
+            os.replace(tmp_name, target)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+            named = with_filename(exc, target)
+            if named is not exc:  # e.g. disk full while writing: name the file in the message
+                raise named from exc
+            raise
+        with contextlib.suppress(OSError):  # make the rename durable (best effort)
+            dir_fd = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
 
 
 class LossHistory(Callback):
@@ -169,6 +240,7 @@ def build_trainer(execution: ExecutionConfig, training: TrainingConfig, output_d
     callbacks: list[Callback] = [LossHistory()]
     if execution.enable_checkpointing:
         ckpt_dir = str(out / "checkpoints")
+        remove_stale_temp_files(ckpt_dir, ".ckpt")
         # last.ckpt has its own callback: since Lightning 2.6 ``save_last`` only refreshes last.ckpt in an
         # epoch that also wrote a top-k file, which would leave a stale resume point after a non-improving
         # epoch. A monitor-free top-1 checkpoint named 'last' is overwritten every epoch instead.
@@ -217,6 +289,7 @@ def build_trainer(execution: ExecutionConfig, training: TrainingConfig, output_d
         # for step metrics; 1 avoids its "fewer batches than the logging interval" warning on small data.
         log_every_n_steps=1,
         default_root_dir=str(out),
+        plugins=[AtomicCheckpointIO()] if execution.enable_checkpointing else None,
     )
 
 
