@@ -30,9 +30,10 @@ PIXEL_CONVENTION = (
 def _as_scan(scan: ScanData | str | os.PathLike[str], units: str) -> ScanData:
     if isinstance(scan, ScanData):
         return scan
-    from ptychopinn.io.npz import load_npz
+    from ptychopinn.io.lazy import load_scan_auto
 
-    return load_npz(scan, units=units)
+    # memory-maps large uncompressed NPZ files, loads others into memory
+    return load_scan_auto(scan, units=units)
 
 
 @dataclass
@@ -98,8 +99,13 @@ def train_model(
         "epochs_completed": result.epochs_completed,
         "train_points": int(train_scan.n_points),
     }
+    from lightning.pytorch.utilities import rank_zero_only
+
+    archive = out / ARCHIVE_NAME
     try:
-        archive = save_model(out, result.model, training=training.to_dict(), metadata=metadata)
+        # under DDP every rank returns here with identical weights; only rank 0 writes the archive
+        if getattr(rank_zero_only, "rank", 0) == 0:
+            archive = save_model(out, result.model, training=training.to_dict(), metadata=metadata)
     except OSError as exc:  # e.g. disk full while writing: name the file in the message
         named = with_filename(exc, out / ARCHIVE_NAME)
         if named is exc:

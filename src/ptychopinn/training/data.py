@@ -24,7 +24,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ptychopinn.config import ExecutionConfig, ModelConfig, TrainingConfig
 from ptychopinn.data.grouping import Groups, group_positions
@@ -270,6 +270,18 @@ class PtychoDataModule(L.LightningDataModule):
         pin = torch.cuda.is_available() and self.execution_config.accelerator in ("auto", "gpu", "cuda")
         # A standard sampler + batch_size (no custom batch sampler) so Lightning can swap in a
         # DistributedSampler under DDP; batching itself happens in the dataset's __getitems__.
+        trainer = getattr(self, "trainer", None)
+        world = int(getattr(trainer, "world_size", 1) or 1) if trainer is not None else 1
+        if world > 1 and not shuffle:
+            # Lightning always builds a SHUFFLING DistributedSampler for the training loader; an explicit
+            # non-shuffling one keeps `sequential_sampling` (rank r gets groups r, r+W, r+2W, ...).
+            sampler = DistributedSampler(dataset, num_replicas=world, rank=int(trainer.global_rank),
+                                         shuffle=False)
+            return DataLoader(
+                dataset, batch_size=self.training_config.batch_size, sampler=sampler,
+                num_workers=workers, persistent_workers=workers > 0, collate_fn=passthrough_collate,
+                pin_memory=pin,
+            )
         return DataLoader(
             dataset, batch_size=self.training_config.batch_size, shuffle=shuffle, generator=gen,
             num_workers=workers, persistent_workers=workers > 0, collate_fn=passthrough_collate,
