@@ -309,6 +309,56 @@ class InferenceConfig(_Config):
         return min(w, N)
 
 
+NOISE_MODELS = ("gaussian", "poisson")
+
+
+@dataclass(frozen=True)
+class RefineConfig(_Config):
+    """Iterative refinement of a reconstruction on the physics (:mod:`ptychopinn.refine`).
+
+    ``iterations``: passes over all patterns (each pattern is used once per pass, in mini-batches of
+    ``batch_size`` patterns drawn in a seeded random order). ``time_limit``: stop after this many
+    seconds (None = no limit). ``noise``: the misfit minimised, ``'gaussian'`` (amplitude least
+    squares) or ``'poisson'`` (negative log-likelihood of the counts). ``alpha``: rPIE regularisation
+    of the illumination preconditioner, in (0, 1]; ``step``: object step length (1 = full rPIE step).
+    ``refine_probe`` updates the probe from iteration ``probe_start`` on (its energy is held fixed so
+    the object/probe scale cannot drift). ``refine_positions`` corrects scan positions from iteration
+    ``position_start`` on, at most ``max_position_step`` pixels per iteration. ``accelerator``: where
+    the iterations run. ``seed`` fixes the mini-batch order (results are deterministic on the CPU).
+    """
+
+    iterations: int = 20
+    time_limit: float | None = None
+    batch_size: int = 64
+    noise: str = "gaussian"
+    alpha: float = 0.1
+    step: float = 1.0
+    refine_probe: bool = False
+    probe_start: int = 2
+    refine_positions: bool = False
+    position_start: int = 3
+    max_position_step: float = 0.5
+    accelerator: str = "cpu"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_int("iterations", self.iterations, 1)
+        _check_num("time_limit", self.time_limit, 0.0, strict=True, optional=True)
+        _check_int("batch_size", self.batch_size, 1)
+        _check_choice("noise", self.noise, NOISE_MODELS)
+        _check_num("alpha", self.alpha, 0.0, strict=True)
+        _require(self.alpha <= 1.0, "alpha", "a number in (0, 1]", self.alpha)
+        _check_num("step", self.step, 0.0, strict=True)
+        _require(self.step <= 2.0, "step", "a number in (0, 2]", self.step)
+        for name in ("refine_probe", "refine_positions"):
+            _check_bool(name, getattr(self, name))
+        _check_int("probe_start", self.probe_start, 0)
+        _check_int("position_start", self.position_start, 0)
+        _check_num("max_position_step", self.max_position_step, 0.0, strict=True)
+        _check_choice("accelerator", self.accelerator, ACCELERATORS)
+        _check_int("seed", self.seed, 0)
+
+
 @dataclass(frozen=True)
 class SimulationConfig(_Config):
     """A simulated scan: object, probe, scan pattern and dose.
@@ -320,7 +370,9 @@ class SimulationConfig(_Config):
     displacement) or 'spiral' (Fermat). The scan step is set by ``overlap``, the linear overlap
     fraction of neighbouring probe footprints (step = (1 - overlap) * probe diameter).
     ``nphotons`` is the expected mean total count per pattern; ``poisson=False`` gives the
-    noiseless expected amplitudes at that dose.
+    noiseless expected amplitudes at that dose. ``oversample`` s > 1 forms the exit waves on a grid s
+    times finer and keeps the central N x N of the far field (data that do not follow the
+    reconstruction's pixel model, as real detectors do not; the benchmarks use 2).
     """
 
     N: int = 64
@@ -339,9 +391,11 @@ class SimulationConfig(_Config):
     nphotons: float = 1e6
     poisson: bool = True
     seed: int = 0
+    oversample: int = 1
 
     def __post_init__(self) -> None:
         _check_int("N", self.N, 16, 512)
+        _check_int("oversample", self.oversample, 1, 8)
         _require(self.N % 2 == 0, "N", "an even integer", self.N)
         _check_int("object_size", self.object_size, self.N + 2)
         _check_choice("object_kind", self.object_kind, ("lines", "grf", "image"))

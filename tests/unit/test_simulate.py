@@ -13,8 +13,10 @@ from scipy.spatial import cKDTree
 from ptychopinn.config import SimulationConfig
 from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError, DataFormatError
+from ptychopinn.physics.fft import far_field_amplitude
 from ptychopinn.physics.forward import ForwardModel
 from ptychopinn.physics.patches import extract_patches
+from ptychopinn.physics.shift import extract_exact
 from ptychopinn.simulate import (
     AVAILABLE_IMAGES,
     make_object,
@@ -27,6 +29,7 @@ from ptychopinn.simulate import (
     step_for_overlap,
 )
 from ptychopinn.simulate.objects import next_image, phase_partner
+from ptychopinn.simulate.simulator import _FineGrid
 
 N = 32
 
@@ -34,7 +37,7 @@ N = 32
 def _expected_amplitude(obj: np.ndarray, probe: np.ndarray, pos: np.ndarray, probe_scale: float = 4.0):
     """The training forward model, written out independently of the simulator's batching."""
     model = ForwardModel(torch.from_numpy(probe), probe_scale=probe_scale)
-    patches = extract_patches(torch.from_numpy(obj), torch.from_numpy(pos), probe.shape[0])
+    patches = extract_exact(torch.from_numpy(obj), pos, probe.shape[0])
     with torch.no_grad():
         return model(patches[:, None])[:, 0].numpy(), patches.numpy()
 
@@ -50,6 +53,34 @@ def probe() -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ physics
+def test_oversampled_data_conserve_energy_and_differ_mostly_at_high_angles(obj, probe):
+    pos = np.random.default_rng(2).uniform(N // 2 + 1, 96 - 2 - N // 2, size=(20, 2))
+    one, _, _ = simulate_diffraction(obj, probe, pos, nphotons=1e6, poisson=False, oversample=1)
+    two, patches2, _ = simulate_diffraction(obj, probe, pos, nphotons=1e6, poisson=False, oversample=2)
+    _, patches1, _ = simulate_diffraction(obj, probe, pos, nphotons=1e6, poisson=False)
+    np.testing.assert_array_equal(patches1, patches2)  # the truth stays on the reconstruction grid
+    for a in (one, two):  # the dose scale fixes the mean total count at nphotons
+        assert np.mean(np.sum(a.astype(np.float64) ** 2, axis=(1, 2))) == pytest.approx(1e6, rel=1e-5)
+    fine = _FineGrid(obj, probe, 2, 4.0)
+    waves_energy = float(fine.probe.abs().square().sum())
+    full = far_field_amplitude(fine.probe[None] * fine.obj[:2 * N, :2 * N][None])
+    assert float(full.square().sum()) == pytest.approx(
+        float((fine.probe * fine.obj[:2 * N, :2 * N]).abs().square().sum()), rel=1e-5)  # Parseval
+    assert waves_energy > 0
+    k = np.hypot(*np.meshgrid(np.arange(N) - N // 2, np.arange(N) - N // 2))
+    rel = np.abs(two - one) / np.maximum(one, 1e-3 * one.max())
+    centre, edge = float(np.median(rel[:, k < N / 8])), float(np.median(rel[:, k > 3 * N / 8]))
+    assert edge > 2 * centre and centre < 0.05, (centre, edge)
+    assert not np.allclose(one, two, rtol=1e-2)
+
+
+def test_oversample_is_validated(obj, probe):
+    with pytest.raises(ConfigError, match="oversample"):
+        simulate_diffraction(obj, probe, np.array([[48.0, 48.0]]), nphotons=1e4, oversample=0)
+    with pytest.raises(ConfigError, match="oversample"):
+        SimulationConfig(oversample=9)
+
+
 def test_noiseless_simulation_equals_training_forward_model_at_subpixel_positions(obj, probe):
     rng = np.random.default_rng(0)
     pos = rng.uniform(N // 2, 96 - 1 - N // 2, size=(37, 2))
@@ -75,7 +106,7 @@ def test_scan_data_reproduces_from_its_own_fields_and_metadata():
     cfg = SimulationConfig(N=N, object_size=96, object_kind="lines", poisson=False, nphotons=1e6, seed=5)
     scan = simulate_scan(cfg)
     model = ForwardModel(torch.from_numpy(scan.probe), probe_scale=scan.metadata["probe_scale"])
-    patches = extract_patches(torch.from_numpy(scan.obj), torch.from_numpy(scan.positions), N)
+    patches = extract_exact(torch.from_numpy(scan.obj), scan.positions, N)
     with torch.no_grad():
         expected = scan.metadata["dose_scale"] * model(patches[:, None])[:, 0].numpy()
     np.testing.assert_allclose(scan.diffraction, expected, rtol=1e-5, atol=1e-3)

@@ -19,7 +19,7 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["fourier_shift", "shift_ramp", "split_positions"]
+__all__ = ["extract_exact", "fourier_shift", "shift_ramp", "split_positions", "window_index"]
 
 
 def split_positions(positions: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -73,3 +73,42 @@ def fourier_shift(images: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     x = images if images.is_complex() else images.to(torch.complex64)
     ramp = shift_ramp((int(x.shape[-2]), int(x.shape[-1])), shifts.to(x.device), x.dtype)
     return torch.fft.ifft2(torch.fft.fft2(x) * ramp)
+
+
+def window_index(corner: torch.Tensor, n: int, width: int) -> torch.Tensor:
+    """Flat indices ``[P, n, n]`` int64 of ``n x n`` windows with top-left ``corner`` ``[P, 2]`` (col, row)
+    in a row-major image of ``width`` columns (the caller keeps the windows inside the image)."""
+    ar = torch.arange(n, device=corner.device)
+    rows = corner[:, 1, None] + ar
+    cols = corner[:, 0, None] + ar
+    return rows[:, :, None] * width + cols[:, None, :]
+
+
+def extract_exact(image: torch.Tensor, positions: np.ndarray, n: int) -> torch.Tensor:
+    """Object patches centred at sub-pixel positions, cut without interpolation blur.
+
+    Each patch is the integer ``n x n`` window nearest to its position moved by the remaining
+    fraction with :func:`fourier_shift` (circularly, so about one border pixel carries wrapped
+    content). This is the object patch in the probe's frame, what the network predicts and what
+    :func:`~ptychopinn.simulate.simulate_diffraction` illuminates. (Refinement instead keeps the
+    object window at integer pixels and shifts the smooth probe; the two agree up to the aliasing of
+    a fractionally shifted product.)
+
+    Args:
+        image: ``[H, W]`` complex object; every window must lie inside it.
+        positions: ``[P, 2]`` float64 (x, y) object pixels of the patch centres.
+        n: patch side.
+
+    Returns:
+        ``[P, n, n]`` complex patches (dtype of ``image``, promoted to complex).
+
+    Raises:
+        IndexError: a window reaches outside the image.
+    """
+    corner, frac = split_positions(positions, n)
+    h, w = int(image.shape[-2]), int(image.shape[-1])
+    if corner.size and (corner.min() < 0 or corner[:, 0].max() + n > w or corner[:, 1].max() + n > h):
+        raise IndexError(f"a {n}x{n} window at the given positions reaches outside the {h}x{w} image")
+    idx = window_index(torch.from_numpy(corner).to(image.device), n, w)
+    windows = image.reshape(-1)[idx]
+    return fourier_shift(windows, -torch.from_numpy(frac).to(image.device))

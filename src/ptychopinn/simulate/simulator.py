@@ -2,9 +2,16 @@
 
 Physics (identical to what training fits; there is no second implementation):
 
-1. object patches ``O = extract_patches(obj, positions, N)`` (bilinear sub-pixel cutting);
+1. object patches ``O = extract_exact(obj, positions, N)``: the integer window nearest to each position
+   moved by the remaining fraction in Fourier space (no interpolation blur; the rule refinement and
+   stitching use too, :mod:`ptychopinn.physics.shift`);
 2. expected amplitude in normalised units ``A = ForwardModel(probe, probe_scale)(O)``, i.e.
    ``|fft2c(P_norm * O)|`` with the probe rescaled to energy ``(probe_scale * N / 4)**2``;
+   with ``oversample = s > 1`` the exit waves are instead formed on a grid ``s`` times finer (object
+   and probe Fourier-interpolated, positions times ``s``) and only the central ``N x N`` of their
+   ``sN x sN`` far field is kept, as a real detector would record: data that do not follow the
+   reconstruction's pixel model (no "inverse crime"). The ground-truth patches stay on the
+   reconstruction grid;
 3. dose scale ``c = sqrt(nphotons / mean_over_patterns(sum_pixels A**2))`` over the *whole* scan, so
    the expected total count per pattern is ``nphotons`` on average;
 4. expected counts ``(c * A)**2``; with ``poisson`` the counts are drawn from Poisson distributions
@@ -29,8 +36,10 @@ import torch
 from ptychopinn.config import ModelConfig, SimulationConfig
 from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError, DataFormatError, describe_array
+from ptychopinn.physics.fft import far_field_amplitude
 from ptychopinn.physics.forward import ForwardModel
-from ptychopinn.physics.patches import extract_patches
+from ptychopinn.physics.probe import normalize_probe
+from ptychopinn.physics.shift import extract_exact, fourier_shift, split_positions, window_index
 from ptychopinn.simulate.objects import make_object
 from ptychopinn.simulate.probes import make_probe
 from ptychopinn.simulate.scan import (
@@ -76,6 +85,7 @@ def simulate_diffraction(
     probe_scale: float = 4.0,
     batch_size: int = 1024,
     progress: bool = False,
+    oversample: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Diffraction amplitudes of an object scanned by a probe (module docstring for the physics).
 
@@ -89,10 +99,13 @@ def simulate_diffraction(
         probe_scale: probe normalisation of the forward model (as in :class:`ModelConfig`).
         batch_size: patterns per forward-model batch (memory only; results do not depend on it).
         progress: show a tqdm progress bar on stderr (hidden when stderr is not a terminal).
+        oversample: ``s >= 1``; exit waves on an ``s`` times finer grid, central ``N x N`` of the far
+            field kept (``s = 1`` is the pixel model exactly).
 
     Returns:
         ``(amplitude [M, N, N] float32 = sqrt(counts), patches [M, N, N] complex64 object patches,
-        dose_scale c)``; noiseless, ``amplitude == c * ForwardModel(probe, probe_scale)(patches)``.
+        dose_scale c)``; noiseless with ``oversample=1``,
+        ``amplitude == c * ForwardModel(probe, probe_scale)(patches)``.
 
     Raises:
         DataFormatError: malformed arrays or an object that gives all-zero patterns.
@@ -110,12 +123,19 @@ def simulate_diffraction(
         raise ConfigError(f"batch_size: expected a positive integer, got {batch_size!r}; e.g. 1024")
     if not (math.isfinite(float(probe_scale)) and probe_scale > 0):
         raise ConfigError(f"probe_scale: expected a positive number, got {probe_scale!r}; the default is 4.0")
+    if isinstance(oversample, bool) or not isinstance(oversample, (int, np.integer)) or not 1 <= oversample <= 8:
+        raise ConfigError(f"oversample: expected an integer from 1 to 8, got {oversample!r}; use 1 (pixel model) "
+                          "or 2 (benchmark data)")
     m, n = pos.shape[0], p.shape[0]
+    corner, _ = split_positions(pos, n)
+    if corner.min() < 0 or corner[:, 0].max() + n > o.shape[1] or corner[:, 1].max() + n > o.shape[0]:
+        raise DataFormatError(f"positions: every {n}x{n} patch must lie inside the {o.shape[0]}x{o.shape[1]} "
+                              "object; keep probe centres at least N/2 pixels from the edges")
     from tqdm.auto import tqdm
 
     model = ForwardModel(torch.from_numpy(p), probe_scale=float(probe_scale))
     obj_t = torch.from_numpy(o)
-    pos_t = torch.from_numpy(pos)
+    fine = _FineGrid(o, p, int(oversample), float(probe_scale)) if oversample > 1 else None
     amplitude = np.empty((m, n, n), dtype=np.float32)
     patches = np.empty((m, n, n), dtype=np.complex64)
     n_batches = -(-m // int(batch_size))
@@ -128,8 +148,11 @@ def simulate_diffraction(
         with torch.no_grad():
             for start in range(0, m, int(batch_size)):
                 stop = min(start + int(batch_size), m)
-                patch = extract_patches(obj_t, pos_t[start:stop], n)
-                amp = model(patch[:, None])[:, 0]
+                patch = extract_exact(obj_t, pos[start:stop], n).to(torch.complex64)
+                if fine is None:
+                    amp = model(patch[:, None])[:, 0]
+                else:
+                    amp = fine.far_field(pos[start:stop])
                 patches[start:stop] = patch.numpy()
                 amplitude[start:stop] = amp.numpy()
                 energy += float(amp.to(torch.float64).square().sum())
@@ -155,6 +178,48 @@ def simulate_diffraction(
     finally:
         bar.close()
     return amplitude, patches, float(dose_scale)
+
+
+class _FineGrid:
+    """Exit waves on a grid ``s`` times finer than the reconstruction's, for oversampled data.
+
+    The object ``[H, W]`` and probe ``[N, N]`` are Fourier-interpolated (fine pixel ``j`` is coarse
+    coordinate ``j / s``; the object is mirror-padded first so its edges do not ring); positions are
+    multiplied by ``s``; each ``sN x sN`` exit wave is propagated with the orthonormal FFT and the
+    central ``N x N`` of its far field (the same spatial frequencies as the coarse grid's) is kept.
+    """
+
+    def __init__(self, obj: np.ndarray, probe: np.ndarray, s: int, probe_scale: float) -> None:
+        n = probe.shape[0]
+        self.s, self.n = s, n
+        pad = n // 2
+        padded = np.pad(obj.astype(np.complex128), pad, mode="reflect")
+        fine = _fourier_upsample(padded, s)[s * pad:s * (pad + obj.shape[0]), s * pad:s * (pad + obj.shape[1])]
+        self.obj = torch.from_numpy(fine.astype(np.complex64))
+        fine_probe = torch.from_numpy(_fourier_upsample(probe.astype(np.complex128), s).astype(np.complex64))
+        self.probe = normalize_probe(fine_probe, probe_scale)
+
+    def far_field(self, positions: np.ndarray) -> torch.Tensor:
+        """Central ``[P, N, N]`` float32 far-field amplitudes of the fine exit waves at ``positions``."""
+        s, n = self.s, self.n
+        corner, frac = split_positions(positions * s, s * n)
+        corner = np.clip(corner, 0, [self.obj.shape[1] - s * n, self.obj.shape[0] - s * n])
+        windows = self.obj.reshape(-1)[window_index(torch.from_numpy(corner), s * n, int(self.obj.shape[1]))]
+        probes = fourier_shift(self.probe.expand(len(positions), s * n, s * n), torch.from_numpy(frac))
+        amp = far_field_amplitude(probes * windows)
+        lo = (s * n) // 2 - n // 2
+        return amp[:, lo:lo + n, lo:lo + n]
+
+
+def _fourier_upsample(a: np.ndarray, s: int) -> np.ndarray:
+    """Band-limited interpolation of ``[h, w]`` complex to ``[s h, s w]``; output pixel ``j`` samples
+    input coordinate ``j / s`` (sample 0 stays in place)."""
+    h, w = a.shape
+    spec = np.fft.fftshift(np.fft.fft2(a))
+    big = np.zeros((s * h, s * w), np.complex128)
+    r0, c0 = (s * h) // 2 - h // 2, (s * w) // 2 - w // 2
+    big[r0:r0 + h, c0:c0 + w] = spec
+    return np.fft.ifft2(np.fft.ifftshift(big)) * (s * s)
 
 
 def _check_override(obj: Any, config: SimulationConfig) -> np.ndarray:
@@ -209,7 +274,7 @@ def simulate_scan(
     probe_scale = ModelConfig().probe_scale  # the training default, so the scan matches it
     amplitude, patches, dose_scale = simulate_diffraction(
         obj, probe, positions, nphotons=float(config.nphotons), poisson=config.poisson, seed=config.seed,
-        probe_scale=probe_scale, progress=progress,
+        probe_scale=probe_scale, progress=progress, oversample=config.oversample,
     )
     metadata = {
         "nphotons": float(config.nphotons),
@@ -221,6 +286,7 @@ def simulate_scan(
         "seed": int(config.seed),
         "probe_diameter_px": diameter,
         "scan_step_px": step,
+        "oversample": int(config.oversample),
     }
     return ScanData(
         diffraction=amplitude,

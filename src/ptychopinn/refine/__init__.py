@@ -1,0 +1,43 @@
+"""Iterative refinement on the physics: start from the network's reconstruction (or a flat object) and
+minimise the data misfit by illumination-preconditioned mini-batch updates of the object, optionally
+of the probe and the scan positions. See :mod:`ptychopinn.refine.engine` for the model and updates.
+
+Importing this package is cheap; torch is imported by :func:`refine_scan` and the engine module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ptychopinn.config import RefineConfig
+    from ptychopinn.data.scan import ScanData
+    from ptychopinn.refine.engine import Refiner, RefineResult
+
+__all__ = ["refine_scan"]
+
+
+def refine_scan(scan: ScanData, config: RefineConfig | None = None, *, start: np.ndarray | None = None,
+                start_origin: tuple[float, float] = (0.0, 0.0), progress: bool = False,
+                callback: Callable[[Refiner], Any] | None = None) -> RefineResult:
+    """Refine the object (and optionally probe and positions) of ``scan``.
+
+    Args:
+        scan: the scan; its ``diffraction`` is read batch by batch (memory-mapped scans work). Any
+            ground truth it holds is ignored.
+        config: iterations, time limit, noise model, what to refine (:class:`~ptychopinn.config.RefineConfig`).
+        start: ``[h, w]`` complex start object, e.g. ``Reconstruction.obj`` of the network; None = flat.
+        start_origin: ``(x0, y0)`` object pixel of ``start[0, 0]`` (``Reconstruction.origin``).
+        progress: tqdm bar on stderr with the misfit.
+        callback: called with the :class:`~ptychopinn.refine.engine.Refiner` after each iteration.
+
+    Returns:
+        :class:`~ptychopinn.refine.engine.RefineResult` (object on the scanned region's canvas, probe,
+        positions, misfit history).
+    """
+    from ptychopinn.refine.engine import Refiner
+
+    return Refiner(scan, config, start=start, start_origin=start_origin).run(progress=progress, callback=callback)
