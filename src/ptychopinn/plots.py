@@ -322,8 +322,10 @@ def save_loss_curves(
     *,
     title: str = "Training loss",
     dpi: float = 120,
+    xlabel: str = "epoch",
+    ylabel: str = "loss",
 ) -> Path:
-    """Per-epoch curves (e.g. ``{'train_loss': [...], 'val_loss': [...]}``), epochs 1..n on x.
+    """Per-epoch (or per-iteration, with ``xlabel``) curves, e.g. ``{"train_loss": [...]}``; 1..n on x.
 
     The y axis is logarithmic when every finite value is positive. NaN/inf/None values are left out
     (gaps in the line); a series with no finite value is listed in the legend as ``(no finite values)``.
@@ -365,8 +367,8 @@ def save_loss_curves(
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)

@@ -129,25 +129,29 @@ class ReconstructOutcome:
     shape: tuple[int, int]
     seconds: float
     reconstruction: Any = field(repr=False, default=None)
+    refined: Any = field(repr=False, default=None)
 
 
-def save_reconstruction_npz(path: str | os.PathLike[str], recon: Any, *, extra: dict[str, Any] | None = None) -> Path:
+def save_reconstruction_npz(path: str | os.PathLike[str], recon: Any, *, extra: dict[str, Any] | None = None,
+                            arrays: dict[str, Any] | None = None) -> Path:
     """Write a reconstruction NPZ atomically: ``obj`` [H, W] complex64, ``coverage`` [H, W] float32,
-    ``origin_xy`` [2], ``positions`` [M, 2] (x, y), ``window``, ``pixel_convention`` (str) and
-    ``_metadata`` (JSON str). Readable with ``np.load(path)`` (no pickle)."""
+    ``origin_xy`` [2], ``positions`` [M, 2] (x, y), ``window`` (stitch window, 0 for refinement),
+    ``pixel_convention`` (str), ``_metadata`` (JSON str) and any ``arrays`` (e.g. the refined ``probe``
+    [N, N] complex64 and ``misfit`` [K]). Readable with ``np.load(path)`` (no pickle)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"n_patterns": int(recon.n_patterns), "n_groups": int(recon.n_groups),
-            "input_scale": float(recon.input_scale), **(extra or {})}
+    meta = {k: getattr(recon, k) for k in ("n_patterns", "n_groups", "input_scale") if hasattr(recon, k)}
+    meta.update(extra or {})
+    more = {name: np.asarray(v) for name, v in (arrays or {}).items()}
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=p.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, obj=recon.obj.astype(np.complex64), coverage=recon.coverage.astype(np.float32),
                      origin_xy=np.asarray(recon.origin, dtype=np.float64),
                      positions=np.asarray(recon.positions, dtype=np.float64),
-                     window=np.asarray(recon.window, dtype=np.int64),
+                     window=np.asarray(getattr(recon, "window", 0), dtype=np.int64),
                      pixel_convention=np.asarray(PIXEL_CONVENTION),
-                     _metadata=np.asarray(json.dumps(meta)))
+                     _metadata=np.asarray(json.dumps(meta)), **more)
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -164,12 +168,16 @@ def reconstruct_scan(
     units: str = "auto",
     write_product: bool = False,
     progress: bool = False,
+    refine: Any = None,
 ) -> ReconstructOutcome:
     """Reconstruct a scan with a trained model archive and write the results to ``output_dir``.
 
     Writes ``reconstruction.npz`` (see :func:`save_reconstruction_npz`), ``amplitude.png``,
     ``phase.png`` and, with ``write_product``, a ptychodus product ``reconstruction.h5``. The canvas
     has the scan's object pixel grid (the ground-truth object's shape when the file has one).
+    With ``refine`` (a :class:`~ptychopinn.config.RefineConfig`) the network's image is kept as
+    ``network_reconstruction.npz`` and then refined on the physics (:func:`refine_reconstruction`'s
+    outputs replace the network's).
     """
     from ptychopinn.inference.predict import reconstruct
     from ptychopinn.models.persist import load_model
@@ -185,6 +193,16 @@ def reconstruct_scan(
     recon = reconstruct(loaded.model, scan_data, cfg, object_shape=object_shape,
                         device=None if cfg.accelerator == "auto" else _device(cfg.accelerator),
                         progress=progress)
+    if refine is not None:
+        from ptychopinn.refine import refine_scan
+
+        net = save_reconstruction_npz(out / "network_reconstruction.npz", recon, extra={"model": str(loaded.path)})
+        result = refine_scan(scan_data, refine, start=recon.obj, start_origin=recon.origin, progress=progress)
+        done = _write_refined(result, scan_data, out, write_product, source=str(net), seconds=0.0)
+        return ReconstructOutcome(npz=done.npz, amplitude_png=done.amplitude_png, phase_png=done.phase_png,
+                                  product_h5=done.product_h5, n_patterns=recon.n_patterns,
+                                  shape=tuple(result.obj.shape), seconds=time.perf_counter() - t0,
+                                  reconstruction=recon, refined=result)
     npz = save_reconstruction_npz(out / "reconstruction.npz", recon, extra={"model": str(loaded.path)})
     amp = save_amplitude_png(recon.obj, out / "amplitude.png", title="Reconstructed amplitude")
     phase = save_phase_png(recon.obj, out / "phase.png", title="Reconstructed phase")
@@ -198,6 +216,80 @@ def reconstruct_scan(
     return ReconstructOutcome(npz=npz, amplitude_png=amp, phase_png=phase, product_h5=product,
                               n_patterns=recon.n_patterns, shape=tuple(recon.obj.shape),
                               seconds=time.perf_counter() - t0, reconstruction=recon)
+
+
+@dataclass
+class RefineOutcome:
+    """What :func:`refine_reconstruction` produced."""
+
+    npz: Path
+    amplitude_png: Path
+    phase_png: Path
+    misfit_png: Path
+    product_h5: Path | None
+    iterations: int
+    seconds: float
+    result: Any = field(repr=False, default=None)
+
+
+def refine_reconstruction(
+    scan: ScanData | str | os.PathLike[str],
+    *,
+    output_dir: str | os.PathLike[str],
+    start: str | os.PathLike[str] | None = None,
+    refine: Any = None,
+    units: str = "auto",
+    write_product: bool = False,
+    progress: bool = False,
+) -> RefineOutcome:
+    """Refine a reconstruction of ``scan`` on the physics and write the results to ``output_dir``.
+
+    Args:
+        scan: scan (or its path); ground truth in it is never used.
+        output_dir: where ``reconstruction.npz`` (with the refined ``probe`` and ``misfit`` history),
+            ``amplitude.png``, ``phase.png``, ``misfit.png`` and optionally ``reconstruction.h5`` go.
+        start: a reconstruction NPZ to start from (e.g. ``ptychopinn infer`` output); None = flat object.
+        refine: a :class:`~ptychopinn.config.RefineConfig` (default settings when None).
+        units, write_product, progress: as :func:`reconstruct_scan`.
+    """
+    from ptychopinn.config import RefineConfig
+    from ptychopinn.refine import refine_scan
+
+    t0 = time.perf_counter()
+    cfg = refine or RefineConfig()
+    scan_data = _as_scan(scan, units)
+    obj, origin = None, (0.0, 0.0)
+    if start is not None:
+        obj, _, origin = load_reconstruction(start)
+    result = refine_scan(scan_data, cfg, start=obj, start_origin=origin, progress=progress)
+    return _write_refined(result, scan_data, Path(output_dir), write_product,
+                          source="flat" if start is None else str(start), seconds=time.perf_counter() - t0)
+
+
+def _write_refined(result: Any, scan: ScanData, out: Path, write_product: bool, *, source: str,
+                   seconds: float) -> RefineOutcome:
+    from ptychopinn.plots import save_amplitude_png, save_loss_curves, save_phase_png
+
+    out.mkdir(parents=True, exist_ok=True)
+    misfit = np.asarray([h["misfit"] for h in result.history], dtype=np.float64)
+    npz = save_reconstruction_npz(
+        out / "reconstruction.npz", result,
+        extra={"n_patterns": int(scan.n_points), "refined_from": source, "iterations": result.iterations,
+               "refine_seconds": result.seconds, "start_scale": result.scale},
+        arrays={"probe": result.probe, "misfit": misfit, "positions_start": scan.positions})
+    amp = save_amplitude_png(result.obj, out / "amplitude.png", title="Refined amplitude")
+    phase = save_phase_png(result.obj, out / "phase.png", title="Refined phase")
+    mis = save_loss_curves({"misfit / total counts": misfit.tolist()}, out / "misfit.png",
+                           title="Refinement misfit", xlabel="iteration", ylabel="misfit")
+    product = None
+    if write_product:
+        from ptychopinn.io.product_h5 import save_product_h5
+
+        positions = np.asarray(result.positions) - np.asarray(result.origin)[None, :]
+        product = save_product_h5(out / "reconstruction.h5", result.obj, positions, result.probe,
+                                  metadata={"source": "ptychopinn refine"})
+    return RefineOutcome(npz=npz, amplitude_png=amp, phase_png=phase, misfit_png=mis, product_h5=product,
+                         iterations=result.iterations, seconds=seconds, result=result)
 
 
 def _device(accelerator: str) -> str:

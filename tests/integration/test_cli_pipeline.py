@@ -91,3 +91,19 @@ def test_info_on_archive_and_scan(pipeline: dict[str, Path], capsys: pytest.Capt
     assert info["backend"] == "pytorch" and info["config"]["model"]["N"] == 32
     assert main(["info", str(pipeline["sim"] / "train.npz")]) == 0
     assert "scan" in capsys.readouterr().out
+
+
+def test_infer_then_refine_in_one_command_beats_the_network_alone(pipeline: dict[str, Path], tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    sim, out = pipeline["sim"], tmp_path / "refined"
+    assert main(["infer", str(pipeline["run"]), str(sim / "test.npz"), "--output-dir", str(out), "--refine", "20",
+                 "--quiet"]) == 0
+    assert "refined 20 iterations" in capsys.readouterr().out
+    assert (out / "network_reconstruction.npz").is_file() and (out / "misfit.png").is_file()
+    from ptychopinn.workflows import evaluate_reconstruction
+
+    net = json.loads((pipeline["eval"] / "metrics.json").read_text())
+    ref = evaluate_reconstruction(out / "reconstruction.npz", sim / "test.npz", output_dir=tmp_path / "ev")
+    assert ref["amplitude"]["ssim"] > net["amplitude"]["ssim"] + 0.1
+    assert ref["phase"]["ssim"] > net["phase"]["ssim"] + 0.1
+    assert abs(ref["shift_px"][0]) < 0.5 and abs(ref["shift_px"][1]) < 0.5

@@ -69,3 +69,8 @@ def test_bad_values_exit_2_with_one_line(tmp_path, capsys, extra, word):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and word in err and err.startswith("ptychopinn simulate: error:")
     assert not (tmp_path / "train.npz").exists()
+
+
+def test_simulate_oversample_is_recorded(tmp_path):
+    assert _run(tmp_path, "--object", "grf", "--n-points", "10", "--oversample", "2") == 0
+    assert load_npz(tmp_path / "train.npz").metadata["oversample"] == 2

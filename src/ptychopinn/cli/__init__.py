@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ("simulate", "train", "infer", "evaluate", "info", "demo")
+COMMANDS = ("simulate", "train", "infer", "refine", "evaluate", "info", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,14 +4,17 @@ MODEL is a model archive (``wts.h5.zip``) or a training output directory holding
 ``DIR/reconstruction.npz`` (complex object ``obj``, ``coverage``, ``positions``, ``origin_xy`` and the
 pixel convention: obj[row, col] is object pixel (y, x) = (origin_y + row, origin_x + col)),
 ``DIR/amplitude.png``, ``DIR/phase.png`` and, with ``--product``, a ptychodus product
-``DIR/reconstruction.h5``.
+``DIR/reconstruction.h5``. With ``--refine K`` the network's image is then refined with K iterations
+on the physics (see ``ptychopinn refine``) and the refined image takes its place; the network's own
+is kept as ``DIR/network_reconstruction.npz``.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from ptychopinn.cli._common import number, positive_int, summary
+from ptychopinn.cli._common import nonneg_int, number, positive_int, summary
+from ptychopinn.cli.refine import add_refine_options, refine_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--accelerator", choices=("auto", "cpu", "gpu", "cuda", "mps"), default="auto")
     p.add_argument("--units", choices=("auto", "amplitude", "intensity"), default="auto")
     p.add_argument("--product", action="store_true", help="also write a ptychodus product reconstruction.h5")
+    p.add_argument("--refine", type=nonneg_int, default=0, metavar="K",
+                   help="then refine the network's image with K iterations on the physics (default 0 = off)")
+    add_refine_options(p, iterations_flag="--refine")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -39,9 +45,13 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = InferenceConfig(batch_size=args.batch_size, stitch_window=args.stitch_window, stitch_taper=args.stitch_taper,
                           precision=args.precision, accelerator=args.accelerator)
+    refine = refine_config(args, args.refine) if args.refine > 0 else None
     out = reconstruct_scan(args.model, args.scan, output_dir=args.output_dir, inference=cfg, units=args.units,
-                           write_product=args.product, progress=not args.quiet)
+                           write_product=args.product, progress=not args.quiet, refine=refine)
     extra = f", {out.product_h5}" if out.product_h5 else ""
+    if out.refined is not None:
+        extra += (f"; refined {out.refined.iterations} iterations in {out.refined.seconds:.1f} s (network image kept "
+                  f"as network_reconstruction.npz)")
     summary(f"reconstructed {out.n_patterns} patterns into a {out.shape[0]}x{out.shape[1]} object in "
             f"{out.seconds:.1f} s; wrote {out.npz}, {out.amplitude_png}, {out.phase_png}{extra}")
     return 0

@@ -60,6 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="expected mean total photon count per pattern (default: 1e6)")
     p.add_argument("--no-poisson", action="store_false", dest="poisson",
                    help="store the noiseless expected amplitudes instead of Poisson-sampled counts")
+    p.add_argument("--oversample", type=int, default=1, metavar="S",
+                   help="form exit waves on an S times finer grid and keep the central N x N of the far field, "
+                        "so the data do not follow the reconstruction's pixel model (default: 1; benchmarks use 2)")
     p.add_argument("--seed", type=int, default=0, metavar="INT",
                    help="seed of the training scan: object (lines/grf), jitter and noise (default: 0)")
     p.add_argument("--quiet", action="store_true",
@@ -79,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         N=args.N, object_size=args.object_size, object_kind=args.object_kind, image_name=args.image,
         probe_kind=args.probe_kind, probe_diameter=args.probe_diameter, scan=args.scan, overlap=args.overlap,
         jitter=args.jitter, n_points=args.n_points, nphotons=args.nphotons, poisson=args.poisson,
-        seed=args.seed,
+        seed=args.seed, oversample=args.oversample,
     )
     test_seed = args.seed + 1 if args.test_seed is None else args.test_seed
     test_image = args.image
