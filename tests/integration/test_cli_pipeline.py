@@ -67,10 +67,11 @@ def test_reconstruction_file_and_orientation(pipeline: dict[str, Path]) -> None:
 
 def test_quality_floor_on_unseen_object(pipeline: dict[str, Path]) -> None:
     metrics = json.loads((pipeline["eval"] / "metrics.json").read_text())
-    # measured on this 2-core CPU (N=32 lines object, 12 epochs, width 1): amplitude Pearson 0.59, phase
-    # 0.31; an untrained model gives ~0 for both. Floors leave room for rounding differences across CPUs.
+    # measured on this 2-core CPU (N=32 lines object, 12 epochs, width 1): amplitude Pearson 0.59; an
+    # untrained model gives ~0. The network's own phase at gridsize 1 is not reliably correlated with the
+    # truth (measured between -0.003 and 0.31 on the same settings): a single pattern does not fix each
+    # patch's phase offset. The phase is checked after refinement, in the next-but-one test.
     assert metrics["amplitude"]["pearson"] > 0.4
-    assert metrics["phase"]["pearson"] > 0.15
     assert abs(metrics["shift_px"][0]) < 1.5 and abs(metrics["shift_px"][1]) < 1.5
     for name in ("comparison.png", "frc.png"):
         assert (pipeline["eval"] / name).stat().st_size > 10_000
