@@ -16,9 +16,11 @@ def test_short_demo_reconstructs_unseen_image(tmp_path) -> None:
               res.comparison_png):
         assert p.is_file() and p.stat().st_size > 1000
     a, ph = res.metrics["amplitude"], res.metrics["phase"]
-    # The full 30-epoch demo measures amplitude Pearson 0.78 and phase 0.46 on this CPU; after 4 epochs
-    # the phase has only begun to form (0.16), so the floors check that the image is recognisable in
-    # amplitude and that the phase is already positively correlated (an untrained model gives ~0).
-    assert a["pearson"] > 0.5
-    assert ph["pearson"] > 0.05
-    assert "demo done" in res.summary()
+    net = res.network_metrics
+    assert net is not None
+    # The full 30-epoch demo measures: network alone amplitude SSIM 0.34 (Pearson ~0.8), phase SSIM 0.11;
+    # after 30 refinement iterations amplitude / phase SSIM 0.905 / 0.924. After 4 epochs the network's
+    # image is rougher, but the refined image must already be one a scientist recognises.
+    assert net["amplitude"]["pearson"] > 0.5
+    assert a["ssim"] > 0.8 and ph["ssim"] > 0.8
+    assert "demo done" in res.summary() and "network alone" in res.summary()
