@@ -4,24 +4,30 @@ PIXEL CONVENTION (read this before using the output)
 ----------------------------------------------------
 * Positions are ``(x, y)`` in object pixels, x = column, y = row, exactly as in
   :class:`~ptychopinn.data.scan.ScanData` and :mod:`ptychopinn.physics.patches`.
-* A canvas has an ``origin = (x0, y0)`` (object pixels, integers from :func:`canvas_geometry`):
+* A canvas has an ``origin = (x0, y0)`` (object pixels; integers from :func:`canvas_geometry`):
   canvas pixel ``(row, col)`` is object pixel ``(y0 + row, x0 + col)``.
 * With the default origin ``(0, 0)`` the canvas has exactly the pixel grid of the object and the scan
   positions: canvas pixel ``(0, 0)`` is the top-left object pixel, and a patch centred at position
-  ``(x, y)`` lands with its centre pixel ``(N//2, N//2)`` on canvas ``(row=y, col=x)``. No recentring on
-  the scan's centre of mass, no flip, no transpose: ``canvas[y, x]`` is the reconstruction of object
+  ``(x, y)`` lands with its centre pixel ``(N//2, N//2)`` on object point ``(row=y, col=x)``. No recentring
+  on the scan's centre of mass, no flip, no transpose: ``canvas[y, x]`` is the reconstruction of object
   pixel ``(y, x)``, so it can be compared with a ground-truth object pixel for pixel.
 
 Only the central ``window x window`` region of each ``N x N`` patch is used (the border of a predicted
 patch is unreliable): patch rows/cols ``N//2 - window//2 ... N//2 - window//2 + window - 1``. That
 keeps the cropped window's own centre pixel ``window//2`` on the scan position, for odd and even sizes.
 
-Each window is added onto the canvas with :func:`~ptychopinn.physics.patches.place_patches`
-(bilinear at sub-pixel positions, the exact adjoint of extraction) and a window of ones is added the
-same way onto a coverage canvas; the result is ``sum(patches) / coverage``, i.e. the coverage-weighted
-average of all overlapping windows. Pixels no window reached are 0.
+Sub-pixel placement is exact (no interpolation blur): each position, relative to the canvas origin, is
+split by :func:`~ptychopinn.physics.shift.split_positions` into the nearest integer pixel
+``round(pos)`` and a fraction in ``[-0.5, 0.5)``. The whole ``N x N`` patch is moved by that fraction
+with a Fourier phase ramp (:func:`shifted_windows`: every spatial frequency kept; the patch is mirrored
+before the shift, so its periodic continuation has no jump and what leaks in from the patch border
+stays far below the window), its central window is cropped and added onto the canvas at the integer
+position. Patches at integer positions are not
+resampled at all. A window of weights is added at the same integer position onto a coverage canvas; the
+result is ``sum(windows) / coverage``, the coverage-weighted average of all overlapping windows. Pixels
+no window reached are 0.
 
-Memory is the two canvases (plus a bounded buffer of ``flush_size`` cropped windows):
+Memory is the two canvases (plus a bounded buffer of ``flush_size`` shifted windows):
 :class:`Stitcher` accumulates batch by batch, so the number of patches it can stitch is unbounded.
 """
 
@@ -34,12 +40,13 @@ import numpy as np
 import torch
 
 from ptychopinn.errors import ConfigError, DataFormatError, describe_array
-from ptychopinn.physics.patches import place_patches
+from ptychopinn.physics.shift import shift_ramp, split_positions
 
-__all__ = ["Stitcher", "canvas_geometry", "crop_window", "stitch_patches"]
+__all__ = ["Stitcher", "canvas_geometry", "crop_window", "shifted_windows", "stitch_patches"]
 
 MAX_CANVAS_PIXELS = 1 << 30  # 8 GiB of complex64: a larger canvas means positions in the wrong units
-_STITCH_BATCH = 2048  # patches per place_patches call in stitch_patches: bounds the temporaries
+_STITCH_BATCH = 2048  # patches per Stitcher.add call in stitch_patches: bounds the temporaries
+_SHIFT_CHUNK = 128  # patches per sub-pixel shift step: the per-patch shift matrices stay in cache
 
 
 def _check_window(window: int, n: int | None = None) -> int:
@@ -81,6 +88,59 @@ def crop_window(patches: torch.Tensor, window: int) -> torch.Tensor:
     return patches[..., start:start + window, start:start + window]
 
 
+def _shift_rows(n: int, start: int, window: int, shifts: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Rows ``start ... start + window - 1`` of the 1-D sub-pixel shift operators of :func:`shifted_windows`.
+
+    ``shifts``: ``[P]`` float64 pixels. Returns ``[P, window, n]`` matrices ``A`` with
+    ``A @ v == (ifft(fft(e) * ramp))[start:start + window]``, where ``e`` (length ``2n``) is ``v`` followed by
+    ``v`` reversed (half-sample symmetric extension) and ``ramp`` is
+    :func:`~ptychopinn.physics.shift.shift_ramp`'s factor for a move by ``+shift`` on ``2n`` samples. With the
+    shift kernel ``k = ifft(ramp)``: ``A[j, m] = k[(j - m) mod 2n] + k[(j + m + 1) mod 2n]``, i.e. two Hankel
+    matrices (one with its columns reversed), built as strided views of two short index ranges of ``k``.
+    """
+    length, span = 2 * n, n + window - 1
+    dev = shifts.device
+    xy = torch.stack([shifts, torch.zeros_like(shifts)], dim=1)  # (dx, dy) = (shift, 0): a ramp along x
+    kernel = torch.fft.ifft(shift_ramp((1, length), xy, dtype)[:, 0, :], dim=-1)
+    u = torch.arange(span, device=dev)
+    p = kernel.shape[0]
+    # reflected[a, n-1-m] = k[(start + a - m) mod 2n]; direct[a, m] = k[(start + a + m + 1) mod 2n]
+    reflected = kernel[:, (u + start - n + 1) % length].contiguous().as_strided((p, window, n), (span, 1, 1))
+    direct = kernel[:, (u + start + 1) % length].contiguous().as_strided((p, window, n), (span, 1, 1))
+    return reflected.flip(-1) + direct
+
+
+def shifted_windows(patches: torch.Tensor, fractions: torch.Tensor, window: int) -> torch.Tensor:
+    """Central ``window x window`` region of every ``[P, N, N]`` patch after moving the WHOLE patch by its
+    sub-pixel ``fractions`` (``[P, 2]`` (dx, dy) px, any float dtype) with a Fourier phase ramp.
+
+    The patch is first extended half-sample symmetrically to ``2N x 2N`` (mirrored copies, like a DCT), then
+    moved with :func:`~ptychopinn.physics.shift.fourier_shift` and cropped: exactly
+    ``crop_window(fourier_shift(mirror(patches), fractions)[:, :N, :N], window)``. The mirror makes the
+    periodic continuation continuous: a plain circular shift of a (never periodic) patch rings from the
+    jump between its opposite edges with an amplitude falling off only as 1 / distance (about 1 % of that
+    jump in the window of a 64-pixel patch), the mirrored one as 1 / distance**2 (measured on band-limited
+    objects: maximum error 0.007-0.03 -> 1e-4-2e-3). Computed as two small matrix products per patch (the
+    window rows of the y shift, the window columns of the x shift), not 2-D FFTs: same numbers, several
+    times faster on a CPU. Patches whose fraction is zero are cropped without resampling.
+
+    Returns a new ``[P, window, window]`` tensor (never a view of ``patches``), dtype of ``patches``.
+    """
+    n = int(patches.shape[-1])
+    start = n // 2 - window // 2
+    out = crop_window(patches, window).clone()
+    frac = fractions.to(device=patches.device, dtype=torch.float64)
+    moving = torch.nonzero((frac != 0).any(dim=1)).flatten()
+    # Chunks keep the per-patch matrices in cache (large batches otherwise run at half speed).
+    for s in range(0, int(moving.numel()), _SHIFT_CHUNK):
+        idx = moving[s:s + _SHIFT_CHUNK]
+        f = frac[idx]
+        a = _shift_rows(n, start, window, torch.cat([f[:, 1], f[:, 0]]), patches.dtype)
+        a_y, a_x = a[:len(idx)], a[len(idx):]  # [p, w, N]: window rows of the y shift / columns of the x shift
+        out[idx] = a_y @ patches[idx] @ a_x.transpose(1, 2)
+    return out
+
+
 class Stitcher:
     """Accumulates complex patches into one canvas batch by batch; memory = the canvas, independent of
     the number of patches.
@@ -90,9 +150,10 @@ class Stitcher:
         window: side in pixels of the central region of each patch that is placed.
         origin: ``(x0, y0)`` object pixel of canvas pixel ``(0, 0)`` (see the module docstring).
         device: torch device of the canvases (patches are moved there); default CPU.
-        flush_size: cropped windows are buffered until this many are pending, then placed in one call:
+        flush_size: shifted windows are buffered until this many are pending, then placed in one call:
             placement has a fixed cost per call, so small batches (64 patches per network batch) would
-            otherwise run at half speed. The buffer holds ``flush_size * window**2`` complex values.
+            otherwise run slower. The buffer holds ``flush_size * window**2`` complex values.
+        taper: centre weighting of the windows (see :func:`_taper_weight`); 0 = plain average.
 
     The canvases are ``[1, H, W]`` complex64 (sum of windows) and ``[1, H, W]`` float32 (coverage).
     """
@@ -138,37 +199,50 @@ class Stitcher:
         pos = _positions_array(positions, p)
         if p == 0:
             return
-        # A copy of the small window (not a view of the caller's patch batch, which may be reused).
-        win = crop_window(t, self.window).to(device=self.device, dtype=torch.complex64, copy=True) * self.weight
-        # Shift into canvas coordinates once, in float64, so large object coordinates keep sub-pixel detail.
-        rel = torch.from_numpy(pos - np.asarray(self.origin)).to(self.device)
-        self._pending.append((win, rel))
+        # Canvas coordinates in float64 (large object coordinates keep their sub-pixel detail), split into
+        # the integer window corner and the fraction the whole patch is moved by (exact Fourier shift).
+        corner, frac = split_positions(pos - np.asarray(self.origin), self.window)
+        # shifted_windows returns a new tensor: nothing aliases the caller's (possibly reused) patch batch.
+        src = t.to(device=self.device, dtype=torch.complex64)
+        win = shifted_windows(src, torch.from_numpy(frac).to(self.device), self.window) * self.weight
+        self._pending.append((win, torch.from_numpy(corner).to(self.device)))
         self._n_pending += p
         self.n_patches += p
         if self._n_pending >= self.flush_size:
             self._flush()
 
     def _flush(self) -> None:
-        """Place every pending window on the canvases (one call each for values and coverage)."""
+        """Add every pending window onto the canvases at its integer corner (values and weights)."""
         if not self._pending:
             return
         win = torch.cat([w for w, _ in self._pending])
-        rel = torch.cat([r for _, r in self._pending])
+        corner = torch.cat([c for _, c in self._pending])
         self._pending.clear()
         self._n_pending = 0
-        p = int(win.shape[0])
-        place_patches(win, rel, self.shape, out=self._sum)
+        p, w = int(win.shape[0]), self.window
+        h_c, w_c = self.shape
+        span = torch.arange(w, device=self.device)
+        rows = corner[:, 1, None] + span  # [P, w]
+        cols = corner[:, 0, None] + span
+        flat = (rows.clamp(0, h_c - 1)[:, :, None] * w_c + cols.clamp(0, w_c - 1)[:, None, :]).reshape(-1)
         if self._ones is None or self._ones.shape[0] < p:
-            self._ones = self.weight.expand(p, self.window, self.window).contiguous()
-        place_patches(self._ones[:p], rel, self.shape, out=self._cov)
+            self._ones = self.weight.expand(p, w, w).contiguous()
+        weights = self._ones[:p]
+        inside = bool((rows.min() >= 0) & (rows.max() < h_c) & (cols.min() >= 0) & (cols.max() < w_c))
+        if not inside:  # drop what falls outside the canvas (clamped indices get zero values)
+            valid = (((rows >= 0) & (rows < h_c))[:, :, None] & ((cols >= 0) & (cols < w_c))[:, None, :])
+            win = win * valid
+            weights = weights * valid
+        self._sum.view(-1).index_add_(0, flat, win.reshape(-1))
+        self._cov.view(-1).index_add_(0, flat, weights.reshape(-1))
 
     def result(self, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
         """Coverage-normalised average of everything added so far.
 
         Returns:
             ``(obj, coverage)``: ``obj`` ``[H, W]`` complex64, the average of the overlapping windows
-            (0 where coverage <= eps); ``coverage`` ``[H, W]`` float32, the summed (bilinear) weights,
-            i.e. roughly how many windows cover each pixel.
+            (0 where coverage <= eps); ``coverage`` ``[H, W]`` float32, the summed window weights, i.e. how
+            many windows cover each pixel (with a taper, weighted counts >= that number).
         """
         self._flush()
         cov = self._cov[0]
@@ -192,15 +266,15 @@ def _taper_weight(window: int, taper: float) -> torch.Tensor:
     return (1.0 + taper * bump1[:, None] * bump1[None, :]).to(torch.float32)
 
 
-def _window_extent(pos: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
-    """Smallest and largest object pixel (x, y) touched by any window, ``[2]`` int64 each.
+def _window_extent(pos: np.ndarray, window: int, origin: Sequence[float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest and largest canvas pixel (x, y) any window touches, ``[2]`` int64 each, for a canvas whose
+    pixel (0, 0) is object point ``origin``.
 
-    A window centred at x covers columns ``x - w//2 ... x - w//2 + w - 1``; at a fractional x, bilinear
-    placement spills into one more column, which ``ceil`` accounts for.
+    A window lands at the nearest integer pixel ``c = round(pos - origin)`` (see
+    :func:`~ptychopinn.physics.shift.split_positions`) and covers columns ``c - w//2 ... c - w//2 + w - 1``.
     """
-    lo = np.floor(pos.min(axis=0) - window // 2).astype(np.int64)
-    hi = np.ceil(pos.max(axis=0) - window // 2 + window - 1).astype(np.int64)
-    return lo, hi
+    corner, _ = split_positions(pos - np.asarray(origin, dtype=np.float64), window)
+    return corner.min(axis=0), corner.max(axis=0) + window - 1
 
 
 def canvas_geometry(
@@ -267,9 +341,8 @@ def stitch_patches(patches: torch.Tensor | np.ndarray, positions: torch.Tensor |
             shape, origin = geo_shape, geo_origin
         else:
             # Extend from the caller's origin to the far edge of the windows.
-            _, hi = _window_extent(pos, window)
-            shape = (max(1, math.ceil(hi[1] - float(origin[1])) + 1),
-                     max(1, math.ceil(hi[0] - float(origin[0])) + 1))
+            _, hi = _window_extent(pos, window, (float(origin[0]), float(origin[1])))
+            shape = (max(1, int(hi[1]) + 1), max(1, int(hi[0]) + 1))
     st = Stitcher(shape, window, origin=(0.0, 0.0) if origin is None else (origin[0], origin[1]),
                   device=t.device)
     for start in range(0, t.shape[0], _STITCH_BATCH):
