@@ -117,10 +117,11 @@ def _with_object_patches(scan: ScanData) -> ScanData:
 
     import torch
 
-    from ptychopinn.physics.patches import extract_patches
+    from ptychopinn.physics.shift import extract_exact
 
-    patches = extract_patches(torch.from_numpy(scan.obj), torch.from_numpy(scan.positions), scan.N)
-    return dataclasses.replace(scan, patches=patches.numpy())
+    n = scan.N  # zero padding: windows that reach past the object read zeros
+    patches = extract_exact(torch.from_numpy(np.pad(scan.obj, n)), scan.positions + n, n)
+    return dataclasses.replace(scan, patches=patches.to(torch.complex64).numpy())
 
 
 def _check_n(model: CoreModelConfig, scan: ScanData, what: str) -> None:
