@@ -30,6 +30,7 @@ STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 LOGGERS = ("csv", "tensorboard", "mlflow", "none")
 CLIP_ALGORITHMS = ("norm", "value")
+STITCH_SYNC = ("off", "phase", "phase+amplitude")
 UNITS = ("amplitude", "intensity", "auto")
 
 
@@ -283,12 +284,17 @@ class InferenceConfig(_Config):
     placed on the canvas (the rest of the patch is less reliable); ``None`` uses ``N * 5 // 16``
     (20 px at N=64, the reference value). ``stitch_taper`` weights each window's centre up to
     ``1 + stitch_taper`` times its edges (0 = uniform average, as the reference), which softens
-    seams between neighbouring patches. ``neighbor_count`` is K for gridsize > 1 grouping.
+    seams between neighbouring patches. ``stitch_sync``: ``'phase'`` multiplies each window by the
+    phase offset that makes it agree with its overlapping neighbours, solved for the whole scan at once
+    (phase synchronisation, :mod:`ptychopinn.inference.phase_sync`); ``'phase+amplitude'`` also
+    equalises amplitude gains; ``'off'`` averages the windows as predicted. ``neighbor_count`` is K for
+    gridsize > 1 grouping.
     """
 
     batch_size: int = 64
     stitch_window: int | None = None
     stitch_taper: float = 0.0
+    stitch_sync: str = "off"
     precision: str = "32"
     accelerator: str = "auto"
     neighbor_count: int = 4
@@ -298,6 +304,7 @@ class InferenceConfig(_Config):
         _check_int("batch_size", self.batch_size, 1)
         _check_int("stitch_window", self.stitch_window, 2, optional=True)
         _check_num("stitch_taper", self.stitch_taper, 0.0)
+        _check_choice("stitch_sync", self.stitch_sync, STITCH_SYNC)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("accelerator", self.accelerator, ACCELERATORS)
         _check_int("neighbor_count", self.neighbor_count, 1)

@@ -15,6 +15,7 @@ import argparse
 
 from ptychopinn.cli._common import nonneg_int, number, positive_int, summary
 from ptychopinn.cli.refine import add_refine_options, refine_config
+from ptychopinn.config import STITCH_SYNC
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="side of the central region of each patch that is stitched (default N*5/16)")
     p.add_argument("--stitch-taper", type=number, default=0.0,
                    help="weight window centres up to 1+T times their edges (softens seams; demo uses 10)")
+    p.add_argument("--stitch-sync", choices=STITCH_SYNC, default="off",
+                   help="solve per-patch phase offsets (and amplitude gains) so overlapping patches agree before "
+                        "averaging (default %(default)s: it did not improve the current network, see README)")
     p.add_argument("--precision", choices=("32", "bf16-mixed"), default="32")
     p.add_argument("--accelerator", choices=("auto", "cpu", "gpu", "cuda", "mps"), default="auto")
     p.add_argument("--units", choices=("auto", "amplitude", "intensity"), default="auto")
@@ -44,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from ptychopinn.workflows import reconstruct_scan
 
     cfg = InferenceConfig(batch_size=args.batch_size, stitch_window=args.stitch_window, stitch_taper=args.stitch_taper,
+                          stitch_sync=args.stitch_sync,
                           precision=args.precision, accelerator=args.accelerator)
     refine = refine_config(args, args.refine) if args.refine > 0 else None
     out = reconstruct_scan(args.model, args.scan, output_dir=args.output_dir, inference=cfg, units=args.units,

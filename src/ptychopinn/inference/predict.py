@@ -215,7 +215,8 @@ def reconstruct(
     groups = scan_groups(scan.positions, mcfg.gridsize, cfg.neighbor_count, cfg.seed)
     window = cfg.window_for(scan.N)
     shape, origin = canvas_geometry(scan.positions, scan.N, window, object_shape)
-    stitcher = Stitcher(shape, window, origin=origin, device=dev, taper=cfg.stitch_taper)
+    stitcher = Stitcher(shape, window, origin=origin, device=dev, taper=cfg.stitch_taper,
+                        sync=cfg.stitch_sync != "off", sync_amplitude=cfg.stitch_sync == "phase+amplitude")
     a = float(compute_input_scale(scan.diffraction) if input_scale is None else input_scale)
     n_batches = math.ceil(groups.n_groups / cfg.batch_size)
     batches = iter_predictions(model, scan, groups, batch_size=cfg.batch_size, precision=cfg.precision,

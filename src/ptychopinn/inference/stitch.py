@@ -154,12 +154,18 @@ class Stitcher:
             placement has a fixed cost per call, so small batches (64 patches per network batch) would
             otherwise run slower. The buffer holds ``flush_size * window**2`` complex values.
         taper: centre weighting of the windows (see :func:`_taper_weight`); 0 = plain average.
+        sync: before averaging, multiply every window by the phase offset (and amplitude gain) that makes
+            it agree with its overlapping neighbours (:mod:`ptychopinn.inference.phase_sync`). The
+            offsets are solved for the whole scan at once, so every window is kept until
+            :meth:`result` (memory ``P * window**2`` complex values instead of the canvas alone).
+        sync_amplitude: with ``sync``, also solve amplitude gains (else phase offsets only).
 
     The canvases are ``[1, H, W]`` complex64 (sum of windows) and ``[1, H, W]`` float32 (coverage).
     """
 
     def __init__(self, shape: tuple[int, int], window: int, *, origin: tuple[float, float] = (0.0, 0.0),
-                 device: torch.device | str | None = None, flush_size: int = 1024, taper: float = 0.0) -> None:
+                 device: torch.device | str | None = None, flush_size: int = 1024, taper: float = 0.0,
+                 sync: bool = False, sync_amplitude: bool = True) -> None:
         if (len(shape) != 2 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
                                        for s in shape) or min(shape) < 1):
             raise ConfigError(f"canvas shape: expected (H, W) positive integers, found {shape!r}; "
@@ -183,6 +189,9 @@ class Stitcher:
             raise ConfigError(f"taper: expected a finite number >= 0, found {taper!r}; use 0 for uniform weights")
         self.weight = _taper_weight(self.window, float(taper)).to(self.device)
         self._ones: torch.Tensor | None = None  # cached [P, w, w] weights, regrown when a batch is larger
+        self.sync = bool(sync)
+        self.sync_amplitude = bool(sync_amplitude)
+        self.gains: np.ndarray | None = None  # [P] complex128 after a synchronised result()
 
     def add(self, patches: torch.Tensor | np.ndarray, positions: torch.Tensor | np.ndarray) -> None:
         """Add a batch of patches.
@@ -204,11 +213,11 @@ class Stitcher:
         corner, frac = split_positions(pos - np.asarray(self.origin), self.window)
         # shifted_windows returns a new tensor: nothing aliases the caller's (possibly reused) patch batch.
         src = t.to(device=self.device, dtype=torch.complex64)
-        win = shifted_windows(src, torch.from_numpy(frac).to(self.device), self.window) * self.weight
+        win = shifted_windows(src, torch.from_numpy(frac).to(self.device), self.window)
         self._pending.append((win, torch.from_numpy(corner).to(self.device)))
         self._n_pending += p
         self.n_patches += p
-        if self._n_pending >= self.flush_size:
+        if self._n_pending >= self.flush_size and not self.sync:
             self._flush()
 
     def _flush(self) -> None:
@@ -219,6 +228,12 @@ class Stitcher:
         corner = torch.cat([c for _, c in self._pending])
         self._pending.clear()
         self._n_pending = 0
+        if self.sync:
+            from ptychopinn.inference.phase_sync import synchronize
+
+            self.gains = synchronize(win, corner.cpu().numpy(), amplitude=self.sync_amplitude)
+            win = win * torch.from_numpy(self.gains.astype(np.complex64)).to(self.device)[:, None, None]
+        win = win * self.weight
         p, w = int(win.shape[0]), self.window
         h_c, w_c = self.shape
         span = torch.arange(w, device=self.device)
