@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=None, help="object side in pixels")
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--width", type=int, default=None, help="n_filters_scale of the network")
+    ap.add_argument("--gridsize", type=int, default=1, help="network gridsize (C = gridsize**2 patterns per sample)")
+    ap.add_argument("--generator", default="cnn", help="registered generator name")
     ap.add_argument("--iterations", type=int, default=None)
     ap.add_argument("--kinds", default="image", help="comma-separated: image,lines,grf")
     ap.add_argument("--low-dose", action="store_true", help="also a 1e4-photon variant")
@@ -147,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
 
     emit({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
           "torch_threads": torch.get_num_threads(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
-          "N": n, "object_size": size, "epochs": epochs, "n_filters_scale": width, "oversample": 2})
+          "N": n, "object_size": size, "epochs": epochs, "n_filters_scale": width, "oversample": 2,
+          "gridsize": args.gridsize, "generator": args.generator})
     from ptychopinn.inference.predict import reconstruct
     from ptychopinn.workflows import train_model
 
@@ -160,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.perf_counter()
                 out = train_model(blind(train), output_dir=Path(tmp) / "run",
-                                  model=ModelConfig(N=n, n_filters_scale=width),
+                                  model=ModelConfig(N=n, n_filters_scale=width, gridsize=args.gridsize,
+                                                    generator=args.generator),
                                   training=TrainingConfig(nepochs=epochs, batch_size=16, learning_rate=2e-3,
                                                           scheduler="cosine", warmup_epochs=1, seed=args.seed),
                                   execution=ExecutionConfig(accelerator="cpu", logger="none",
