@@ -328,6 +328,8 @@ class RefineConfig(_Config):
     seconds (None = no limit). ``noise``: the misfit minimised, ``'gaussian'`` (amplitude least
     squares) or ``'poisson'`` (negative log-likelihood of the counts). ``alpha``: rPIE regularisation
     of the illumination preconditioner, in (0, 1]; ``step``: object step length (1 = full rPIE step).
+    ``momentum``: after each pass the object moves on by ``momentum`` times its accumulated change
+    (heavy-ball acceleration of the slow, large-scale phase; 0 = plain rPIE).
     ``refine_probe`` updates the probe from iteration ``probe_start`` on (its energy is held fixed so
     the object/probe scale cannot drift). ``refine_positions`` corrects scan positions from iteration
     ``position_start`` on, at most ``max_position_step`` pixels per iteration. ``accelerator``: where
@@ -340,6 +342,7 @@ class RefineConfig(_Config):
     noise: str = "gaussian"
     alpha: float = 0.1
     step: float = 1.0
+    momentum: float = 0.8
     refine_probe: bool = False
     probe_start: int = 2
     refine_positions: bool = False
@@ -357,6 +360,8 @@ class RefineConfig(_Config):
         _require(self.alpha <= 1.0, "alpha", "a number in (0, 1]", self.alpha)
         _check_num("step", self.step, 0.0, strict=True)
         _require(self.step <= 2.0, "step", "a number in (0, 2]", self.step)
+        _check_num("momentum", self.momentum, 0.0)
+        _require(self.momentum < 1.0, "momentum", "a number in [0, 1)", self.momentum)
         for name in ("refine_probe", "refine_positions"):
             _check_bool(name, getattr(self, name))
         _check_int("probe_start", self.probe_start, 0)

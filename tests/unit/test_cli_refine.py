@@ -33,7 +33,7 @@ def test_refine_flat_writes_outputs_and_matches_the_truth(tmp_path, scan_path, c
     with np.load(out / "reconstruction.npz", allow_pickle=False) as z:
         assert z["misfit"].shape == (25,) and z["probe"].shape == (32, 32) and z["positions"].shape == (441, 2)
     m = evaluate_reconstruction(out / "reconstruction.npz", scan_path, output_dir=tmp_path / "ev", remove_ramp=True)
-    # measured 0.89 / 0.985 after 25 iterations
+    # measured 0.867 / 0.989 after 25 iterations (default momentum 0.8)
     assert m["amplitude"]["ssim"] > 0.85 and m["phase"]["ssim"] > 0.95
 
 

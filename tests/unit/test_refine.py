@@ -90,12 +90,13 @@ def test_flat_start_reaches_the_truth_and_the_misfit_falls() -> None:
     scan = _sim()
     res = refine_scan(_blind(scan), RefineConfig(iterations=40))
     amp, phase = _score(res.obj, res.origin, scan)
-    # measured: 0.948 / 0.979 after 40 iterations (N=32, 441 patterns, 1e9 photons)
-    assert amp >= 0.93 and phase >= 0.96
+    # measured: 0.932 / 0.992 after 40 iterations with the default momentum 0.8 (0.948 / 0.979 without;
+    # N=32, 441 patterns, 1e9 photons)
+    assert amp >= 0.92 and phase >= 0.98
     mis = [h["misfit"] for h in res.history]
     assert mis[-1] < 0.05 * mis[0]
-    blocks = np.asarray(mis).reshape(8, 5).mean(axis=1)  # falls on average, block of 5 by block
-    assert np.all(np.diff(blocks) < 0), blocks
+    blocks = np.asarray(mis).reshape(8, 5).mean(axis=1)  # falls on average, block of 5 by block, to convergence
+    assert np.all(blocks[1:] <= 1.01 * blocks[:-1]), blocks
     assert [h["iteration"] for h in res.history] == list(range(1, 41))
 
 
