@@ -12,7 +12,7 @@ from collections import deque
 
 import numpy as np
 
-_MAX_ENTRIES = 8  # a handful of live containers; older registrations fall back to the reference frame
+_MAX_ENTRIES = 8  # a handful of live containers; older registrations fall back to the scan frame
 _entries: deque[tuple[np.ndarray, tuple[int, int]]] = deque(maxlen=_MAX_ENTRIES)
 
 

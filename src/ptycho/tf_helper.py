@@ -2,7 +2,8 @@
 
 No TensorFlow is involved; the name is the reference system's. Stitching is the core's
 (:func:`ptychopinn.inference.stitch.stitch_patches`): only a central square window of every patch is
-used, placed bilinearly at its (sub-pixel) position, and overlaps are averaged (sum / coverage).
+used, placed exactly at its sub-pixel position (each patch Fourier-shifted by its fraction of a pixel,
+its window added at the nearest whole pixel), and overlaps are averaged (sum / coverage).
 
 Window size. ``M`` is the window side for the reference's 64 x 64 patches (``M=20``: the central 31 % of
 the patch, whose outer part the network predicts less reliably). For other patch sizes N the window is
@@ -12,21 +13,29 @@ a simulated N=32 scan: phase correlation with the truth 0.42 with 20 px against 
 model) and too little of a 128 x 128 one (gaps between scan positions). At N=64 this is exactly the
 reference behaviour.
 
-Canvas frame (rows = y, columns = x; no flips or transposes):
+Pixel convention: ptychodus's. The offsets are object-pixel coordinates as ptychodus computes them
+(``ObjectGeometry.map_probe_positions_to_object_x_px``: the object centre is pixel ``(W-1)/2``), and the
+object point at an offset lies under the patch's geometric centre ``((N-1)/2, (N-1)/2)``, where
+ptychodus's own forward model puts the probe array's centre (``ProbeGeometry.resolve_patch_bounds``). So
+patch pixel ``N//2`` is stitched at ``offset + ptychodus_centre_offset(N)`` (half a pixel further for even
+N). The native ``ptychopinn`` commands instead put patch pixel ``N//2`` on the position (upstream
+PtychoPINN's rule). Rows = y, columns = x; no flips or transposes. Frames:
 
 * **Object frame.** When ``global_offsets`` are the ones produced by the latest :func:`ptycho.loader.load`
   of a scan that had an ``objectGuess`` (same array, or equal values), the canvas has the object's shape
   ``(H, W)`` and its pixel grid: canvas ``[y, x]`` is object pixel ``(y, x)``. This is what ptychodus
   assumes when it labels the result with the input object's centre and pixel size. Pixels no window
   reached are 0.
-* **Reference frame** otherwise: the canvas is centred on the mean ``c`` of the offsets, with side
-  ``M + 2 * pad``, ``pad = ceil(max |offset - c|)`` rounded up to even; canvas pixel ``(row, col)`` is
-  object point ``(c_y + row - side/2, c_x + col - side/2)``.
+* **Scan frame** otherwise: an odd-sized canvas whose centre pixel ``((H-1)/2, (W-1)/2)`` is exactly the
+  midpoint ``c`` of the offsets' bounding box (the centre ptychodus gives the objects it sizes for a scan,
+  ``compute_object_geometry``), so a host that labels the canvas centre with its object's centre places
+  it right when the scan is centred on the object; canvas pixel ``(row, col)`` is object point
+  ``(c_y - (H-1)/2 + row, c_x - (W-1)/2 + col)``. (The reference centred its canvas, index ``side/2``, on
+  the mean of the offsets: half a pixel from where ptychodus reads the centre.)
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -34,8 +43,9 @@ import numpy as np
 from ptycho import _frames
 from ptycho._arrays import to_numpy
 from ptychopinn.errors import ConfigError, DataFormatError, describe_array
+from ptychopinn.io.product_h5 import ptychodus_centre_offset
 
-__all__ = ["REFERENCE_N", "offsets_to_positions", "reassemble_position", "reference_frame", "window_for"]
+__all__ = ["REFERENCE_N", "offsets_to_positions", "reassemble_position", "scan_frame", "window_for"]
 
 REFERENCE_N = 64
 """Patch size for which ``M`` is taken literally (see the module docstring)."""
@@ -72,25 +82,22 @@ def window_for(M: int, N: int) -> int:  # noqa: N803
     return int(min(N, max(1, round(M * N / REFERENCE_N))))
 
 
-def _even_ceil(v: float) -> int:
-    n = int(math.ceil(v))
-    return n + (n % 2)
+def scan_frame(positions: np.ndarray, window: int, n: int) -> tuple[tuple[int, int], tuple[float, float]]:
+    """Canvas ``((H, W), origin (x0, y0))`` of the scan frame (see the module docstring) for ``[P, 2]`` (x, y)
+    ptychodus offsets of patches of size ``n`` stitched with a ``window``-pixel window."""
+    from ptychopinn.inference.stitch import centred_geometry
 
-
-def reference_frame(positions: np.ndarray, M: int) -> tuple[tuple[int, int], tuple[float, float]]:  # noqa: N803
-    """Canvas ``((side, side), origin (x0, y0))`` of the reference frame (see the module docstring)."""
-    centre = positions.mean(axis=0)
-    pad = _even_ceil(float(np.abs(positions - centre).max())) if positions.size else 0
-    side = M + 2 * pad
-    return (side, side), (float(centre[0] - side / 2), float(centre[1] - side / 2))
+    mid = 0.5 * (positions.min(axis=0) + positions.max(axis=0))
+    return centred_geometry(positions + ptychodus_centre_offset(n), window, centre=mid)
 
 
 def reassemble_position(patches: Any, global_offsets: Any, M: int = 20) -> np.ndarray:  # noqa: N803
-    """Stitch ``patches`` ``(P, N, N, 1)`` (or ``(P, N, N)``) complex, each centred (pixel ``(N//2, N//2)``)
-    on its offset ``global_offsets`` ``(P, 1, 2, 1)`` (x, y) object pixels, into one 2-D complex64 numpy
-    canvas, using the central ``window_for(M, N)`` square of every patch (``M`` pixels at N=64).
+    """Stitch ``patches`` ``(P, N, N, 1)`` (or ``(P, N, N)``) complex, each centred (geometric centre
+    ``((N-1)/2, (N-1)/2)``, ptychodus's convention) on its offset ``global_offsets`` ``(P, 1, 2, 1)`` (x, y)
+    object pixels, into one 2-D complex64 numpy canvas, using the central ``window_for(M, N)`` square of every
+    patch (``M`` pixels at N=64).
 
-    The frame (object grid or reference frame) is chosen as described in the module docstring.
+    The frame (object grid or scan frame) is chosen as described in the module docstring.
     """
     from ptychopinn.inference.stitch import stitch_patches
 
@@ -102,13 +109,14 @@ def reassemble_position(patches: Any, global_offsets: Any, M: int = 20) -> np.nd
     if pos.shape[0] != stack.shape[0]:
         raise DataFormatError(f"reassemble_position: {stack.shape[0]} patches but {pos.shape[0]} offsets; pass the "
                               f"offsets of the same container the patches were predicted from")
-    window = window_for(int(M), int(stack.shape[-1]))
+    n = int(stack.shape[-1])
+    window = window_for(int(M), n)
     shape = None
     if isinstance(global_offsets, np.ndarray):
         shape = _frames.object_shape_for(global_offsets)
-    if shape is not None:
-        obj, _ = stitch_patches(stack.astype(np.complex64, copy=False), pos, window, shape=shape, origin=(0.0, 0.0))
-    else:
-        canvas, origin = reference_frame(pos, window)
-        obj, _ = stitch_patches(stack.astype(np.complex64, copy=False), pos, window, shape=canvas, origin=origin)
+    origin = (0.0, 0.0)
+    if shape is None:
+        shape, origin = scan_frame(pos, window, n)
+    at = pos + ptychodus_centre_offset(n)  # the object point under patch pixel N//2
+    obj, _ = stitch_patches(stack.astype(np.complex64, copy=False), at, window, shape=shape, origin=origin)
     return np.asarray(obj, dtype=np.complex64)

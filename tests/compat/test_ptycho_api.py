@@ -32,10 +32,28 @@ def _training_config(**model_changes: object):
 
 
 def _oracle_patches(obj: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """Exact object patches [P, N, N] centred (pixel N//2) on ``positions`` (x, y)."""
+    """Object patches [P, N, N] with pixel N//2 on ``positions`` (x, y) (bilinear: exact at whole pixels)."""
     from ptychopinn.physics.patches import extract_patches
 
     return extract_patches(torch.from_numpy(obj), torch.from_numpy(positions), N).numpy()
+
+
+def _ptychodus_patches(obj: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Object patches in ptychodus's convention: the patch centre (N-1)/2 on ``positions`` (x, y), i.e. pixel
+    N//2 half a pixel further (exact where ``positions`` are half-integers)."""
+    return _oracle_patches(obj, positions + 0.5)
+
+
+def _smooth(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """A smooth complex object defined at every real point (row y, column x)."""
+    return ((0.75 + 0.2 * np.sin(2 * np.pi * x / 24) * np.cos(2 * np.pi * y / 20))
+            * np.exp(1j * 0.8 * np.sin(2 * np.pi * (x + y) / 32)))
+
+
+def _smooth_patches(positions: np.ndarray, centre: float) -> np.ndarray:
+    """Patches [P, N, N] of :func:`_smooth`, pixel ``(r, c)`` = point ``(y - centre + r, x - centre + c)``."""
+    g = np.arange(N, dtype=np.float64) - centre
+    return np.stack([_smooth(y + g[:, None], x + g[None, :]) for x, y in positions]).astype(np.complex64)
 
 
 # ----------------------------------------------------------------------------------------- imports
@@ -284,10 +302,11 @@ def test_reassemble_position_object_frame_places_patches_exactly() -> None:
     raw = _raw()
     g = raw.generate_grouped_data(N, K=7, nsamples=1, gridsize=1)
     c = loader.load(lambda: g, raw.probeGuess)
-    # integer positions: patches cut from the truth must come back pixel for pixel
-    pos = np.round(c.global_offsets[:, 0, :, 0])
+    # ptychodus's convention: the patch centre (N-1)/2 is on the offset, so at half-integer offsets (pixel N//2
+    # on a whole pixel) patches cut from the truth must come back pixel for pixel
+    pos = np.round(c.global_offsets[:, 0, :, 0]) - 0.5
     c.global_offsets[:, 0, :, 0] = pos
-    patches = _oracle_patches(scan.obj, pos)[..., None]
+    patches = _ptychodus_patches(scan.obj, pos)[..., None]
     canvas = tf_helper.reassemble_position(patches, c.global_offsets, M=20)
     assert isinstance(canvas, np.ndarray) and canvas.shape == scan.obj.shape and canvas.dtype == np.complex64
     arr = np.squeeze(canvas)
@@ -305,7 +324,7 @@ def test_reassemble_position_orientation_with_subpixel_positions() -> None:
     raw = _raw()
     g = raw.generate_grouped_data(N, K=7, nsamples=1, gridsize=1)
     c = loader.load(lambda: g, raw.probeGuess)
-    patches = _oracle_patches(scan.obj, c.global_offsets[:, 0, :, 0])[..., None]
+    patches = _ptychodus_patches(scan.obj, c.global_offsets[:, 0, :, 0])[..., None]
     canvas = tf_helper.reassemble_position(torch.from_numpy(patches), c.global_offsets, M=20)
     q = compare_with_truth(canvas, scan.obj)
     assert q["phase_corr"] > 0.97 and q["amp_corr"] > 0.97
@@ -313,21 +332,24 @@ def test_reassemble_position_orientation_with_subpixel_positions() -> None:
     assert max(q["flipped_phase_corr"].values()) < q["phase_corr"] - 0.3
 
 
-def test_reassemble_position_reference_frame_for_unknown_offsets() -> None:
+def test_reassemble_position_scan_frame_for_unknown_offsets() -> None:
     import ptycho.tf_helper as tf_helper
 
-    scan = sim_scan(1)
-    # a 3 x 3 grid centred on (30, 34) (integer mean), 4 px apart: not registered by any loader call
+    # a 3 x 3 grid, 4 px apart, jittered, not registered by any loader call: the canvas centre pixel is
+    # exactly the midpoint of the offsets' bounding box, where ptychodus puts its object centre
     xs, ys = np.meshgrid([26.0, 30.0, 34.0], [30.0, 34.0, 38.0])
-    pos = np.stack([xs.ravel(), ys.ravel()], axis=1)
+    pos = np.stack([xs.ravel(), ys.ravel()], axis=1) + np.random.default_rng(0).uniform(-0.4, 0.4, (9, 2))
+    mid = 0.5 * (pos.min(axis=0) + pos.max(axis=0))
     offsets = pos[:, None, :, None].copy()
-    canvas = tf_helper.reassemble_position(_oracle_patches(scan.obj, pos)[..., None], offsets, M=20)
-    window = tf_helper.window_for(20, N)
-    assert window == 10
-    side = window + 2 * 4  # pad = max |offset - mean| = 4 (already even)
-    assert canvas.shape == (side, side)
-    x0, y0 = 30 - side // 2, 34 - side // 2  # canvas (row, col) <-> object (y0 + row, x0 + col)
-    np.testing.assert_allclose(canvas, scan.obj[y0:y0 + side, x0:x0 + side], atol=1e-5)
+    canvas = tf_helper.reassemble_position(_smooth_patches(pos, (N - 1) / 2)[..., None], offsets, M=20)
+    h, w = canvas.shape
+    assert h % 2 == 1 and w % 2 == 1 and min(h, w) >= tf_helper.window_for(20, N) + 8
+    # canvas (row, col) is object point (mid_y - (h-1)/2 + row, mid_x - (w-1)/2 + col)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    expected = _smooth(mid[1] - (h - 1) / 2 + yy, mid[0] - (w - 1) / 2 + xx)
+    covered = np.abs(canvas) > 0
+    assert covered[h // 2 - 5:h // 2 + 5, w // 2 - 5:w // 2 + 5].all()
+    np.testing.assert_allclose(canvas[covered], expected[covered], atol=2e-3)
 
 
 # ----------------------------------------------------------------------------------------- predict wrapper
@@ -352,7 +374,12 @@ def test_predict_equals_core_reconstruction_and_ignores_input_scale() -> None:
     assert isinstance(out, np.ndarray) and out.shape == (len(raw), N, N, 1) and out.dtype == np.complex64
     np.testing.assert_allclose(wrapper.predict([c.X, c.local_offsets], batch_size=7), out, rtol=1e-4, atol=1e-5)
     canvas = tf_helper.reassemble_position(out, c.global_offsets, M=20)
-    core = reconstruct(model, raw.to_scan(), InferenceConfig(stitch_window=tf_helper.window_for(20, N)),
+    # the core reconstruction of the same scan with the positions moved to where ptychodus's convention puts
+    # patch pixel N//2 (half a pixel further)
+    from ptychopinn.data.scan import ScanData
+
+    moved = ScanData(diffraction=raw.diff3d, positions=raw.positions + 0.5, probe=raw.probeGuess)
+    core = reconstruct(model, moved, InferenceConfig(stitch_window=tf_helper.window_for(20, N)),
                        object_shape=raw.objectGuess.shape, device="cpu")
     np.testing.assert_allclose(canvas, core.obj, rtol=1e-4, atol=1e-5)
 
@@ -514,11 +541,25 @@ def test_run_cdi_example_never_writes_into_the_cwd_and_honours_a_real_output_dir
 
 
 def test_supervised_training_cuts_labels_from_the_object() -> None:
+    """Labels are cut in the convention reconstructions are stitched in (ptychodus's: patch centre (N-1)/2 on
+    the position), exactly at sub-pixel positions."""
     import dataclasses
 
     from ptycho.workflows.components import _with_object_patches
 
     scan = sim_scan(1)
-    cut = _with_object_patches(dataclasses.replace(scan, patches=None))
+    h, w = scan.obj.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    smooth = dataclasses.replace(scan, obj=_smooth(yy, xx).astype(np.complex64), patches=None)
+    cut = _with_object_patches(smooth)
     assert cut.patches is not None and cut.patches.shape == scan.patches.shape
-    np.testing.assert_allclose(cut.patches, scan.patches, atol=1e-5)
+    # points whose labels (and the 8-px margin they are cut with) lie inside the object: elsewhere the object
+    # is zero-filled, as with any cutting rule
+    inside = np.all((scan.positions >= N / 2 + 8) & (scan.positions <= np.array([w, h]) - 1 - N / 2 - 8), axis=1)
+    assert inside.sum() > 10
+    expected = _smooth_patches(scan.positions[inside], (N - 1) / 2)
+    np.testing.assert_allclose(cut.patches[inside], expected, atol=1e-3)  # measured 3e-4
+    # half-integer positions put pixel N//2 on whole pixels: the labels are the object's pixels exactly
+    half = dataclasses.replace(scan, positions=np.round(scan.positions) - 0.5, patches=None)
+    np.testing.assert_allclose(_with_object_patches(half).patches, _ptychodus_patches(scan.obj, half.positions),
+                               atol=1e-6)

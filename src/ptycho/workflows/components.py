@@ -27,12 +27,13 @@ import numpy as np
 from ptycho import params
 from ptycho.config.config import TrainingConfig, to_core_training, usable_output_dir
 from ptycho.raw_data import RawData
-from ptycho.tf_helper import reference_frame, window_for
+from ptycho.tf_helper import scan_frame, window_for
 from ptycho.workflows.inference_model import InferenceModel
 from ptychopinn.config import ExecutionConfig, InferenceConfig
 from ptychopinn.config import ModelConfig as CoreModelConfig
 from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError, DataFormatError
+from ptychopinn.io.product_h5 import ptychodus_centre_offset
 from ptychopinn.models.pinn import PtychoPINN
 
 __all__ = [
@@ -110,18 +111,30 @@ def _as_scan(data: RawData | ScanData | str | os.PathLike[str], what: str) -> Sc
 
 def _with_object_patches(scan: ScanData) -> ScanData:
     """Supervised training needs ground-truth patches; cut them from the scan's object when the file had none
-    (as the reference does with ``objectGuess``)."""
+    (as the reference does with ``objectGuess``), in ptychodus's pixel convention, the one reconstructions
+    are stitched in (:func:`ptycho.tf_helper.reassemble_position`): patch pixel ``(r, c)`` is object point
+    ``(y - (N-1)/2 + r, x - (N-1)/2 + c)``, sampled exactly (integer window + Fourier shift, no blur)."""
     if scan.patches is not None or scan.obj is None:
         return scan
     import dataclasses
 
     import torch
 
-    from ptychopinn.physics.shift import extract_exact
+    from ptychopinn.inference.stitch import shifted_windows
+    from ptychopinn.physics.patches import extract_patches
+    from ptychopinn.physics.shift import split_positions
 
-    n = scan.N  # zero padding: windows that reach past the object read zeros
-    patches = extract_exact(torch.from_numpy(np.pad(scan.obj, n)), scan.positions + n, n)
-    return dataclasses.replace(scan, patches=patches.to(torch.complex64).numpy())
+    n, margin = scan.N, 8
+    # Nearest whole pixel + fraction of the object point under patch pixel N//2; a larger window cut at the
+    # whole pixel is moved by minus the fraction and cropped (the margin keeps its border far from the crop).
+    corner, frac = split_positions(scan.positions + ptychodus_centre_offset(n), n + 2 * margin)
+    centres = (corner + (n + 2 * margin) // 2).astype(np.float64)
+    obj = torch.from_numpy(scan.obj)
+    patches = np.empty((scan.n_points, n, n), np.complex64)
+    for s in range(0, scan.n_points, 1024):
+        big = extract_patches(obj, torch.from_numpy(centres[s:s + 1024]), n + 2 * margin)
+        patches[s:s + 1024] = shifted_windows(big, torch.from_numpy(-frac[s:s + 1024]), n).numpy()
+    return dataclasses.replace(scan, patches=patches)
 
 
 def _check_n(model: CoreModelConfig, scan: ScanData, what: str) -> None:
@@ -184,41 +197,50 @@ def reassemble_cdi_image(test_data: RawData | ScanData, model: PtychoPINN, flip_
     """Reconstruct ``test_data`` with ``model`` into a 2-D complex64 object.
 
     Every scan point is predicted; member patches are stitched at their own positions with the central
-    window of :func:`ptycho.tf_helper.window_for` (``M`` pixels at N=64, scaled with N). Without flips the
-    canvas is the scan object's pixel grid (when the scan has an object) or the bounding box of the windows.
-    ``flip_x``/``flip_y`` mirror the x/y positions about their mean and
-    ``transpose`` swaps x and y (diagnostics for coordinate conventions, as in the reference); then the
-    canvas is the reference frame of :func:`ptycho.tf_helper.reassemble_position`.
+    window of :func:`ptycho.tf_helper.window_for` (``M`` pixels at N=64, scaled with N), in ptychodus's pixel
+    convention (as :func:`ptycho.tf_helper.reassemble_position`: the patch centre ``(N-1)/2`` lies on the
+    position). Without flips the canvas is the scan object's pixel grid (when the scan has an object) or the
+    bounding box of the windows on the object pixel grid (origin (0, 0) unless positions are negative).
+    ``flip_x``/``flip_y`` mirror the x/y positions about their mean and ``transpose`` swaps x and y
+    (diagnostics for coordinate conventions, as in the reference); then the canvas is the scan frame of
+    :func:`ptycho.tf_helper.reassemble_position`.
     """
-    from ptychopinn.inference.predict import iter_predictions, reconstruct, scan_groups
-    from ptychopinn.inference.stitch import stitch_patches
+    from ptychopinn.inference.predict import iter_predictions, resolve_device, scan_groups
+    from ptychopinn.inference.stitch import Stitcher, canvas_geometry
 
     scan = _as_scan(test_data, "test_data")
-    window = window_for(int(M), scan.N)
+    n = scan.N
+    window = window_for(int(M), n)
     obj_shape = None
     if isinstance(test_data, RawData) and test_data.objectGuess is not None:
         obj_shape = tuple(test_data.objectGuess.shape)
     elif scan.obj is not None:
         obj_shape = tuple(scan.obj.shape)
     cfg = InferenceConfig(stitch_window=window)
-    if not (flip_x or flip_y or transpose):
-        return reconstruct(model, scan, cfg, object_shape=obj_shape).obj
-    groups = scan_groups(scan.positions, model.config.gridsize, cfg.neighbor_count, cfg.seed)
-    patches, positions = [], []
-    for batch, member_pos in iter_predictions(model, scan, groups, batch_size=cfg.batch_size, device="cpu"):
-        patches.append(batch.reshape(-1, scan.N, scan.N).cpu().numpy())
-        positions.append(member_pos.reshape(-1, 2))
-    pos = np.concatenate(positions)
+    device = resolve_device(cfg.accelerator)
     centre = scan.positions.mean(axis=0)
-    if flip_x:
-        pos[:, 0] = 2 * centre[0] - pos[:, 0]
-    if flip_y:
-        pos[:, 1] = 2 * centre[1] - pos[:, 1]
-    if transpose:
-        pos = pos[:, ::-1].copy()
-    shape, origin = reference_frame(pos, window)
-    obj, _ = stitch_patches(np.concatenate(patches), pos, window, shape=shape, origin=origin)
-    return obj
+
+    def frame(pos: np.ndarray) -> np.ndarray:
+        out = pos.copy()
+        if flip_x:
+            out[..., 0] = 2 * centre[0] - out[..., 0]
+        if flip_y:
+            out[..., 1] = 2 * centre[1] - out[..., 1]
+        return out[..., ::-1].copy() if transpose else out
+
+    shift = ptychodus_centre_offset(n)
+    if flip_x or flip_y or transpose:
+        shape, origin = scan_frame(frame(scan.positions), window, n)
+    elif obj_shape is not None:
+        shape, origin = (int(obj_shape[0]), int(obj_shape[1])), (0.0, 0.0)
+    else:
+        shape, origin = canvas_geometry(scan.positions + shift, n, window)
+    stitcher = Stitcher(shape, window, origin=origin, device=device, taper=cfg.stitch_taper)
+    groups = scan_groups(scan.positions, model.config.gridsize, cfg.neighbor_count, cfg.seed)
+    for batch, member_pos in iter_predictions(model, scan, groups, batch_size=cfg.batch_size,
+                                              precision=cfg.precision, device=device):
+        stitcher.add(batch.reshape(-1, n, n), frame(member_pos.reshape(-1, 2)) + shift)
+    return stitcher.result()[0]
 
 
 def run_cdi_example(train_data: RawData | ScanData | str | os.PathLike[str],

@@ -12,7 +12,8 @@
   centre, each at its relative offset, weighting each member's central ``N/2 x N/2`` region fully (and
   its border by 1e-3, so pixels only a border reaches are still filled), and averaging where they
   overlap: the reference's group-centred ``trimmed_obj`` that ``reassemble_position`` stitches at
-  ``global_offsets``.
+  ``global_offsets``. Members are moved exactly (Fourier shift of the fraction of a pixel, placement at
+  the nearest whole pixel), as in stitching.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from ptychopinn.data.normalize import mean_pattern_energy
 from ptychopinn.errors import ConfigError, DataFormatError, describe_array
 from ptychopinn.inference.predict import resolve_device
 from ptychopinn.models.pinn import PtychoPINN
-from ptychopinn.physics.patches import place_patches
 from ptychopinn.physics.probe import central_window
 
 __all__ = ["BORDER_WEIGHT", "InferenceModel", "merge_members"]
@@ -41,16 +41,33 @@ BORDER_WEIGHT = 1e-3
 
 def merge_members(patches: torch.Tensor, relative_offsets: torch.Tensor) -> torch.Tensor:
     """Group-centred merged patches ``[B, N, N]`` complex64 from member patches ``[B, C, N, N]`` complex
-    and relative offsets ``[B, C, 2]`` (x, y) px (member - centre). Pixels no member reaches are 0."""
+    and relative offsets ``[B, C, 2]`` (x, y) px (member - centre). Pixels no member reaches are 0.
+
+    Member ``c`` is moved to ``N//2 + offset`` exactly: the whole patch is Fourier-shifted by the fraction
+    of a pixel (:func:`~ptychopinn.inference.stitch.shifted_windows`) and added at the nearest whole pixel,
+    weighted by :func:`~ptychopinn.physics.probe.central_window` ``+ BORDER_WEIGHT`` placed at that pixel.
+    """
+    from ptychopinn.inference.stitch import shifted_windows
+    from ptychopinn.physics.shift import split_positions
+
     b, c, n, _ = patches.shape
     dev = patches.device
-    weight = central_window(n, device=dev) + BORDER_WEIGHT
-    centre = torch.tensor([n // 2, n // 2], dtype=torch.float64, device=dev)
-    pos = centre[None, :] + relative_offsets.reshape(b * c, 2).to(torch.float64)
-    idx = torch.arange(b, device=dev).repeat_interleave(c)
-    flat = patches.reshape(b * c, n, n)
-    num = place_patches(flat * weight, pos, (b, n, n), idx)
-    den = place_patches(weight.expand(b * c, n, n).contiguous(), pos, (b, n, n), idx)
+    pos = n // 2 + relative_offsets.reshape(b * c, 2).detach().to("cpu", torch.float64).numpy()
+    corner, frac = split_positions(pos, n)
+    flat = shifted_windows(patches.reshape(b * c, n, n).to(torch.complex64), torch.from_numpy(frac), n)
+    weight = (central_window(n, device=dev) + BORDER_WEIGHT).expand(b * c, n, n)
+    corner_t = torch.from_numpy(corner).to(dev)
+    span = torch.arange(n, device=dev)
+    rows = corner_t[:, 1, None] + span  # [B*C, N] rows of the group canvas
+    cols = corner_t[:, 0, None] + span
+    valid = ((rows >= 0) & (rows < n))[:, :, None] & ((cols >= 0) & (cols < n))[:, None, :]
+    group = torch.arange(b, device=dev).repeat_interleave(c)
+    idx = ((group[:, None, None] * n + rows.clamp(0, n - 1)[:, :, None]) * n + cols.clamp(0, n - 1)[:, None, :])
+    num = torch.zeros(b * n * n, dtype=torch.complex64, device=dev)
+    den = torch.zeros(b * n * n, dtype=torch.float32, device=dev)
+    num.index_add_(0, idx.reshape(-1), (flat * weight * valid).reshape(-1))
+    den.index_add_(0, idx.reshape(-1), (weight * valid).reshape(-1))
+    num, den = num.reshape(b, n, n), den.reshape(b, n, n)
     covered = den > 1e-9
     return torch.where(covered, num / torch.where(covered, den, torch.ones_like(den)), torch.zeros_like(num))
 

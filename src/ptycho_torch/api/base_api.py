@@ -335,12 +335,18 @@ class InferenceEngine:
     def predict_and_stitch(self, loader: PtychoDataLoader) -> np.ndarray:
         """Predict every scan point and stitch: a 2-D complex64 numpy array (rows = y, columns = x).
 
-        Convention: the canvas is centred on the midpoint of the scan's bounding box (ptychodus labels it with
-        its object's centre, so the two agree when the scan is centred on the object); pixels no patch reached
-        are 0. Deterministic: grouping is seeded.
+        Convention (ptychodus's, which labels the result with its object's centre and pixel size): the
+        positions are ptychodus object pixels, the object point at a position lies under the patch's geometric
+        centre ``(N-1)/2`` (``ProbeGeometry.resolve_patch_bounds``), and the canvas has odd sides with its
+        centre pixel ``((H-1)/2, (W-1)/2)`` exactly on the midpoint of the scan's bounding box, the centre
+        ptychodus gives the objects it sizes for a scan (``compute_object_geometry``). Canvas pixel
+        ``(row, col)`` is object point ``(mid_y - (H-1)/2 + row, mid_x - (W-1)/2 + col)``, sampled exactly
+        (sub-pixel Fourier placement). Pixels no patch reached are 0. Deterministic: grouping is seeded.
         """
         from ptychopinn.config import InferenceConfig as CoreInference
-        from ptychopinn.inference.predict import reconstruct
+        from ptychopinn.inference.predict import iter_predictions, scan_groups
+        from ptychopinn.inference.stitch import Stitcher, centred_geometry
+        from ptychopinn.io.product_h5 import ptychodus_centre_offset
 
         cm = self.config_manager
         core_model = self.ptycho_model.model.model
@@ -350,32 +356,21 @@ class InferenceEngine:
         cfg = CoreInference(batch_size=int(cm.inference_config.batch_size),
                             neighbor_count=max(int(cm.data_config.K), cm.data_config.C - 1))
         device = "cuda" if accelerator == "cuda" else "cpu"
+        scan = loader.scan
+        n = scan.N
+        if core_model.config.N != n:
+            raise DataFormatError(f"the model was trained on {core_model.config.N}x{core_model.config.N} patterns but "
+                                  f"the scan has {n}x{n} patterns; use a model trained with N={n}")
+        window = cfg.window_for(n)
+        shift = ptychodus_centre_offset(n)  # ptychodus position -> object point under patch pixel N//2
+        mid = 0.5 * (scan.positions.min(axis=0) + scan.positions.max(axis=0))
+        shape, origin = centred_geometry(scan.positions + shift, window, centre=mid)
+        stitcher = Stitcher(shape, window, origin=origin, device=device, taper=cfg.stitch_taper)
+        groups = scan_groups(scan.positions, core_model.config.gridsize, cfg.neighbor_count, cfg.seed)
         core_model.eval()
-        recon = reconstruct(core_model, loader.scan, cfg, device=device)
-        out = centre_canvas(recon.obj, recon.origin, loader.scan.positions)
+        for patches, member_pos in iter_predictions(core_model, scan, groups, batch_size=cfg.batch_size,
+                                                    precision=cfg.precision, device=device):
+            stitcher.add(patches.reshape(-1, n, n), member_pos.reshape(-1, 2) + shift)
+        out = stitcher.result()[0]
         core_model.to("cpu")
         return out
-
-
-def centre_canvas(obj: np.ndarray, origin: tuple[float, float], positions: np.ndarray) -> np.ndarray:
-    """Re-frame a canvas (pixel (0, 0) at object pixel ``origin`` = (x0, y0)) so that its centre pixel
-    ``((H-1)/2, (W-1)/2)`` is the midpoint of the (x, y) ``positions``' bounding box (to within half a pixel).
-
-    Returns ``[H', W']`` complex64, zero-padded."""
-    out_slices = []
-    shape = []
-    src_slices = []
-    for axis, col in ((0, 1), (1, 0)):
-        o = int(round(origin[col]))
-        n = obj.shape[axis]
-        mid = 0.5 * (float(positions[:, col].min()) + float(positions[:, col].max()))
-        half = max(mid - o, (o + n - 1) - mid)
-        top = int(np.floor(mid - half))
-        bottom = int(np.ceil(2 * mid - top))
-        size = bottom - top + 1
-        shape.append(size)
-        out_slices.append(slice(o - top, o - top + n))
-        src_slices.append(slice(0, n))
-    out = np.zeros(tuple(shape), np.complex64)
-    out[out_slices[0], out_slices[1]] = obj[src_slices[0], src_slices[1]]
-    return out

@@ -42,7 +42,7 @@ import torch
 from ptychopinn.errors import ConfigError, DataFormatError, describe_array
 from ptychopinn.physics.shift import shift_ramp, split_positions
 
-__all__ = ["Stitcher", "canvas_geometry", "crop_window", "shifted_windows", "stitch_patches"]
+__all__ = ["Stitcher", "canvas_geometry", "centred_geometry", "crop_window", "shifted_windows", "stitch_patches"]
 
 MAX_CANVAS_PIXELS = 1 << 30  # 8 GiB of complex64: a larger canvas means positions in the wrong units
 _STITCH_BATCH = 2048  # patches per Stitcher.add call in stitch_patches: bounds the temporaries
@@ -327,6 +327,43 @@ def canvas_geometry(
         raise DataFormatError(
             f"positions span a {int(size[1])} x {int(size[0])} pixel canvas (more than {MAX_CANVAS_PIXELS:,} "
             f"pixels); check the scan positions are in object pixels (not metres or nanometres)")
+    return (int(size[1]), int(size[0])), (float(origin[0]), float(origin[1]))
+
+
+def centred_geometry(
+    positions: torch.Tensor | np.ndarray, window: int, centre: Sequence[float] | None = None,
+) -> tuple[tuple[int, int], tuple[float, float]]:
+    """Canvas ``shape`` and ``origin`` whose centre pixel ``((H-1)/2, (W-1)/2)`` is exactly object point
+    ``centre`` and which holds every stitched window.
+
+    For hosts that label a canvas by its centre (ptychodus puts the object centre on pixel ``(W-1)/2``).
+    The origin is then usually fractional: canvas pixel ``(row, col)`` is object point
+    ``(y0 + row, x0 + col)``, sampled exactly (placement shifts each patch by the whole sub-pixel offset).
+
+    Args:
+        positions: ``[M, 2]`` (x, y) object pixels where the windows are centred (patch pixel ``N//2``).
+        window: stitch window side in pixels.
+        centre: ``(x, y)`` object point for the canvas centre; default: the midpoint of the positions'
+            bounding box (the centre ptychodus gives the objects it sizes for a scan).
+
+    Returns:
+        ``((H, W), (x0, y0))`` with odd ``H`` and ``W``.
+    """
+    _check_window(window)
+    pos = _positions_array(positions)
+    if pos.shape[0] == 0:
+        raise DataFormatError("positions: expected at least one scan position, found none; check the scan")
+    c = 0.5 * (pos.min(axis=0) + pos.max(axis=0)) if centre is None else np.asarray(centre, dtype=np.float64)
+    if c.shape != (2,) or not np.isfinite(c).all():
+        raise ConfigError(f"centre: expected a finite (x, y) point in object pixels, found {centre!r}")
+    # round(pos - origin) +- window/2 must stay inside [0, 2 * half]
+    half = np.ceil(np.abs(pos - c).max(axis=0) + window // 2 + 1).astype(np.int64)
+    size = 2 * half + 1
+    if int(size[0]) * int(size[1]) > MAX_CANVAS_PIXELS:
+        raise DataFormatError(
+            f"positions span a {int(size[1])} x {int(size[0])} pixel canvas (more than {MAX_CANVAS_PIXELS:,} "
+            f"pixels); check the scan positions are in object pixels (not metres or nanometres)")
+    origin = c - half
     return (int(size[1]), int(size[0])), (float(origin[0]), float(origin[1]))
 
 

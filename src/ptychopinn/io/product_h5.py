@@ -22,9 +22,12 @@ Coordinates. ptychodus maps a position in metres to object pixels with
     y_px = (y_m - center_y_m) / pixel_height_m + (H - 1) / 2
 
 (x = column, y = row), so a point at the object centre is pixel ``(W-1)/2``. This module uses
-exactly that mapping in both directions. Note the convention gap: ptychopinn puts the probe centre
-under patch pixel ``N//2`` whereas ptychodus puts it under ``(N-1)/2``, half a pixel apart; this
-module does not shift positions to hide that.
+exactly that mapping in both directions. Note the convention gap: a ptychopinn position is the object
+point under patch pixel ``N//2`` (upstream PtychoPINN's rule), whereas ptychodus puts the probe array's
+centre ``(N-1)/2`` on it (``ProbeGeometry.resolve_patch_bounds``), half a pixel apart at even N: the
+object point under patch pixel ``N//2`` is ``ptychodus position + ptychodus_centre_offset(N)``. This
+module reads and writes positions unchanged; the ptychodus-facing reconstruction surfaces (``ptycho``,
+``ptycho_torch.api``) apply the offset when they stitch.
 
 h5py is imported by the functions, not at module import, so that importing ptychopinn stays cheap.
 """
@@ -102,6 +105,12 @@ class Product:
     metadata: dict[str, Any] = field(default_factory=dict)
     losses: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     loss_epochs: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+
+def ptychodus_centre_offset(n: int) -> float:
+    """``N//2 - (N-1)/2`` pixels (0.5 for even N, 0 for odd): add it to a ptychodus position (the object point
+    under the probe array's centre ``(N-1)/2``) to get the object point under patch pixel ``N//2``."""
+    return n // 2 - (n - 1) / 2.0
 
 
 def pixels_to_metres(positions_px: np.ndarray, shape_hw: tuple[int, int], pixel_size_m: tuple[float, float],
