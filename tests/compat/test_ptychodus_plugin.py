@@ -36,12 +36,16 @@ def _pinn(library: PtychoPINNReconstructorLibrary) -> Any:
     return next(r for r in library if r.name == "PINN")
 
 
-def _reconstruct_input(scan: Any, tmp: Path, name: str) -> ReconstructInput:
+def _reconstruct_input(scan: Any, tmp: Path, name: str, ptychodus_convention: bool = False) -> ReconstructInput:
     """A ptychodus ReconstructInput for a simulated scan: the product is written by ptychopinn's writer and
-    read back by ptychodus's reader; the patterns are uint16 photon counts, as from a detector."""
-    from ptychopinn.io.product_h5 import save_product_h5
+    read back by ptychodus's reader; the patterns are uint16 photon counts, as from a detector.
 
-    path = save_product_h5(tmp / f"{name}.h5", scan.obj, scan.positions, scan.probe, pixel_size_m=PIXEL_M,
+    ``ptychodus_convention``: give ptychodus the positions of the probe array's centre (N-1)/2, its
+    convention, instead of ptychopinn's (pixel N//2, where the simulator put them): half a pixel less."""
+    from ptychopinn.io.product_h5 import ptychodus_centre_offset, save_product_h5
+
+    positions = scan.positions - (ptychodus_centre_offset(N) if ptychodus_convention else 0.0)
+    path = save_product_h5(tmp / f"{name}.h5", scan.obj, positions, scan.probe, pixel_size_m=PIXEL_M,
                            center_m=CENTER_M, metadata={"probe_energy_eV": 8000.0})
     product = load_product(path)
     return ReconstructInput(diffraction_patterns=counts_of(scan, np.uint16),
@@ -121,15 +125,15 @@ def test_plugin_train_save_load_and_reconstruct_end_to_end(tmp_path: Path) -> No
     pinn = _pinn(library)
     data_dir = tmp_path / "training"  # the GUI uses one directory for input and output
     data_dir.mkdir()
-    pinn.export_training_data(data_dir / "train_data.npz", _reconstruct_input(sim_scan(1), tmp_path, "train"))
-    pinn.export_training_data(data_dir / "test_data.npz", _reconstruct_input(sim_scan(3), tmp_path, "val"))
+    pinn.export_training_data(data_dir / "train_data.npz", _reconstruct_input(sim_scan(1), tmp_path, "train", True))
+    pinn.export_training_data(data_dir / "test_data.npz", _reconstruct_input(sim_scan(3), tmp_path, "val", True))
 
     train_outputs = list(pinn.train(data_dir, data_dir))
     assert len(train_outputs) == 1 and pinn.is_model_loaded()
     assert (data_dir / "wts.h5.zip").is_file() and (data_dir / "history.json").is_file()
 
     target = sim_scan(2)
-    parameters = _reconstruct_input(target, tmp_path, "target")
+    parameters = _reconstruct_input(target, tmp_path, "target", True)
     assert library.inference_settings.n_samples.get_value() == 1  # the ptychodus default
     outputs = list(pinn.reconstruct(parameters))
     assert len(outputs) == 1

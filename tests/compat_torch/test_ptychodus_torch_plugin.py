@@ -41,9 +41,12 @@ def _unsupervised(lib: Any) -> Any:
 
 
 def _reconstruct_input(scan: Any, tmp: Path, name: str) -> ReconstructInput:
-    from ptychopinn.io.product_h5 import save_product_h5
+    """Positions in ptychodus's convention (the probe array's centre (N-1)/2 on them): half a pixel less than
+    the simulator's (pixel N//2)."""
+    from ptychopinn.io.product_h5 import ptychodus_centre_offset, save_product_h5
 
-    path = save_product_h5(tmp / f"{name}.h5", scan.obj, scan.positions, scan.probe, pixel_size_m=PIXEL_M,
+    positions = scan.positions - ptychodus_centre_offset(N)
+    path = save_product_h5(tmp / f"{name}.h5", scan.obj, positions, scan.probe, pixel_size_m=PIXEL_M,
                            center_m=CENTER_M, metadata={"probe_energy_eV": 8000.0})
     return ReconstructInput(diffraction_patterns=counts_of(scan, np.uint16),
                             bad_pixels=np.zeros((N, N), dtype=bool), product=load_product(path))
@@ -101,7 +104,7 @@ def test_plugin_train_save_load_reconstruct_end_to_end(tmp_path: Path, monkeypat
     arr = out[0].product.object_.get_layer(0)
     assert type(arr) is np.ndarray and np.iscomplexobj(arr) and arr.ndim == 2
     assert np.abs(arr).max() < 2.0, "transmission scale expected"
-    corr = phase_corr_with_truth(arr, target.obj, target.positions)
+    corr = phase_corr_with_truth(arr, target.obj, target.positions - 0.5)  # the positions ptychodus had
     assert corr >= 0.5, corr
     again = list(fresh.reconstruct(_reconstruct_input(target, tmp_path, "target2")))[0].product.object_.get_layer(0)
     np.testing.assert_allclose(again, arr, rtol=1e-5, atol=1e-6)  # deterministic
