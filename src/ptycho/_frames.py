@@ -9,27 +9,43 @@ lie on that object's pixel grid. ``reassemble_position`` only receives patches a
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 import numpy as np
 
 _MAX_ENTRIES = 8  # a handful of live containers; older registrations fall back to the scan frame
-_entries: deque[tuple[np.ndarray, tuple[int, int]]] = deque(maxlen=_MAX_ENTRIES)
+_entries: deque[tuple[np.ndarray, tuple[int, int] | None, Any]] = deque(maxlen=_MAX_ENTRIES)
 
 
-def register(global_offsets: np.ndarray, object_shape: tuple[int, int]) -> None:
-    """Remember that ``global_offsets`` (``[B, 1, 2, 1]`` object pixels) belong to an object ``(H, W)``."""
-    _entries.append((global_offsets, (int(object_shape[0]), int(object_shape[1]))))
+def register(global_offsets: np.ndarray, object_shape: tuple[int, int] | None, scan: Any = None) -> None:
+    """Remember that ``global_offsets`` (``[B, 1, 2, 1]`` object pixels) belong to an object ``(H, W)``
+    (or None: unknown) and, optionally, to ``scan`` (a :class:`ptychopinn.data.scan.ScanData` with the
+    patterns and the positions in ptychodus's convention, for opt-in refinement)."""
+    shape = None if object_shape is None else (int(object_shape[0]), int(object_shape[1]))
+    _entries.append((global_offsets, shape, scan))
+
+
+def _entry(global_offsets: np.ndarray) -> tuple[np.ndarray, tuple[int, int] | None, Any] | None:
+    for entry in reversed(_entries):
+        if entry[0] is global_offsets:
+            return entry
+    for entry in reversed(_entries):
+        arr = entry[0]
+        if arr.shape == global_offsets.shape and np.array_equal(arr, global_offsets):
+            return entry
+    return None
 
 
 def object_shape_for(global_offsets: np.ndarray) -> tuple[int, int] | None:
     """The registered object shape for these offsets (identity or equal values), else None."""
-    for arr, shape in reversed(_entries):
-        if arr is global_offsets:
-            return shape
-    for arr, shape in reversed(_entries):
-        if arr.shape == global_offsets.shape and np.array_equal(arr, global_offsets):
-            return shape
-    return None
+    entry = _entry(global_offsets)
+    return None if entry is None else entry[1]
+
+
+def scan_for(global_offsets: np.ndarray) -> Any:
+    """The registered scan for these offsets, else None."""
+    entry = _entry(global_offsets)
+    return None if entry is None else entry[2]
 
 
 def clear() -> None:

@@ -14,6 +14,7 @@ import numpy as np
 
 from ptycho import _frames
 from ptycho._arrays import probe_2d
+from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError, DataFormatError
 
 __all__ = ["PtychoDataContainer", "load", "split_data"]
@@ -37,7 +38,8 @@ class PtychoDataContainer:
 
     def __init__(self, X: np.ndarray, local_offsets: np.ndarray, global_offsets: np.ndarray,  # noqa: N803
                  probe: np.ndarray, *, Y: np.ndarray | None = None, nn_indices: np.ndarray | None = None,  # noqa: N803
-                 input_scale: float | None = None, object_shape: tuple[int, int] | None = None) -> None:
+                 input_scale: float | None = None, object_shape: tuple[int, int] | None = None,
+                 scan: Any = None) -> None:
         self.X = X
         self.local_offsets = local_offsets
         self.global_offsets = global_offsets
@@ -46,8 +48,8 @@ class PtychoDataContainer:
         self.nn_indices = nn_indices
         self.input_scale = input_scale
         self.object_shape = object_shape
-        if object_shape is not None:
-            _frames.register(global_offsets, object_shape)
+        if object_shape is not None or scan is not None:
+            _frames.register(global_offsets, object_shape, scan)
 
     @property
     def coords_nominal(self) -> np.ndarray:
@@ -122,4 +124,22 @@ def load(cb: Callable[[], Any], probeGuess: Any, which: str | None = None,  # no
     shape = None if obj is None else (int(np.shape(obj)[-2]), int(np.shape(obj)[-1]))
     scale = grouped.get("input_scale")
     return PtychoDataContainer(x, local, glob, probe_2d(probeGuess), Y=y, nn_indices=nn,
-                               input_scale=None if scale is None else float(scale), object_shape=shape)
+                               input_scale=None if scale is None else float(scale), object_shape=shape,
+                               scan=_scan_of_groups(grouped, rows, probe_2d(probeGuess)))
+
+
+def _scan_of_groups(grouped: dict[str, Any], rows: Any, probe: np.ndarray) -> Any:
+    """The scan points behind the groups (each once), for opt-in refinement of the stitched object:
+    a :class:`ScanData` with positions in ptychodus's convention, or None when the dict lacks the keys."""
+    if not all(k in grouped for k in ("diffraction", "coords_nn", "nn_indices")):
+        return None
+    idx = np.asarray(grouped["nn_indices"])[rows].reshape(-1)
+    diff = np.asarray(grouped["diffraction"])[rows]  # [B, N, N, C]
+    pos = np.asarray(grouped["coords_nn"], dtype=np.float64)[rows]  # [B, 1, 2, C]
+    c = diff.shape[-1]
+    diff = np.moveaxis(diff, -1, 1).reshape(-1, diff.shape[1], diff.shape[2])
+    pos = np.moveaxis(pos[:, 0], -1, 1).reshape(-1, 2)
+    _, first = np.unique(idx, return_index=True)
+    if first.size == 0 or pos.shape[0] != idx.size or c < 1:
+        return None
+    return ScanData(diffraction=diff[first], positions=pos[first], probe=probe)

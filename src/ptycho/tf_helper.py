@@ -45,7 +45,11 @@ from ptycho._arrays import to_numpy
 from ptychopinn.errors import ConfigError, DataFormatError, describe_array
 from ptychopinn.io.product_h5 import ptychodus_centre_offset
 
-__all__ = ["REFERENCE_N", "offsets_to_positions", "reassemble_position", "scan_frame", "window_for"]
+__all__ = ["REFERENCE_N", "REFINE_ENV", "offsets_to_positions", "reassemble_position", "refine_iterations",
+           "scan_frame", "window_for"]
+
+REFINE_ENV = "PTYCHOPINN_REFINE_ITERATIONS"
+"""Environment variable: refinement iterations after stitching (0 or unset = off)."""
 
 REFERENCE_N = 64
 """Patch size for which ``M`` is taken literally (see the module docstring)."""
@@ -119,4 +123,42 @@ def reassemble_position(patches: Any, global_offsets: Any, M: int = 20) -> np.nd
         shape, origin = scan_frame(pos, window, n)
     at = pos + ptychodus_centre_offset(n)  # the object point under patch pixel N//2
     obj, _ = stitch_patches(stack.astype(np.complex64, copy=False), at, window, shape=shape, origin=origin)
+    iterations = refine_iterations()
+    if iterations > 0:
+        obj = _refined(obj, origin, global_offsets, iterations)
     return np.asarray(obj, dtype=np.complex64)
+
+
+def refine_iterations() -> int:
+    """Opt-in refinement after stitching: ``PTYCHOPINN_REFINE_ITERATIONS`` (default 0 = the reference
+    behaviour). The only switch a ptychodus user has, since ptychodus's plugin calls this function as is."""
+    import os
+
+    text = os.environ.get(REFINE_ENV, "").strip()
+    if not text:
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ConfigError(f"{REFINE_ENV}: expected a whole number of refinement iterations >= 0, found {text!r}; "
+                          f"e.g. {REFINE_ENV}=20, or unset it")
+    return value
+
+
+def _refined(obj: np.ndarray, origin: tuple[float, float], global_offsets: Any, iterations: int) -> np.ndarray:
+    import dataclasses
+    import logging
+
+    from ptychopinn.config import RefineConfig
+    from ptychopinn.refine import refine_onto
+
+    scan = _frames.scan_for(global_offsets) if isinstance(global_offsets, np.ndarray) else None
+    if scan is None:
+        logging.getLogger(__name__).warning(
+            "%s=%d is set but these offsets did not come from ptycho.loader.load of a scan, so there are no "
+            "patterns to refine against; returning the stitched object", REFINE_ENV, iterations)
+        return obj
+    native = dataclasses.replace(scan, positions=scan.positions + ptychodus_centre_offset(scan.N))
+    return refine_onto(native, obj, origin, RefineConfig(iterations=iterations))

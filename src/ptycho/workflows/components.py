@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ptycho import params
+from ptycho import params, tf_helper
 from ptycho.config.config import TrainingConfig, to_core_training, usable_output_dir
 from ptycho.raw_data import RawData
 from ptycho.tf_helper import scan_frame, window_for
@@ -193,7 +193,8 @@ def train_cdi_model(train_data: RawData | ScanData | str | os.PathLike[str],
 
 
 def reassemble_cdi_image(test_data: RawData | ScanData, model: PtychoPINN, flip_x: bool = False, flip_y: bool = False,
-                         transpose: bool = False, M: int = 20) -> np.ndarray:  # noqa: N803
+                         transpose: bool = False, M: int = 20,  # noqa: N803
+                         refine_iterations: int | None = None) -> np.ndarray:
     """Reconstruct ``test_data`` with ``model`` into a 2-D complex64 object.
 
     Every scan point is predicted; member patches are stitched at their own positions with the central
@@ -203,7 +204,9 @@ def reassemble_cdi_image(test_data: RawData | ScanData, model: PtychoPINN, flip_
     bounding box of the windows on the object pixel grid (origin (0, 0) unless positions are negative).
     ``flip_x``/``flip_y`` mirror the x/y positions about their mean and ``transpose`` swaps x and y
     (diagnostics for coordinate conventions, as in the reference); then the canvas is the scan frame of
-    :func:`ptycho.tf_helper.reassemble_position`.
+    :func:`ptycho.tf_helper.reassemble_position`. ``refine_iterations``: refine the stitched object with
+    that many iterations on the physics (:mod:`ptychopinn.refine`), result on the same canvas; None reads
+    :data:`ptycho.tf_helper.REFINE_ENV` (unset = 0, the reference behaviour). Not with flips/transposes.
     """
     from ptychopinn.inference.predict import iter_predictions, resolve_device, scan_groups
     from ptychopinn.inference.stitch import Stitcher, canvas_geometry
@@ -240,7 +243,17 @@ def reassemble_cdi_image(test_data: RawData | ScanData, model: PtychoPINN, flip_
     for batch, member_pos in iter_predictions(model, scan, groups, batch_size=cfg.batch_size,
                                               precision=cfg.precision, device=device):
         stitcher.add(batch.reshape(-1, n, n), frame(member_pos.reshape(-1, 2)) + shift)
-    return stitcher.result()[0]
+    obj = stitcher.result()[0]
+    k = tf_helper.refine_iterations() if refine_iterations is None else int(refine_iterations)
+    if k > 0 and not (flip_x or flip_y or transpose):
+        import dataclasses
+
+        from ptychopinn.config import RefineConfig
+        from ptychopinn.refine import refine_onto
+
+        native = dataclasses.replace(scan, positions=scan.positions + shift, obj=None, patches=None)
+        obj = refine_onto(native, obj, origin, RefineConfig(iterations=k))
+    return obj
 
 
 def run_cdi_example(train_data: RawData | ScanData | str | os.PathLike[str],
