@@ -139,6 +139,7 @@ class Refiner:
         self._acc_den = torch.zeros(self.obj.numel(), dtype=torch.float32, device=self.device)
         self._rng = np.random.default_rng(cfg.seed)
         self._cache: torch.Tensor | None = None
+        self._cache_intensity: torch.Tensor | None = None
         self._total_counts = mean_pattern_energy(scan.diffraction) * scan.n_points
         self.history: list[dict[str, float]] = []
         self.scale = self._scale_to_data()
@@ -215,14 +216,21 @@ class Refiner:
         frac = self._fractions(idx)
         return torch.fft.ifft2(torch.fft.fft2(self.probe)[None] * shift_ramp((self.n, self.n), frac))
 
+    def _intensities(self, idx: np.ndarray, probes: torch.Tensor) -> torch.Tensor:
+        """``|P_k|**2`` ``[b, N, N]`` float32 (from the cache when the probes are cached)."""
+        if self._cache_intensity is not None:
+            return self._cache_intensity[torch.from_numpy(idx).to(self.device)]
+        return probes.real.square() + probes.imag.square()
+
     def _fill_cache(self) -> None:
         cfg = self.config
         m, n = self.scan.n_points, self.n
-        if cfg.refine_probe or cfg.refine_positions or m * n * n * 8 > PROBE_CACHE_BYTES:
-            self._cache = None
+        if cfg.refine_probe or cfg.refine_positions or m * n * n * 12 > PROBE_CACHE_BYTES:
+            self._cache = self._cache_intensity = None
             return
         if self._cache is None:
             self._cache = torch.cat([self._probes(i) for i in self._batches(np.arange(m))])
+            self._cache_intensity = self._cache.real.square() + self._cache.imag.square()
 
     # ------------------------------------------------------------------ iterations
     def _measured(self, idx: np.ndarray) -> torch.Tensor:
@@ -237,8 +245,8 @@ class Refiner:
         mag = far.abs()
         if self.config.noise == "gaussian":
             misfit = (mag - measured).square().sum(dtype=torch.float64)
-            ratio = measured / mag.clamp_min(1e-12)
-            target = torch.where(mag > 0, far * ratio, measured.to(far.dtype))
+            # where |Psi| = 0 the projection's phase is undefined; Psi = 0 is kept there
+            target = far * (measured / mag.clamp_min(1e-30))
             return torch.fft.ifft2(target, norm="ortho") - psi, misfit
         counts = measured.square()
         m2 = mag.square()
@@ -255,10 +263,13 @@ class Refiner:
         do_pos = cfg.refine_positions and it >= cfg.position_start
         self._fill_cache()
         t0 = time.perf_counter()
-        misfit = 0.0
+        misfit = torch.zeros((), dtype=torch.float64, device=self.device)
         shifts = np.zeros_like(self.positions) if do_pos else None
         pmax = float(self.probe.abs().square().max())
         flat_obj = self.obj.view(-1)
+        # Update the whole canvas at once when it is smaller than a batch of windows (cheaper than
+        # gathering the accumulators back at every window pixel); large canvases take the gather path.
+        dense = self.obj.numel() <= cfg.batch_size * self.n * self.n
         for idx in self._batches(self._rng.permutation(self.scan.n_points)):
             index = self._window_index(idx)
             flat = index.reshape(-1)
@@ -266,13 +277,18 @@ class Refiner:
             window = flat_obj[index]
             psi = probes * window
             dpsi, mis = self.exit_wave_correction(psi, self._measured(idx))
-            misfit += float(mis)
+            misfit += mis
             self._acc_num.index_add_(0, flat, (probes.conj() * dpsi).reshape(-1))
-            self._acc_den.index_add_(0, flat, probes.abs().square().reshape(-1))
-            den = (1.0 - cfg.alpha) * self._acc_den[flat] + cfg.alpha * pmax
-            flat_obj[flat] = window.reshape(-1) + cfg.step * self._acc_num[flat] / den
-            self._acc_num[flat] = 0
-            self._acc_den[flat] = 0
+            self._acc_den.index_add_(0, flat, self._intensities(idx, probes).reshape(-1))
+            if dense:
+                flat_obj.add_(self._acc_num / ((1.0 - cfg.alpha) * self._acc_den + cfg.alpha * pmax), alpha=cfg.step)
+                self._acc_num.zero_()
+                self._acc_den.zero_()
+            else:
+                den = (1.0 - cfg.alpha) * self._acc_den[flat] + cfg.alpha * pmax
+                flat_obj[flat] = window.reshape(-1) + cfg.step * self._acc_num[flat] / den
+                self._acc_num[flat] = 0
+                self._acc_den[flat] = 0
             if do_probe:
                 self._update_probe(idx, window, dpsi)
             if shifts is not None:
@@ -282,7 +298,7 @@ class Refiner:
             self.positions += shifts
         self._accelerate()
         seconds = (self.history[-1]["seconds"] if self.history else 0.0) + time.perf_counter() - t0
-        value = misfit / max(self._total_counts, 1e-30)
+        value = float(misfit) / max(self._total_counts, 1e-30)
         self.history.append({"iteration": it + 1, "seconds": seconds, "misfit": value})
         return value
 
