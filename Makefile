@@ -33,5 +33,24 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
+# Benchmark-only peer: pty-chi (ptychi 2.2.0) beside ptychopinn.refine on the quality scan. Never a runtime
+# dependency. ptychi itself goes in with --no-deps, so pip can never resolve torch or torchvision (its
+# torchvision import is served by benchmarks/_peer_stubs at run time); its pure-Python dependencies are then
+# installed only if missing, under PIP_CONSTRAINT (torch pinned; none of them needs torch). Idempotent: the
+# stamp skips both installs on a second run, and pip skips what is already satisfied.
+PEER_STAMP := $(VENV)/.peer-ptychi-2.2.0
+PTYCHI_DEPS := h5py "numpy>=2.1" pandas "pydantic>=2,<3" scikit-image scikit-learn scipy tqdm "matplotlib>=3.10.6" tifffile
+
+.PHONY: bench-peer
+
+$(PEER_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps "ptychi==2.2.0"
+	$(BIN)/python -m pip install --quiet $(PTYCHI_DEPS)
+	$(BIN)/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	touch $@
+
+bench-peer: $(PEER_STAMP)
+	$(BIN)/python benchmarks/ptychi_peer.py
+
 clean:
 	rm -rf $(VENV) demo_output
