@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from ptychopinn.errors import ConfigError, DataFormatError, describe_array
-from ptychopinn.physics.shift import shift_ramp, split_positions
+from ptychopinn.physics.shift import split_positions
 
 __all__ = ["Stitcher", "canvas_geometry", "centred_geometry", "crop_window", "shifted_windows", "stitch_patches"]
 
@@ -88,31 +88,43 @@ def crop_window(patches: torch.Tensor, window: int) -> torch.Tensor:
     return patches[..., start:start + window, start:start + window]
 
 
-def _shift_rows(n: int, start: int, window: int, shifts: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def _shift_rows(n: int, start: int, window: int, shifts: torch.Tensor) -> torch.Tensor:
     """Rows ``start ... start + window - 1`` of the 1-D sub-pixel shift operators of :func:`shifted_windows`.
 
-    ``shifts``: ``[P]`` float64 pixels. Returns ``[P, window, n]`` matrices ``A`` with
-    ``A @ v == (ifft(fft(e) * ramp))[start:start + window]``, where ``e`` (length ``2n``) is ``v`` followed by
-    ``v`` reversed (half-sample symmetric extension) and ``ramp`` is
-    :func:`~ptychopinn.physics.shift.shift_ramp`'s factor for a move by ``+shift`` on ``2n`` samples. With the
-    shift kernel ``k = ifft(ramp)``: ``A[j, m] = k[(j - m) mod 2n] + k[(j + m + 1) mod 2n]``, i.e. two Hankel
-    matrices (one with its columns reversed), built as strided views of two short index ranges of ``k``.
+    ``shifts``: ``[P]`` float64 pixels in ``[-0.5, 0.5]`` (0 gives identity rows). Returns ``[P, window, n]``
+    float32 matrices ``A`` with ``A @ v == (ifft(fft(e) * ramp))[start:start + window]``, where ``e``
+    (length ``L = 2n``) is ``v`` followed by ``v`` reversed (half-sample symmetric extension) and ``ramp``
+    is :func:`~ptychopinn.physics.shift.shift_ramp`'s factor moving content by ``+shift`` on ``L`` samples.
+
+    With the shift kernel ``k = ifft(ramp)``, ``A[j, m] = k[j - m] + k[j + m + 1]`` (indices mod L), and
+    summing the geometric series over ``fftfreq(L)`` (Nyquist bin at -1/2) gives
+    ``k[d] = -(-1)**d sin(pi s) / L * (cot(pi (d - s) / L) - i)``. As ``(-1)**(j+m+1) = -(-1)**(j-m)``, the
+    imaginary parts cancel and
+    ``A[j, m] = -(-1)**(j-m) sin(pi s) / L * (cot(pi (j-m-s) / L) - cot(pi (j+m+1-s) / L))``:
+    a real Toeplitz-minus-Hankel matrix, built from two vectors of ``n + window - 1`` values per patch.
     """
     length, span = 2 * n, n + window - 1
     dev = shifts.device
-    xy = torch.stack([shifts, torch.zeros_like(shifts)], dim=1)  # (dx, dy) = (shift, 0): a ramp along x
-    kernel = torch.fft.ifft(shift_ramp((1, length), xy, dtype)[:, 0, :], dim=-1)
-    u = torch.arange(span, device=dev)
-    p = kernel.shape[0]
-    # reflected[a, n-1-m] = k[(start + a - m) mod 2n]; direct[a, m] = k[(start + a + m + 1) mod 2n]
-    reflected = kernel[:, (u + start - n + 1) % length].contiguous().as_strided((p, window, n), (span, 1, 1))
-    direct = kernel[:, (u + start + 1) % length].contiguous().as_strided((p, window, n), (span, 1, 1))
-    return reflected.flip(-1) + direct
+    s = shifts.to(torch.float64)[:, None]
+    still = s == 0  # no shift on this axis: the identity rows (the formula is 0 * inf there)
+    s = torch.where(still, torch.full_like(s, 0.25), s)
+    d = torch.arange(start - n + 1, start + window, dtype=torch.float64, device=dev)  # the values of j - m
+    e = torch.arange(start + 1, start + window + n, dtype=torch.float64, device=dev)  # the values of j + m + 1
+    c = -torch.sin(math.pi * s) / length
+    toeplitz = c * (1.0 - 2.0 * d.remainder(2)) / torch.tan(math.pi * (d - s) / length)  # (-1)**d
+    hankel = c * (2.0 * e.remainder(2) - 1.0) / torch.tan(math.pi * (e - s) / length)  # (-1)**(e - 1)
+    toeplitz = torch.where(still, (d == 0).to(torch.float64), toeplitz).to(torch.float32)
+    hankel = torch.where(still, torch.zeros_like(hankel), hankel).to(torch.float32)
+    p = s.shape[0]
+    # toeplitz[a + n - 1 - m] is a Hankel view with its columns reversed; hankel[a + m] is a Hankel view
+    return (toeplitz.as_strided((p, window, n), (span, 1, 1)).flip(-1)
+            - hankel.as_strided((p, window, n), (span, 1, 1)))
 
 
 def shifted_windows(patches: torch.Tensor, fractions: torch.Tensor, window: int) -> torch.Tensor:
     """Central ``window x window`` region of every ``[P, N, N]`` patch after moving the WHOLE patch by its
-    sub-pixel ``fractions`` (``[P, 2]`` (dx, dy) px, any float dtype) with a Fourier phase ramp.
+    sub-pixel ``fractions`` (``[P, 2]`` (dx, dy) px in ``[-0.5, 0.5]``, any float dtype) with a Fourier phase
+    ramp.
 
     The patch is first extended half-sample symmetrically to ``2N x 2N`` (mirrored copies, like a DCT), then
     moved with :func:`~ptychopinn.physics.shift.fourier_shift` and cropped: exactly
@@ -120,24 +132,32 @@ def shifted_windows(patches: torch.Tensor, fractions: torch.Tensor, window: int)
     periodic continuation continuous: a plain circular shift of a (never periodic) patch rings from the
     jump between its opposite edges with an amplitude falling off only as 1 / distance (about 1 % of that
     jump in the window of a 64-pixel patch), the mirrored one as 1 / distance**2 (measured on band-limited
-    objects: maximum error 0.007-0.03 -> 1e-4-2e-3). Computed as two small matrix products per patch (the
-    window rows of the y shift, the window columns of the x shift), not 2-D FFTs: same numbers, several
-    times faster on a CPU. Patches whose fraction is zero are cropped without resampling.
+    objects: maximum error 0.007-0.03 -> 1e-4-2e-3). The mirrored shift is a real linear operator, applied
+    as two small real matrix products per patch (:func:`_shift_rows`: the window rows of the y shift, the
+    window columns of the x shift), not 2-D FFTs: same numbers, several times faster on a CPU. Patches
+    whose fraction is zero are cropped without resampling.
 
-    Returns a new ``[P, window, window]`` tensor (never a view of ``patches``), dtype of ``patches``.
+    Returns a new ``[P, window, window]`` complex64 tensor (never a view of ``patches``).
     """
     n = int(patches.shape[-1])
     start = n // 2 - window // 2
-    out = crop_window(patches, window).clone()
-    frac = fractions.to(device=patches.device, dtype=torch.float64)
+    src = patches.to(torch.complex64)
+    out = crop_window(src, window).clone()
+    frac = fractions.to(device=src.device, dtype=torch.float64)
     moving = torch.nonzero((frac != 0).any(dim=1)).flatten()
     # Chunks keep the per-patch matrices in cache (large batches otherwise run at half speed).
     for s in range(0, int(moving.numel()), _SHIFT_CHUNK):
         idx = moving[s:s + _SHIFT_CHUNK]
+        p = int(idx.numel())
         f = frac[idx]
-        a = _shift_rows(n, start, window, torch.cat([f[:, 1], f[:, 0]]), patches.dtype)
-        a_y, a_x = a[:len(idx)], a[len(idx):]  # [p, w, N]: window rows of the y shift / columns of the x shift
-        out[idx] = a_y @ patches[idx] @ a_x.transpose(1, 2)
+        a = _shift_rows(n, start, window, torch.cat([f[:, 1], f[:, 0]]))
+        a_y, a_x = a[:p], a[p:]  # [p, w, N]: window rows of the y shift / window columns of the x shift
+        # y shift on real and imaginary parts at once ([N, 2N] interleaved), then the x shift on the
+        # transposed result: [p, w(y), N] -> [p, N, w(y)] -> [p, w(x), w(y)]
+        q = a_y @ torch.view_as_real(src[idx]).reshape(p, n, 2 * n)
+        q = torch.view_as_complex(q.reshape(p, window, n, 2)).transpose(1, 2).contiguous()
+        o = a_x @ torch.view_as_real(q).reshape(p, n, 2 * window)
+        out[idx] = torch.view_as_complex(o.reshape(p, window, window, 2)).transpose(1, 2)
     return out
 
 
