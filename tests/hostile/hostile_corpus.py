@@ -101,6 +101,8 @@ def write_zip(path: Path, members: dict[str, bytes] | list[tuple[str, bytes]],
 def fix_manifest(members: dict[str, bytes]) -> dict[str, bytes]:
     """Recompute the manifest's sizes and hashes, so that checks after the hash check are what fails."""
     manifest = json.loads(members["manifest.json"])
+    if not isinstance(manifest, dict):  # a JSON list or scalar: nothing to fix, the reader must refuse it
+        return members
     manifest["members"] = {
         n: {"size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
         for n, d in members.items() if n != "manifest.json"
