@@ -4,6 +4,7 @@ Importing this package imports torch and registers the built-in ``'cnn'`` genera
 """
 
 from ptychopinn.models import cnn as cnn  # noqa: F401 - the import registers the 'cnn' generator
+from ptychopinn.models import unet as unet  # noqa: F401 - the import registers the 'unet' generator
 from ptychopinn.models.cnn import CNNGenerator, count_parameters, forward_flops
 from ptychopinn.models.pinn import PtychoPINN
 from ptychopinn.models.registry import available_generators, build_generator, register_generator
