@@ -329,7 +329,7 @@ def to_core_configs(data: DataConfig, model: ModelConfig, training: TrainingConf
     ``n_subsample`` groups per point into the core's ``n_groups``. Hardware: 'cuda' without CUDA runs on the
     CPU with a warning; one device never spawns processes.
     """
-    from ptychopinn.config import ExecutionConfig
+    from ptychopinn.config import REFERENCE_GENERATOR, ExecutionConfig
     from ptychopinn.config import InferenceConfig as CoreInference
     from ptychopinn.config import ModelConfig as CoreModel
     from ptychopinn.config import TrainingConfig as CoreTraining
@@ -342,7 +342,7 @@ def to_core_configs(data: DataConfig, model: ModelConfig, training: TrainingConf
             raise ConfigError(f"ModelConfig.{name}: expected DataConfig.C = {data.C}, found "
                               f"{getattr(model, name)}; use the same number of channels")
     core_model = CoreModel(
-        N=data.N, gridsize=gridsize, n_filters_scale=model.n_filters_scale,
+        N=data.N, gridsize=gridsize, n_filters_scale=model.n_filters_scale, generator=REFERENCE_GENERATOR,
         model_type="pinn" if model.mode == "Unsupervised" else "supervised",
         amp_activation="sigmoid" if model.amp_activation == "sigmoid" else "swish",
         object_big=bool(model.object_big), probe_big=bool(model.probe_big), probe_scale=float(data.probe_scale),

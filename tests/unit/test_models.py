@@ -37,6 +37,7 @@ def make_probe(n: int) -> torch.Tensor:
 
 def make_model(n: int = 32, gridsize: int = 1, seed: int = 0, **kw: object) -> PtychoPINN:
     torch.manual_seed(seed)
+    kw.setdefault("generator", "cnn")  # these tests check the reference architecture ('unet' has test_unet.py)
     cfg = ModelConfig(N=n, gridsize=gridsize, n_filters_scale=kw.pop("n_filters_scale", 1), **kw)
     return PtychoPINN(cfg, make_probe(n), S0)
 
@@ -161,7 +162,7 @@ def test_forward_flops_match_conv_shapes() -> None:
     for h in handles:
         h.remove()
     assert flops == expected > 0
-    model = PtychoPINN(ModelConfig(N=64, gridsize=2, n_filters_scale=1), make_probe(64), S0)
+    model = PtychoPINN(ModelConfig(N=64, gridsize=2, n_filters_scale=1, generator="cnn"), make_probe(64), S0)
     model.generator.load_state_dict(gen.state_dict())
     assert forward_flops(model, 64, 4) >= flops
 

@@ -223,6 +223,7 @@ def to_core_model(model: ModelConfig, *, probe_trainable: bool = False,
     return core.ModelConfig(
         N=model.N,
         gridsize=model.gridsize,
+        generator=core.REFERENCE_GENERATOR,
         n_filters_scale=model.n_filters_scale,
         model_type=model.model_type,
         amp_activation=activation,
