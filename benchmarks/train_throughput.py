@@ -6,8 +6,9 @@ on a fixed random batch, under ``torch.autocast(cpu/cuda, bfloat16)`` for 'bf16-
 Lightning module's ``training_step`` runs plus the optimiser step that Lightning's automatic optimisation
 adds; leaving the loop out makes the number more precise (Lightning's per-step overhead is ~1 ms).
 
-Reported per configuration (N=64, n_filters_scale=2, batch 16 groups, gridsize 1 and 2, fp32 and
-bf16-mixed): training patterns/s (a pattern is one N x N diffraction pattern; a gridsize-2 group holds 4)
+Reported per configuration (generators 'unet' and 'cnn', N=64, n_filters_scale=2, batch 16 groups,
+gridsize 1 and 2, fp32 and bf16-mixed): training patterns/s (a pattern is one N x N diffraction
+pattern; a gridsize-2 group holds 4)
 as the median of ``repeats`` (>= 3) timed runs of ``steps`` steps after ``warmup`` steps (1 step per run
 when a warm-up step takes over 5 s, e.g. bf16 on CPUs without bf16 units); the forward FLOPs per
 pattern counted by ``torch.utils.flop_counter.FlopCounterMode`` (convolutions/matmuls, 2 per multiply-add;
@@ -82,10 +83,10 @@ def forward_flops_per_pattern(model: PtychoPINN, n: int, c: int, device: torch.d
 
 
 def time_training(gridsize: int, precision: str, *, n: int, nfs: int, batch: int, steps: int, warmup: int,
-                  repeats: int, device: torch.device) -> dict[str, Any]:
+                  repeats: int, device: torch.device, generator: str = "unet") -> dict[str, Any]:
     """Patterns/s of forward + backward + Adam step for one configuration."""
     torch.manual_seed(0)
-    cfg = ModelConfig(N=n, gridsize=gridsize, n_filters_scale=nfs)
+    cfg = ModelConfig(N=n, gridsize=gridsize, n_filters_scale=nfs, generator=generator)
     c = cfg.channels
     model = PtychoPINN(cfg, _probe(n), intensity_scale=1e3 / (n / 2)).to(device).train()
     training = TrainingConfig(batch_size=batch)
@@ -117,6 +118,7 @@ def time_training(gridsize: int, precision: str, *, n: int, nfs: int, batch: int
     flops = forward_flops_per_pattern(model.eval(), n, c, device)
     rate = statistics.median(runs)
     return {
+        "generator": generator,
         "gridsize": gridsize,
         "precision": precision,
         "channels": c,
@@ -142,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--matmul-size", type=int, default=2048)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--generators", nargs="+", default=["unet", "cnn"],
+                   help="generators measured side by side (default: the new default 'unet' and the previous 'cnn')")
     args = p.parse_args(argv)
     steps = args.steps if args.steps is not None else (2 if args.quick else 5)
     warmup = 1 if args.quick else 2
@@ -149,12 +153,13 @@ def main(argv: list[str] | None = None) -> int:
 
     peak = matmul_gflops(args.matmul_size, 3 if args.quick else 7, device)
     results = []
-    for g in args.gridsizes:
-        for prec in args.precisions:
-            r = time_training(g, prec, n=args.N, nfs=args.n_filters_scale, batch=args.batch, steps=steps,
-                              warmup=warmup, repeats=max(3, args.repeats), device=device)
-            r["utilisation_vs_fp32_matmul"] = round(r["achieved_train_gflops"] / peak, 4)
-            results.append(r)
+    for gen in args.generators:
+        for g in args.gridsizes:
+            for prec in args.precisions:
+                r = time_training(g, prec, n=args.N, nfs=args.n_filters_scale, batch=args.batch, steps=steps,
+                                  warmup=warmup, repeats=max(3, args.repeats), device=device, generator=gen)
+                r["utilisation_vs_fp32_matmul"] = round(r["achieved_train_gflops"] / peak, 4)
+                results.append(r)
     report = {
         "benchmark": "train_throughput",
         "method": "direct forward+backward+Adam step on a fixed batch (no Lightning loop, no data loading)",
