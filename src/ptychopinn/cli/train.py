@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--gridsize", type=positive_int, help="patterns per sample = gridsize**2 (default 1)")
     m.add_argument("--n-filters-scale", type=positive_int, help="network width multiplier (default 2)")
     m.add_argument("--model-type", choices=("pinn", "supervised"), help="physics loss or ground-truth patches")
-    m.add_argument("--generator", help="generator architecture name (default 'cnn')")
+    m.add_argument("--generator", help="generator architecture: 'unet' (default, fast) or 'cnn' (the reference)")
     m.add_argument("--amp-activation", choices=("sigmoid", "swish", "softplus", "relu"))
     m.add_argument("--probe-scale", type=number, help="probe normalisation (default 4)")
     m.add_argument("--probe-trainable", action="store_true", default=None, help="learn the probe too")
