@@ -67,6 +67,16 @@ _AMP_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+def glorot_init(module: nn.Module) -> None:
+    """Glorot/Xavier-uniform weights and zero biases for every conv and linear layer of ``module``
+    (the reference found this trains more reliably than PyTorch's default Kaiming-uniform)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 def _phase_activation(t: torch.Tensor) -> torch.Tensor:
     return math.pi * torch.tanh(t)
 
@@ -231,11 +241,7 @@ class CNNGenerator(nn.Module):
 
     def reset_parameters(self) -> None:
         """Glorot/Xavier-uniform weights and zero biases for every conv and linear layer."""
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        glorot_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.encoder(x)

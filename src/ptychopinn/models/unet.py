@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ptychopinn.config import ModelConfig
-from ptychopinn.models.cnn import _AMP_ACTIVATIONS, CBAM, DoubleConv, _phase_activation
+from ptychopinn.models.cnn import _AMP_ACTIVATIONS, CBAM, DoubleConv, _phase_activation, glorot_init
 from ptychopinn.models.registry import register_generator
 
 
@@ -55,11 +55,7 @@ class UNetGenerator(nn.Module):
             self.register_buffer("support", support, persistent=False)
         else:
             self.support = None
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        glorot_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e1 = self.enc1(F.pixel_unshuffle(x, 2))  # [B, w, N/2, N/2]
