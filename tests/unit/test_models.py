@@ -147,6 +147,37 @@ def test_cbam_adds_attention_and_still_trains() -> None:
     assert cbam.spatial.weight.grad is not None and cbam.spatial.weight.grad.abs().sum() > 0
 
 
+def test_cbam_starts_as_a_near_identity() -> None:
+    """At initialisation CBAM passes features through (gates ~0.98): with Glorot-initialised gate layers
+    (gates ~0.5) each block quartered the features, the N=64 bottleneck was ~50x smaller than without CBAM
+    and the output almost independent of the input, which trapped training at a flat amplitude."""
+    model = make_model(64, gridsize=2, cbam_encoder=True)
+    x, _ = make_batch(model, b=4)
+    enc = model.generator.encoder
+    with torch.no_grad():
+        h = x
+        for block, att in zip(enc.blocks, enc.attention, strict=True):
+            h = block(h)
+            ratio = float(att(h).norm() / h.norm())
+            assert 0.9 < ratio <= 1.0, ratio
+            h = torch.nn.functional.max_pool2d(att(h), 2)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "swish", "softplus", "relu"])
+@pytest.mark.parametrize("probe_scale", [4.0, 10.0])
+def test_amplitude_head_starts_at_a_transmitting_object(activation: str, probe_scale: float) -> None:
+    """An untrained model predicts amplitude ~2/probe_scale (a fully transmitting object under the forward
+    model's probe normalisation) whatever the activation; the default sigmoid at probe_scale 4 keeps the
+    zero bias it always had."""
+    model = make_model(32, amp_activation=activation, probe_scale=probe_scale)
+    x, off = make_batch(model, b=3)
+    with torch.no_grad():
+        amp = model.predict_patches(x, off).abs()
+    assert float(amp.mean()) == pytest.approx(2.0 / probe_scale, rel=0.05)
+    if activation == "sigmoid" and probe_scale == 4.0:
+        assert float(model.generator.head_amp.centre.bias.detach().abs().max()) == 0.0
+
+
 def test_forward_flops_match_conv_shapes() -> None:
     gen = build_generator("cnn", ModelConfig(N=64, gridsize=2, n_filters_scale=1))
     expected = 0

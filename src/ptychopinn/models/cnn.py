@@ -77,6 +77,47 @@ def glorot_init(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
+def init_generator(module: nn.Module, amplitude_heads: list[nn.Conv2d | None], amp_bias: float) -> None:
+    """Initialise a generator: :func:`glorot_init`, near-identity CBAM gates (:meth:`CBAM.reset_parameters`)
+    and the amplitude heads' output biases at ``amp_bias`` (see :func:`inverse_amp_activation`)."""
+    glorot_init(module)
+    for m in module.modules():
+        if isinstance(m, CBAM):
+            m.reset_parameters()
+    for conv in amplitude_heads:
+        if conv is not None and conv.bias is not None:
+            nn.init.constant_(conv.bias, amp_bias)
+
+
+def inverse_amp_activation(name: str, value: float) -> float:
+    """The pre-activation ``t`` at which amplitude activation ``name`` gives ``value`` (> 0).
+
+    Values outside the activation's range are clipped into it first (sigmoid: to [0.02, 0.98]).
+    Used to start the amplitude heads at the amplitude of a fully transmitting object."""
+    v = float(value)
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"inverse_amp_activation: expected a finite value > 0, found {value!r}")
+    if name == "sigmoid":
+        v = min(max(v, 0.02), 0.98)
+        return math.log(v / (1.0 - v))
+    if name == "softplus":
+        return math.log(math.expm1(v))
+    if name == "relu":
+        return v
+    if name == "swish":  # SiLU(t) = v + _SILU_MIN on the increasing branch t > -1.2785: bisection
+        target = v + _SILU_MIN
+        lo, hi = -1.2784645, max(1.0, 2.0 * target + 2.0)
+        for _ in range(100):
+            mid = 0.5 * (lo + hi)
+            if mid / (1.0 + math.exp(-mid)) < target:
+                lo = mid
+            else:
+                hi = mid
+        return 0.5 * (lo + hi)
+    raise ValueError(f"inverse_amp_activation: unknown activation {name!r}; expected one of "
+                     f"{sorted(_AMP_ACTIVATIONS)}")
+
+
 def _phase_activation(t: torch.Tensor) -> torch.Tensor:
     return math.pi * torch.tanh(t)
 
@@ -116,12 +157,24 @@ class DoubleConv(nn.Module):
         return F.relu(self.conv2(F.relu(self.conv1(x), inplace=True)), inplace=True)
 
 
+# Initial logit of every CBAM gate: sigmoid(4) = 0.982, so a block with CBAM starts as a near-identity.
+CBAM_GATE_BIAS = 4.0
+
+
 class CBAM(nn.Module):
     """Convolutional block attention (channel then spatial), after Woo et al. 2018.
 
     Channel attention: avg- and max-pooled descriptors ``[B, C]`` through a shared MLP
     (C -> C/16 -> C, ReLU), summed, sigmoid. Spatial attention: channel-wise mean and max maps
     ``[B, 2, H, W]`` through a 7x7 conv, sigmoid. Input and output ``[B, C, H, W]`` float.
+
+    Initialisation (:meth:`reset_parameters`): the layers that produce the gate logits start with zero
+    weights and bias :data:`CBAM_GATE_BIAS`, so both gates start at ~0.98 for every input. With the
+    generic Glorot init the gates start near 0.5 and each CBAM block scales its features by about 1/4;
+    this encoder has no normalisation layers to undo that, so three blocks (N=64) shrink the bottleneck
+    ~50x and make the network's output practically independent of its input at the start. Together with
+    the 'swish' amplitude head that left training stuck at a flat-amplitude object (ptychodus's
+    PtychoPINN-Torch defaults). Only the initial values change: trained weights load and behave as before.
     """
 
     def __init__(self, channels: int, reduction: int = 16) -> None:
@@ -129,6 +182,19 @@ class CBAM(nn.Module):
         hidden = max(1, channels // reduction)
         self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, channels))
         self.spatial = nn.Conv2d(2, 1, kernel_size=7, padding=3)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Glorot hidden layer; zero weights and bias ``CBAM_GATE_BIAS`` for the two gate-logit layers.
+
+        The channel gate's logit is the sum of the MLP on the average- and the max-pooled descriptor, so
+        each half of it carries half the bias."""
+        nn.init.xavier_uniform_(self.mlp[0].weight)
+        nn.init.zeros_(self.mlp[0].bias)
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.constant_(self.mlp[2].bias, CBAM_GATE_BIAS / 2)
+        nn.init.zeros_(self.spatial.weight)
+        nn.init.constant_(self.spatial.bias, CBAM_GATE_BIAS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c = x.shape[:2]
@@ -237,11 +303,20 @@ class CNNGenerator(nn.Module):
         amp_act = _AMP_ACTIVATIONS[config.amp_activation]
         self.head_amp = Head(s, c, n, config.pad_object, config.probe_big, amp_act)
         self.head_phase = Head(s, c, n, config.pad_object, config.probe_big, _phase_activation)
+        # The amplitude of a fully transmitting object under the forward model's probe normalisation.
+        self.amp_init_bias = inverse_amp_activation(config.amp_activation, 2.0 / config.probe_scale)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Glorot/Xavier-uniform weights and zero biases for every conv and linear layer."""
-        glorot_init(self)
+        """Glorot/Xavier-uniform weights and zero biases for every conv and linear layer, except:
+
+        * the CBAM gate logits, which start near-identity (:meth:`CBAM.reset_parameters`);
+        * the output biases of the amplitude head, which start at the pre-activation that gives a fully
+          transmitting object's amplitude ``2 / probe_scale`` (0 for the default sigmoid with probe_scale 4,
+          so that default is unchanged). With a zero bias the shifted 'swish' started at amplitude 0.28
+          instead of 0.5: a third of the measured intensity, which the first steps then fixed by
+          brightening every pixel alike (a flat object)."""
+        init_generator(self, [self.head_amp.centre, self.head_amp.outer_out], self.amp_init_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.encoder(x)

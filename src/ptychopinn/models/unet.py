@@ -26,7 +26,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ptychopinn.config import ModelConfig
-from ptychopinn.models.cnn import _AMP_ACTIVATIONS, CBAM, DoubleConv, _phase_activation, glorot_init
+from ptychopinn.models.cnn import (
+    _AMP_ACTIVATIONS,
+    CBAM,
+    DoubleConv,
+    _phase_activation,
+    init_generator,
+    inverse_amp_activation,
+)
 from ptychopinn.models.registry import register_generator
 
 
@@ -55,7 +62,7 @@ class UNetGenerator(nn.Module):
             self.register_buffer("support", support, persistent=False)
         else:
             self.support = None
-        glorot_init(self)
+        init_generator(self, [self.head_amp], inverse_amp_activation(config.amp_activation, 2.0 / config.probe_scale))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e1 = self.enc1(F.pixel_unshuffle(x, 2))  # [B, w, N/2, N/2]
