@@ -114,3 +114,43 @@ def test_find_best_checkpoint_order(tmp_path: Path) -> None:
     assert find_best_checkpoint(tmp_path) == c / "best-epoch=001.ckpt"
     (c / "best-checkpoint.ckpt").write_bytes(b"x")
     assert find_best_checkpoint(tmp_path) == c / "best-checkpoint.ckpt"
+
+
+def test_intensity_scale_is_reported_as_unused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    """ptychodus's intensity_scale has no counterpart here (the likelihood uses the measured dose): an INFO
+    line at its default 1e4, a RuntimeWarning (once per process) when changed, both naming the dose used."""
+    import logging
+    import warnings
+
+    from ptycho_torch.api import base_api
+    from ptycho_torch.api.base_api import ConfigManager, DataloaderFormats, PtychoDataLoader, PtychoModel, Trainer
+    from ptycho_torch.model import PtychoPINN_Lightning
+
+    s = sim_scan(1)
+    counts = counts_of(s, np.int32)
+    write_export_npz(tmp_path / "a.npz", s, counts)
+    dose = float(counts.astype(np.float64).sum(axis=(1, 2)).mean())
+    monkeypatch.setattr(base_api, "_warned", set())
+
+    def bind(scale: float) -> None:
+        cm = ConfigManager(data_config=DataConfig(N=N), training_config=TrainingConfig(device="cpu"),
+                           model_config=ModelConfig(intensity_scale=scale, n_filters_scale=1),
+                           inference_config=InferenceConfig())
+        loader = PtychoDataLoader(data_dir=tmp_path, config_manager=cm,
+                                  data_format=DataloaderFormats("lightning_only_module"), output_dir=tmp_path / "o")
+        Trainer._from_lightning(model=PtychoModel._new_model(model=PtychoPINN_Lightning, config_manager=cm),
+                                dataloader=loader, orchestration="lightning", config_manager=cm)
+
+    with caplog.at_level(logging.INFO, logger="ptycho_torch.api.base_api"), warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        bind(10000.0)
+    line = next(r.getMessage() for r in caplog.records if "intensity_scale" in r.getMessage())
+    assert "intensity_scale=10000 is not used" in line and "measured" in line
+    measured = float(line.split("the data, ")[1].split(" counts")[0])
+    assert measured == pytest.approx(dose, rel=0.05)  # the in-bounds points' mean, close to the whole scan's
+    with pytest.warns(RuntimeWarning, match="intensity_scale=50 is not used"):
+        bind(50.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        bind(50.0)  # once per process

@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 import logging
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -294,6 +295,7 @@ class Trainer:
                                   "has_validation": bool(dm.has_val)},
                             probe=dataloader.scan.probe)
         model.model = module
+        _report_photon_scale(cm.model_config, dm)
         run_dir = Path(dataloader.output_dir)
         trainer = build_trainer(core["execution"], core["training"], run_dir, has_val=dm.has_val)
         return cls(trainer, model, dm, run_dir)
@@ -320,6 +322,30 @@ class Trainer:
                                         "lower the learning rate or set gradient_clip_val")
         module.model.to("cpu").eval()
         return {"run_dir": self.run_dir, "epochs_completed": int(self._trainer.current_epoch)}
+
+
+_DEFAULT_INTENSITY_SCALE = 10000.0  # what ptychodus sends unless the user changes it
+_warned: set[str] = set()
+
+
+def _report_photon_scale(model_config: ModelConfig, dm: Any) -> None:
+    """Say which photon scale the likelihood uses, and that ``intensity_scale`` is not it.
+
+    ptychodus sends ``intensity_scale`` (default 1e4, an initial guess of the reference's learnable scale).
+    ptychopinn has no such knob: the Poisson likelihood works on the measured counts, whose mean total per
+    pattern it measures from the training data (or takes from ``DataConfig.nphotons``), so the value is not
+    used. INFO at ptychodus's default; a RuntimeWarning (once per process) when the user changed it and may
+    expect an effect."""
+    source = "measured from the training patterns" if dm.nphotons_source == "measured" else "DataConfig.nphotons"
+    value = float(model_config.intensity_scale)
+    msg = (f"ModelConfig.intensity_scale={value:g} is not used: the Poisson likelihood uses the photon scale of "
+           f"the data, {float(dm.nphotons):.4g} counts per pattern ({source}; intensity scale "
+           f"{float(dm.intensity_scale):.4g} = sqrt(counts)/(N/2))")
+    if math.isclose(value, _DEFAULT_INTENSITY_SCALE) or "intensity_scale" in _warned:
+        logger.info(msg)
+        return
+    _warned.add("intensity_scale")
+    warnings.warn(msg, RuntimeWarning, stacklevel=3)
 
 
 class InferenceEngine:
