@@ -9,7 +9,8 @@ Knobs fall into three groups:
 
 * honoured: mapped onto the core configs by :func:`to_core_configs` (shapes, grouping, losses, optimiser,
   schedule, hardware, inference batch size);
-* accepted without effect (also without effect upstream): ``nll``, ``intensity_scale``, ``max_position_jitter``,
+* accepted without effect (also without effect upstream): ``nll``, ``intensity_scale`` (the likelihood uses the
+  measured dose; training logs which, and warns once when the value was changed), ``max_position_jitter``,
   ``edge_pad``, ``decoder_last_c_outer_fraction``, ``offset``, ``middle_trim``, ``pad_eval``, ``window``,
   ``notes``, ``model_name``, ``framework``, ``orchestrator``, ``experiment_number``;
 * research knobs this implementation does not have: accepted at their defaults, a :class:`ConfigError`

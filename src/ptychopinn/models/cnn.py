@@ -7,7 +7,8 @@ Design (our implementation of the published PtychoPINN architecture):
   64 -> 3, 128 -> 4, 256 -> 5, and every multiple of 8 in 32..256 works (40 -> 2, 72 -> 3, 200 -> 3).
   Widths end at ``128 s`` and halve backwards (N=64: 32s, 64s, 128s; N=128: 16s ... 128s),
   with ``s = n_filters_scale``. Optional CBAM attention after each block (off by default: the
-  reference found it causes flat-amplitude collapse at N=128).
+  reference found it causes flat-amplitude collapse at N=128; here its gates start near identity,
+  see :class:`CBAM`).
 * **Decoders** (one per output, no skip connections): ``L - 1`` conv-up blocks
   (conv3x3-ReLU-conv3x3-ReLU-nearest upsample x2) from the bottleneck back to ``N/2`` with widths
   ``... 64s, 32s``.
