@@ -54,7 +54,7 @@ from ptychopinn.config import (  # noqa: E402
     TrainingConfig,
 )
 from ptychopinn.data.scan import ScanData  # noqa: E402
-from ptychopinn.metrics import evaluate  # noqa: E402
+from ptychopinn.metrics import evaluate, on_truth_grid  # noqa: E402
 
 CHECKPOINTS = (1, 2, 5, 10, 20, 50)
 TRAIN_PAIR = ("camera", "chelsea")
@@ -72,13 +72,8 @@ def scored_region(scan: ScanData) -> np.ndarray:
 
 def score(obj: np.ndarray, origin: tuple[float, float], scan: ScanData) -> dict[str, Any]:
     """Amplitude / phase SSIM, PSNR and FRC(0.5) of a canvas with ``origin`` against ``scan.obj``."""
-    truth = scan.obj
-    full = np.zeros(truth.shape, np.complex64)
-    ox, oy = int(round(origin[0])), int(round(origin[1]))
-    r0, c0 = max(0, oy), max(0, ox)
-    r1, c1 = min(truth.shape[0], oy + obj.shape[0]), min(truth.shape[1], ox + obj.shape[1])
-    full[r0:r1, c0:c1] = obj[r0 - oy:r1 - oy, c0 - ox:c1 - ox]
-    m = evaluate(full, truth, mask=scored_region(scan), remove_ramp=True)
+    full, _ = on_truth_grid(obj, np.ones(obj.shape, np.float32), origin, scan.obj.shape)
+    m = evaluate(full, scan.obj, mask=scored_region(scan), remove_ramp=True)
     out: dict[str, Any] = {}
     for ch in ("amplitude", "phase"):
         out[f"{ch}_ssim"] = m[ch]["ssim"]

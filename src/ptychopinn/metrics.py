@@ -440,3 +440,24 @@ def evaluate(
             "half_bit": [float(v) for v in half_bit_threshold(counts)],
         },
     }
+
+
+def on_truth_grid(obj: np.ndarray, coverage: np.ndarray, origin: tuple[float, float],
+                   shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Paste a canvas ``[h, w]`` with integer ``origin`` (x0, y0) onto the truth's pixel grid ``shape``.
+
+    Returns ``(full [H, W] complex64, covered [H, W] bool)``: canvas values where it overlaps the grid
+    (0 elsewhere) and where its ``coverage`` is positive.
+    """
+    x0, y0 = int(round(origin[0])), int(round(origin[1]))
+    h, w = int(shape[0]), int(shape[1])
+    full = np.zeros((h, w), np.complex64)
+    cov = np.zeros((h, w), np.float32)
+    r0, c0 = max(0, y0), max(0, x0)
+    r1, c1 = min(h, y0 + obj.shape[0]), min(w, x0 + obj.shape[1])
+    if r1 <= r0 or c1 <= c0:
+        raise DataFormatError(f"the reconstruction (origin {origin}, shape {obj.shape}) does not overlap the "
+                              f"ground-truth object of shape {(h, w)}; check that they belong to the same scan")
+    full[r0:r1, c0:c1] = obj[r0 - y0:r1 - y0, c0 - x0:c1 - x0]
+    cov[r0:r1, c0:c1] = coverage[r0 - y0:r1 - y0, c0 - x0:c1 - x0]
+    return full, cov > 0

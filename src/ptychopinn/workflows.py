@@ -356,12 +356,12 @@ def evaluate_reconstruction(
     The reconstruction canvas is placed on the truth's pixel grid using its recorded origin;
     metrics are computed over the covered (scanned) region only.
     """
-    from ptychopinn.metrics import align_for_comparison, evaluate
+    from ptychopinn.metrics import align_for_comparison, evaluate, on_truth_grid
     from ptychopinn.plots import save_comparison_figure, save_frc_figure
 
     obj, coverage, origin = load_reconstruction(reconstruction)
     gt = _truth_object(truth)
-    recon_full, mask = _on_truth_grid(obj, coverage, origin, gt.shape)
+    recon_full, mask = on_truth_grid(obj, coverage, origin, gt.shape)
     metrics = evaluate(recon_full, gt, mask=mask, remove_ramp=remove_ramp)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -370,23 +370,6 @@ def evaluate_reconstruction(
     save_comparison_figure(r_crop, t_crop, out / "comparison.png", metrics=metrics)
     save_frc_figure(metrics, out / "frc.png")
     return metrics
-
-
-def _on_truth_grid(obj: np.ndarray, coverage: np.ndarray, origin: tuple[float, float],
-                   shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Paste a canvas with integer ``origin`` (x0, y0) into an array of the truth's ``shape``."""
-    x0, y0 = int(round(origin[0])), int(round(origin[1]))
-    h, w = int(shape[0]), int(shape[1])
-    full = np.zeros((h, w), np.complex64)
-    cov = np.zeros((h, w), np.float32)
-    r0, c0 = max(0, y0), max(0, x0)
-    r1, c1 = min(h, y0 + obj.shape[0]), min(w, x0 + obj.shape[1])
-    if r1 <= r0 or c1 <= c0:
-        raise DataFormatError(f"the reconstruction (origin {origin}, shape {obj.shape}) does not overlap the "
-                              f"ground-truth object of shape {(h, w)}; check that they belong to the same scan")
-    full[r0:r1, c0:c1] = obj[r0 - y0:r1 - y0, c0 - x0:c1 - x0]
-    cov[r0:r1, c0:c1] = coverage[r0 - y0:r1 - y0, c0 - x0:c1 - x0]
-    return full, cov > 0
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> Path:

@@ -15,7 +15,7 @@ import torch
 from ptychopinn.config import RefineConfig, SimulationConfig
 from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError, DataFormatError
-from ptychopinn.metrics import evaluate
+from ptychopinn.metrics import evaluate, on_truth_grid
 from ptychopinn.refine import refine_scan
 from ptychopinn.refine.engine import Refiner
 
@@ -36,11 +36,7 @@ def _blind(scan: ScanData, **changes: object) -> ScanData:
 def _score(obj: np.ndarray, origin: tuple[float, float], scan: ScanData) -> tuple[float, float]:
     """(amplitude SSIM, phase SSIM) on the scanned region, after registration and ramp removal."""
     truth = scan.obj
-    full = np.zeros(truth.shape, np.complex64)
-    ox, oy = int(origin[0]), int(origin[1])
-    r0, c0 = max(0, oy), max(0, ox)
-    r1, c1 = min(truth.shape[0], oy + obj.shape[0]), min(truth.shape[1], ox + obj.shape[1])
-    full[r0:r1, c0:c1] = obj[r0 - oy:r1 - oy, c0 - ox:c1 - ox]
+    full, _ = on_truth_grid(obj, np.ones(obj.shape, np.float32), origin, truth.shape)
     lo = np.floor(scan.positions.min(axis=0)).astype(int)
     hi = np.ceil(scan.positions.max(axis=0)).astype(int)
     mask = np.zeros(truth.shape, bool)
@@ -194,10 +190,7 @@ def test_refined_image_registers_on_the_object_grid() -> None:
     scan = _sim()
     res = refine_scan(_blind(scan), RefineConfig(iterations=25))
     truth = scan.obj
-    full = np.zeros(truth.shape, np.complex64)
-    ox, oy = int(res.origin[0]), int(res.origin[1])
-    h, w = res.obj.shape
-    full[oy:oy + h, ox:ox + w] = res.obj[:truth.shape[0] - oy, :truth.shape[1] - ox]
+    full, _ = on_truth_grid(res.obj, res.coverage, res.origin, truth.shape)
     lo = np.floor(scan.positions.min(axis=0)).astype(int)
     hi = np.ceil(scan.positions.max(axis=0)).astype(int)
     mask = np.zeros(truth.shape, bool)
