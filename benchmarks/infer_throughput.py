@@ -1,25 +1,27 @@
 """Inference throughput and memory benchmark; prints ONE JSON object on one line.
 
-Measures, at N=64 with the default CNN (n_filters_scale=2, untrained weights: speed does not depend on
-the values):
+Measures, at N=64 with each generator of ``--generators`` side by side (default: the default ``unet``
+and the reference ``cnn``; n_filters_scale=2, untrained weights: speed does not depend on the values):
 
-* ``predict``: network prediction alone (``predict_patches``, batch of 64 groups), gridsize 1 and 2;
+* ``predict``: network prediction alone (``predict_patches`` under ``torch.inference_mode``, batch of 64
+  groups), gridsize 1 and 2, median of 3 timed runs;
 * ``stitch``: :class:`~ptychopinn.inference.stitch.Stitcher` alone on random complex patches, window 20;
 * ``end_to_end``: NPZ on disk -> ``load_npz`` -> ``reconstruct`` -> ``np.savez`` of the result (+ an
   amplitude PNG when ``ptychopinn.plots.save_amplitude_png`` exists), gridsize 1 and 2, each in a fresh
-  process;
+  process, per generator;
 * ``memory``: peak resident memory of a fresh child process per case (``VmHWM`` of the child's own
   address space; ``ru_maxrss`` is also reported but on Linux it inherits the parent's peak across
   fork+exec, so it is only an upper bound) for the end-to-end run on scans of 2,000 and 20,000
   random-amplitude patterns, read with ``load_npz`` (which loads every pattern) and through a memory
-  map of the uncompressed NPZ member (``mmap``: the pipeline then reads one batch at a time). The
-  default CNN runs at ~15 groups/s on a 2-core CPU, so a 20,000-pattern CPU run takes ~25 min: unless
+  map of the uncompressed NPZ member (``mmap``: the pipeline then reads one batch at a time), with the
+  default generator. A 20,000-pattern CPU run with the network takes minutes: unless
   ``--full-memory`` is given (or the device is a GPU), the 20,000 cases use a zero-output stand-in for
   the network (same shapes, so loading, normalisation, grouping, batching and stitching are real) and
   ``estimated_peak_mb`` adds the network's own increment measured at 2,000 patterns;
 * ``machine``: fp32 matmul GFLOP/s, to put the other numbers in context.
 
-Usage: ``.venv/bin/python benchmarks/infer_throughput.py [--quick] [--full-memory] [--device cpu|cuda|auto]``.
+Usage: ``.venv/bin/python benchmarks/infer_throughput.py [--quick] [--full-memory] [--device cpu|cuda|auto]
+[--generators unet,cnn]``.
 ``--quick`` shrinks every size (a smoke run, not the reported numbers). Timings on a shared machine
 vary with its load: ``machine.loadavg`` records it, and stitching is also given per CPU-second.
 """
@@ -29,11 +31,14 @@ from __future__ import annotations
 import os
 
 # Before torch is imported: idle OpenMP threads must not spin (2-core machines, child processes).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from ptychopinn.runtime import prepare_cpu_runtime  # noqa: E402
+
+prepare_cpu_runtime()
 
 import argparse  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
+import statistics  # noqa: E402
 import struct  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -56,14 +61,18 @@ from ptychopinn.models.pinn import PtychoPINN  # noqa: E402
 N = 64
 WINDOW = 20
 BATCH = 64
-TARGETS = {"end_to_end_patterns_per_s": 64.0, "stitch_patches_per_s": 20_000.0,
+TARGETS = {"end_to_end_patterns_per_s": 150.0, "stitch_patches_per_s": 20_000.0,
            "peak_memory_mb_20000": 1536.0}
 
 
-def _model(gridsize: int, seed: int = 0) -> PtychoPINN:
+DEFAULT_GENERATOR = ModelConfig().generator
+
+
+def _model(gridsize: int, generator: str = DEFAULT_GENERATOR, seed: int = 0) -> PtychoPINN:
     torch.manual_seed(seed)
     probe = np.ones((N, N), np.complex64)
-    return PtychoPINN(ModelConfig(N=N, gridsize=gridsize), probe=probe, intensity_scale=31.25).eval()
+    return PtychoPINN(ModelConfig(N=N, gridsize=gridsize, generator=generator), probe=probe,
+                      intensity_scale=31.25).eval()
 
 
 class ZeroNetwork(torch.nn.Module):
@@ -94,10 +103,11 @@ def matmul_gflops(n: int, reps: int, device: torch.device) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
 
 
-def bench_predict(gridsize: int, reps: int, device: torch.device) -> dict[str, float]:
+def bench_predict(gridsize: int, reps: int, device: torch.device,
+                  generator: str = DEFAULT_GENERATOR) -> dict[str, float]:
     from ptychopinn.models.cnn import forward_flops
 
-    model = _model(gridsize).to(device)
+    model = _model(gridsize, generator).to(device)
     c = gridsize * gridsize
     x = torch.rand(BATCH, c, N, N, device=device)
     rel = (torch.rand(BATCH, c, 2, device=device) - 0.5) * 8  # a few pixels, like real neighbours
@@ -106,11 +116,14 @@ def bench_predict(gridsize: int, reps: int, device: torch.device) -> dict[str, f
     with torch.inference_mode():
         model.predict_patches(x, rel)  # warm-up (allocator, oneDNN primitive cache)
         _sync(device)
-        t = time.perf_counter()
-        for _ in range(reps):
-            model.predict_patches(x, rel)
-        _sync(device)
-        dt = (time.perf_counter() - t) / reps
+        runs = []
+        for _ in range(3):
+            t = time.perf_counter()
+            for _ in range(reps):
+                model.predict_patches(x, rel)
+            _sync(device)
+            runs.append((time.perf_counter() - t) / reps)
+        dt = statistics.median(runs)
     gflop_group = forward_flops(model.generator, N, c) / 1e9
     return {"batch_groups": BATCH, "groups_per_s": round(BATCH / dt, 2),
             "patterns_per_s": round(BATCH * c / dt, 2),
@@ -182,9 +195,10 @@ def load_npz_mmap(path: Path) -> ScanData:
 
 
 def end_to_end(npz: Path, gridsize: int, mode: str, out_dir: Path, device: torch.device,
-               network: str = "cnn") -> dict[str, Any]:
-    """Load -> reconstruct -> write; returns timings (the model is built before the clock starts)."""
-    model = _model(gridsize) if network == "cnn" else ZeroNetwork(gridsize)
+               network: str = DEFAULT_GENERATOR) -> dict[str, Any]:
+    """Load -> reconstruct -> write; returns timings (the model is built before the clock starts).
+    ``network``: a generator name, or 'zeros' for the zero-output stand-in."""
+    model = ZeroNetwork(gridsize) if network == "zeros" else _model(gridsize, network)
     t0 = time.perf_counter()
     scan = load_npz(npz) if mode == "load_npz" else load_npz_mmap(npz)
     t_load = time.perf_counter()
@@ -239,7 +253,7 @@ def child_main(args: argparse.Namespace) -> int:
 
 
 def run_child(mode: str, npz: Path | None, gridsize: int, out: Path, device: str,
-              network: str = "cnn") -> dict[str, Any]:
+              network: str = DEFAULT_GENERATOR) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--gridsize", str(gridsize),
            "--out", str(out), "--device", device, "--network", network]
     if npz is not None:
@@ -262,7 +276,7 @@ def _memory(sizes: tuple[int, int], gridsize: int, full: bool, tmpdir: Path, dev
         cases: dict[str, Any] = {}
         for reader in ("load_npz", "mmap"):
             if m == small or real_big:
-                cases[reader] = run_child(reader, npz, gridsize, tmpdir / f"m{m}{reader}", device, "cnn")
+                cases[reader] = run_child(reader, npz, gridsize, tmpdir / f"m{m}{reader}", device)
             if m == small or not real_big:  # the stand-in at both sizes: the network increment cancels
                 cases[f"{reader}_zero_network"] = run_child(reader, npz, gridsize, tmpdir / f"z{m}{reader}",
                                                             device, "zeros")
@@ -283,7 +297,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     ap.add_argument("--full-memory", action="store_true",
                     help="run the largest memory cases with the real network (slow on a CPU)")
-    ap.add_argument("--network", default="cnn", choices=("cnn", "zeros"), help=argparse.SUPPRESS)
+    ap.add_argument("--generators", default=f"{DEFAULT_GENERATOR},cnn",
+                    help="comma-separated generators to compare (prediction and end to end)")
+    ap.add_argument("--network", default=DEFAULT_GENERATOR, help=argparse.SUPPRESS)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--npz", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--gridsize", type=int, default=1, help=argparse.SUPPRESS)
@@ -303,7 +319,10 @@ def main(argv: list[str]) -> int:
     res["machine"] = {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                       "torch": torch.__version__, "loadavg_start": [round(v, 2) for v in os.getloadavg()],
                       "fp32_matmul_gflops": round(matmul_gflops(1024 if quick else 2048, 5, device), 1)}
-    res["predict"] = {f"gridsize_{g}": bench_predict(g, 1 if quick else 3, device) for g in (1, 2)}
+    generators = [g for g in args.generators.split(",") if g]
+    res["generators"] = generators
+    res["predict"] = {gen: {f"gridsize_{g}": bench_predict(g, 1 if quick else 3, device, gen) for g in (1, 2)}
+                      for gen in generators}
     n_stitch = 4096 if quick else 20000
     res["stitch"] = {"n_patches": n_stitch}
     for b in (64, 256, 1024):
@@ -313,8 +332,9 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="ptychopinn-bench-") as tmp:
         tmpdir = Path(tmp)
         e2e_npz = write_scan(tmpdir / f"scan_{e2e_size}.npz", e2e_size)
-        res["end_to_end"] = {f"gridsize_{g}": run_child("load_npz", e2e_npz, g, tmpdir / f"e{g}", args.device)
-                             for g in (1, 2)}
+        res["end_to_end"] = {gen: {f"gridsize_{g}": run_child("load_npz", e2e_npz, g, tmpdir / f"e{gen}{g}",
+                                                              args.device, gen) for g in (1, 2)}
+                             for gen in generators}
         res["memory"] = _memory(mem_sizes, 2, args.full_memory, tmpdir, args.device)
     res["machine"]["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
 
@@ -324,7 +344,8 @@ def main(argv: list[str]) -> int:
     stitch_rate = res["stitch"][f"batch_{BATCH}"]["patches_per_s"]
     res["targets"] = {
         "end_to_end_patterns_per_s": {"target": TARGETS["end_to_end_patterns_per_s"],
-                                      **{k: v.get("patterns_per_s") for k, v in res["end_to_end"].items()}},
+                                      **{f"{gen}_{k}": v.get("patterns_per_s")
+                                         for gen, per in res["end_to_end"].items() for k, v in per.items()}},
         "stitch_patches_per_s": {"target": TARGETS["stitch_patches_per_s"], "batch_64": stitch_rate,
                                  "met": stitch_rate >= TARGETS["stitch_patches_per_s"]},
         f"peak_memory_mb_{mem_sizes[1]}": {

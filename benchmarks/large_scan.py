@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from ptychopinn.runtime import prepare_cpu_runtime  # noqa: E402
+
+prepare_cpu_runtime()
 
 import argparse  # noqa: E402
 import json  # noqa: E402

@@ -16,6 +16,11 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from ptychopinn.runtime import prepare_cpu_runtime
+
+# Before any submodule loads torch (ptychodus may import this package in a fresh subprocess).
+prepare_cpu_runtime()
+
 __all__ = [
     "config",
     "loader",

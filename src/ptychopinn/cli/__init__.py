@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from collections.abc import Sequence
+
+from ptychopinn.runtime import prepare_cpu_runtime
 
 COMMANDS = ("simulate", "train", "infer", "refine", "evaluate", "info", "demo")
 
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    prepare_cpu_runtime()
     parser = build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
     if not getattr(args, "command", None):
