@@ -1,7 +1,7 @@
 """Training throughput of PtychoPINN on this machine; prints ONE JSON object on stdout.
 
 What is timed: the training step itself, measured DIRECTLY (no Lightning loop, no data loading):
-``loss = model.compute_losses(x, offsets, training)['loss']; loss.backward(); Adam.step(); zero_grad()``
+``loss = compute_losses(model, x, offsets, training)['loss']; loss.backward(); Adam.step(); zero_grad()``
 on a fixed random batch, under ``torch.autocast(cpu/cuda, bfloat16)`` for 'bf16-mixed'. This is what the
 Lightning module's ``training_step`` runs plus the optimiser step that Lightning's automatic optimisation
 adds; leaving the loop out makes the number more precise (Lightning's per-step overhead is ~1 ms).
@@ -39,6 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from ptychopinn.config import ModelConfig, TrainingConfig  # noqa: E402
 from ptychopinn.models.pinn import PtychoPINN  # noqa: E402
+from ptychopinn.training.losses import compute_losses  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -99,7 +100,7 @@ def time_training(gridsize: int, precision: str, *, n: int, nfs: int, batch: int
 
     def step() -> None:
         with _autocast(precision, device):
-            loss = model.compute_losses(x, rel, training)["loss"]
+            loss = compute_losses(model, x, rel, training)["loss"]
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

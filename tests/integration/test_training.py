@@ -162,19 +162,21 @@ def test_bf16_mixed_precision_runs_on_cpu(tmp_path, small_scan) -> None:
 
 @pytest.mark.slow
 def test_nonfinite_loss_stops_with_clear_error_and_keeps_last_checkpoint(tmp_path, small_scan, monkeypatch):
-    original = PtychoPINN.compute_losses
+    import ptychopinn.training.module as module
+
+    original = module.compute_losses
     calls = {"train": 0}
     batches_per_epoch = 3  # 48 training groups, batch 16
 
-    def poisoned(self, x, rel, training, y=None):
-        out = original(self, x, rel, training, y=y)
-        if self.training:
+    def poisoned(model, x, rel, training, y=None):
+        out = original(model, x, rel, training, y=y)
+        if model.training:
             calls["train"] += 1
             if calls["train"] > batches_per_epoch + 1:  # second batch of epoch 1
                 out = {**out, "loss": out["loss"] * float("nan")}
         return out
 
-    monkeypatch.setattr(PtychoPINN, "compute_losses", poisoned)
+    monkeypatch.setattr(module, "compute_losses", poisoned)
     tcfg = TrainingConfig(nepochs=3, batch_size=16, val_fraction=0.25, learning_rate=2e-3)
     with pytest.raises(TrainingDivergedError) as err:
         train(small_scan, model=MODEL, training=tcfg, execution=QUIET.replace(logger="none"),

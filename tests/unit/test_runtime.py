@@ -39,8 +39,8 @@ def test_user_choice_is_kept() -> None:
 
 
 def test_report_says_when_too_late() -> None:
-    from ptychopinn.runtime import prepare_cpu_runtime
-
     import torch  # noqa: F401  (loaded in this test process already)
+
+    from ptychopinn.runtime import prepare_cpu_runtime
 
     assert prepare_cpu_runtime() is False

@@ -3,10 +3,10 @@
 ``PtychoPINN`` maps normalised diffraction amplitudes ``x`` ``[B, C, N, N]`` float32 (the data module
 normalises them to a mean pattern energy of ``(N/2)**2``; this module never renormalises) to complex
 object patches, enforces overlap consistency between the C members of a group (gridsize > 1 with
-``object_big``), and predicts the far-field amplitudes with :class:`ForwardModel`. The loss compares
-predicted and measured amplitudes through the Poisson likelihood at the photon scale ``s``
-(``intensity_scale``), so no ground truth is needed (``model_type='pinn'``); ``'supervised'``
-trains on ground-truth patches instead.
+``object_big``), and predicts the far-field amplitudes with :class:`ForwardModel`. The training loss
+is built outside the model (:mod:`ptychopinn.training.losses`): it compares predicted and measured
+amplitudes through the Poisson likelihood at the photon scale ``s`` (``intensity_scale``), so no ground truth is needed
+(``model_type='pinn'``); ``'supervised'`` trains on ground-truth patches instead.
 
 Intensity scale. ``s`` turns normalised amplitudes into photon-count amplitudes. The module keeps
 the data's scale ``s0`` (given at construction, fixed) and a model scale ``s = exp(log_intensity_scale)``
@@ -29,11 +29,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ptychopinn.config import ModelConfig, TrainingConfig
+from ptychopinn.config import ModelConfig
 from ptychopinn.errors import ConfigError, DataFormatError, describe_array
 from ptychopinn.models.registry import build_generator
 from ptychopinn.physics.forward import ForwardModel
-from ptychopinn.physics.losses import amplitude_mae, poisson_loss, realspace_mae
 from ptychopinn.physics.overlap import enforce_overlap
 
 
@@ -130,48 +129,6 @@ class PtychoPINN(nn.Module):
         """
         obj = self.predict_patches(x, relative_offsets)
         return obj, self.physics(obj)
-
-    def compute_losses(self, x: torch.Tensor, relative_offsets: torch.Tensor, training: TrainingConfig,
-                       y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Loss terms (0-d float32 tensors) for one batch.
-
-        ``x``: ``[B, C, N, N]`` float32 normalised measured amplitudes; ``relative_offsets``
-        ``[B, C, 2]``; ``y``: optional ``[B, C, N, N]`` complex ground-truth patches.
-        Keys: ``'loss'`` (the weighted total to minimise) and each active, unweighted term:
-        ``'poisson'`` (normalised Poisson deviance, weight ``nll_weight``), ``'mae'`` (relative
-        amplitude MAE, ``mae_weight``), ``'realspace'`` (amplitude + phase MAE of the patches,
-        ``realspace_weight * realspace_mae_weight``, only when ``y`` is given). In ``'supervised'``
-        mode the total is ``'realspace'`` alone and ``y`` is required.
-        """
-        if y is not None and tuple(y.shape) != tuple(x.shape):
-            raise DataFormatError(f"ground-truth patches Y: expected shape {tuple(x.shape)} like the "
-                                  f"diffraction batch, got {describe_array(y)}; regroup Y with the data")
-        if self.config.model_type == "supervised":
-            if y is None:
-                raise DataFormatError("supervised training needs ground-truth patches Y in the training file; "
-                                      "found none: add Y or use model_type='pinn'")
-            real = realspace_mae(self.predict_patches(x, relative_offsets), y)
-            return {"loss": real, "realspace": real}
-
-        rs_weight = training.realspace_weight * training.realspace_mae_weight
-        use_real = y is not None and rs_weight > 0
-        if training.nll_weight <= 0 and training.mae_weight <= 0 and not use_real:
-            raise ConfigError("loss weights: expected nll_weight > 0 or mae_weight > 0 (or realspace weights "
-                              "with ground truth Y), found no active term; set nll_weight=1")
-        obj, amp = self(x, relative_offsets)
-        pred = amp * self.amplitude_gain()
-        terms: dict[str, torch.Tensor] = {}
-        total = pred.new_zeros(())
-        if training.nll_weight > 0:
-            terms["poisson"] = poisson_loss(pred, x, self.data_intensity_scale)
-            total = total + training.nll_weight * terms["poisson"]
-        if training.mae_weight > 0:
-            terms["mae"] = amplitude_mae(pred, x)
-            total = total + training.mae_weight * terms["mae"]
-        if use_real and y is not None:
-            terms["realspace"] = realspace_mae(obj, y)
-            total = total + rs_weight * terms["realspace"]
-        return {"loss": total, **terms}
 
 
 def _autocast_device(t: torch.Tensor) -> str:

@@ -1,6 +1,7 @@
 """The Lightning module: a thin training shell around :class:`~ptychopinn.models.pinn.PtychoPINN`.
 
-All physics and losses live in the model (``compute_losses``); this module only logs, configures the
+The physics lives in the model and the loss terms in :mod:`ptychopinn.training.losses`; this module only
+logs, configures the
 optimiser and learning-rate schedule, and guards against a diverging loss. It uses Lightning's automatic
 optimisation so that the Trainer's gradient clipping and gradient accumulation work (the reference's
 manual optimisation silently disabled both and never stepped most schedulers).
@@ -21,6 +22,7 @@ import torch
 
 from ptychopinn.config import ModelConfig, TrainingConfig
 from ptychopinn.errors import ConfigError
+from ptychopinn.training.losses import compute_losses
 
 __all__ = ["PINNLightningModule", "cosine_lr_factor"]
 
@@ -103,7 +105,7 @@ class PINNLightningModule(L.LightningModule):
         Returns the total loss, or None for a training batch whose loss is not finite (nothing logged).
         """
         x, rel = batch["x"], batch["offsets"]
-        losses = self.model.compute_losses(x, rel, self.training_config, y=batch.get("y"))
+        losses = compute_losses(self.model, x, rel, self.training_config, y=batch.get("y"))
         bs = int(x.shape[0])
         loss = losses["loss"]
         if stage == "train" and not self._all_finite(loss):
