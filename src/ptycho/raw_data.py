@@ -29,7 +29,7 @@ import numpy as np
 
 from ptycho import params
 from ptycho._arrays import probe_2d, to_numpy
-from ptychopinn.data.grouping import Groups, group_positions
+from ptychopinn.data.grouping import Groups, effective_neighbor_count, group_positions
 from ptychopinn.data.normalize import input_scale
 from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError, DataFormatError, describe_array
@@ -209,11 +209,13 @@ class RawData:
             return group_positions(self.positions, 1)
         if nsamples <= m:
             # Each point seeds one group with its C-1 nearest neighbours: deterministic and complete.
-            return group_positions(self.positions, gridsize, n_groups=None, neighbor_count=max(k, c - 1),
+            return group_positions(self.positions, gridsize, n_groups=None,
+                                   neighbor_count=effective_neighbor_count(k, gridsize),
                                    seed=42 if seed is None else seed, sequential=True)
         if not enable_oversampling:
             logger.info("nsamples=%d > %d scan points: drawing several neighbour combinations per point", nsamples, m)
-        return group_positions(self.positions, gridsize, n_groups=nsamples, neighbor_count=max(k, c - 1),
+        return group_positions(self.positions, gridsize, n_groups=nsamples,
+                               neighbor_count=effective_neighbor_count(k, gridsize),
                                seed=42 if seed is None else seed, enable_oversampling=True)
 
     def generate_grouped_data(

@@ -24,6 +24,7 @@ import warnings
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from ptychopinn.data.grouping import effective_neighbor_count
 from ptychopinn.errors import ConfigError
 
 __all__ = ["DataConfig", "DatagenConfig", "InferenceConfig", "ModelConfig", "TrainingConfig",
@@ -357,7 +358,8 @@ def to_core_configs(data: DataConfig, model: ModelConfig, training: TrainingConf
         batch_size=training.batch_size, nepochs=training.epochs, nphotons=data.nphotons,
         nll_weight=1.0 if poisson else 0.0, mae_weight=0.0 if poisson else 1.0,
         n_groups=n_groups, enable_oversampling=gridsize > 1 and n_groups is not None,
-        neighbor_count=max(int(data.K), data.C - 1), learning_rate=lr, scheduler=map_scheduler(training.scheduler),
+        neighbor_count=effective_neighbor_count(data.K, gridsize), learning_rate=lr,
+        scheduler=map_scheduler(training.scheduler),
         warmup_epochs=int(training.warmup_epochs), min_learning_rate=lr * float(training.min_lr_ratio),
         val_fraction=float(training.val_fraction), seed=int(training.seed), subsample_seed=int(training.seed))
     accelerator, devices, strategy = resolve_hardware(training.device, training.n_devices, training.strategy)

@@ -382,3 +382,12 @@ def test_two_hundred_thousand_points() -> None:
     assert g.indices.shape == (200_000, 4) and g.relative_offsets.shape == (200_000, 4, 2)
     np.testing.assert_array_equal(g.indices[:, 0], np.arange(200_000))
     assert (g.indices[:, 1:] != g.indices[:, :1]).all()
+
+
+def test_effective_neighbor_count_is_raised_to_c_minus_1() -> None:
+    from ptychopinn.data.grouping import effective_neighbor_count
+
+    assert effective_neighbor_count(1, 2) == 3
+    assert effective_neighbor_count(7, 2) == 7
+    assert effective_neighbor_count(0, 1) == 0
+    assert effective_neighbor_count(4, 3) == 8

@@ -39,6 +39,7 @@ from ptycho_torch.config_params import (
     resolve_hardware,
     to_core_configs,
 )
+from ptychopinn.data.grouping import effective_neighbor_count
 from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError, DataFormatError
 
@@ -380,7 +381,7 @@ class InferenceEngine:
             warnings.simplefilter("ignore", RuntimeWarning)
             accelerator, _, _ = resolve_hardware(cm.training_config.device, 1, "auto")
         cfg = CoreInference(batch_size=int(cm.inference_config.batch_size),
-                            neighbor_count=max(int(cm.data_config.K), cm.data_config.C - 1))
+                            neighbor_count=effective_neighbor_count(cm.data_config.K, cm.data_config.grid_size[0]))
         device = "cuda" if accelerator == "cuda" else "cpu"
         scan = loader.scan
         n = scan.N

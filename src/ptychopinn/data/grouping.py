@@ -240,6 +240,15 @@ def _oversample(
     raise RuntimeError("oversampling could not draw distinct neighbour combinations; this is a bug")
 
 
+def effective_neighbor_count(neighbor_count: int, gridsize: int) -> int:
+    """The K a gridsize-``g`` group is drawn from: the requested K, raised to ``g**2 - 1`` when smaller.
+
+    A group takes its seed's C-1 nearest neighbours (C = g**2), so fewer than C-1 candidates cannot form
+    a group; every caller that builds groups from a user's K goes through this one rule.
+    """
+    return max(int(neighbor_count), gridsize * gridsize - 1)
+
+
 def group_positions(
     positions: np.ndarray,
     gridsize: int = 1,

@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ptychopinn.config import PRECISIONS, InferenceConfig, ModelConfig
-from ptychopinn.data.grouping import Groups, group_positions
+from ptychopinn.data.grouping import Groups, effective_neighbor_count, group_positions
 from ptychopinn.data.normalize import input_scale as compute_input_scale
 from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError, DataFormatError
@@ -121,11 +121,11 @@ def scan_groups(positions: np.ndarray, gridsize: int, neighbor_count: int = 4, s
     ``positions``: ``[M, 2]`` (x, y) px. gridsize 1 is the identity; for gridsize g > 1 each point
     seeds a group with its C-1 nearest neighbours (deterministic), so every point is covered.
     """
-    c = gridsize * gridsize
     if gridsize == 1:
         return group_positions(positions, 1)
-    return group_positions(positions, gridsize, n_groups=None, neighbor_count=max(neighbor_count, c - 1),
-                           seed=seed, sequential=True)
+    return group_positions(positions, gridsize, n_groups=None,
+                           neighbor_count=effective_neighbor_count(neighbor_count, gridsize), seed=seed,
+                           sequential=True)
 
 
 def iter_predictions(

@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ptychopinn.config import ExecutionConfig, ModelConfig, TrainingConfig
-from ptychopinn.data.grouping import Groups, group_positions
+from ptychopinn.data.grouping import Groups, effective_neighbor_count, group_positions
 from ptychopinn.data.normalize import input_scale as compute_input_scale
 from ptychopinn.data.normalize import intensity_scale as compute_intensity_scale
 from ptychopinn.data.normalize import mean_pattern_energy
@@ -200,8 +200,7 @@ class PtychoDataModule(L.LightningDataModule):
             if supervised and scan.patches is None:
                 raise ConfigError(f"model_type 'supervised' needs ground-truth patches, but the {name} scan "
                                   "has none (NPZ key 'Y'); use model_type 'pinn' or a scan with patches")
-        c = model.channels
-        k = max(training.neighbor_count, c - 1)
+        k = effective_neighbor_count(training.neighbor_count, model.gridsize)
         groups = group_positions(
             train.positions, model.gridsize, n_groups=training.n_groups, neighbor_count=k,
             seed=training.subsample_seed, sequential=training.sequential_sampling,
