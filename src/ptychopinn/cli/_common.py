@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 
@@ -60,3 +63,58 @@ def say(args: argparse.Namespace, text: str) -> None:
 def summary(text: str) -> None:
     """The one-line summary at the end of a command (always printed)."""
     print(text, file=sys.stdout, flush=True)
+
+
+def add_common_options(p: argparse.ArgumentParser) -> None:
+    """``-v/--verbose`` and ``-q/--quiet``, the same on every command."""
+    g = p.add_argument_group("messages")
+    g.add_argument("-v", "--verbose", action="count", default=0,
+                   help="more messages on stderr: -v adds progress information, -vv debugging details "
+                        "(the output folder's run.log always holds the information level)")
+    g.add_argument("-q", "--quiet", action="store_true",
+                   help="only errors on stderr and no progress bars (the one-line summary is still printed)")
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars: not ``--quiet`` and stderr is a terminal (a bar in a redirected file is noise)."""
+    from ptychopinn.logs import progress_enabled
+
+    return progress_enabled(bool(getattr(args, "quiet", False)))
+
+
+CLOSED_PIPE_EXIT = 141
+"""Exit code when stdout is closed early (``ptychopinn info FILE | head``): 128 + SIGPIPE, as a shell tool."""
+
+
+def command(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Wrap a command's ``run``: logging set up for it (``run.log`` in ``args.output_dir``, warnings on
+    stderr, see :func:`ptychopinn.logs.cli_session`) and a quiet exit when stdout is a closed pipe."""
+
+    @functools.wraps(run)
+    def wrapped(args: argparse.Namespace) -> int:
+        from ptychopinn.logs import cli_session
+
+        settings = {k: v for k, v in vars(args).items() if k not in ("func", "debug")}
+        name = str(getattr(args, "command", None) or run.__module__.rsplit(".", 1)[-1])
+        out = getattr(args, "output_dir", None)
+        try:
+            with cli_session(name, verbose=int(getattr(args, "verbose", 0) or 0),
+                             quiet=bool(getattr(args, "quiet", False)), output_dir=out, settings=settings):
+                rc = run(args)
+                sys.stdout.flush()
+            return rc
+        except BrokenPipeError:
+            _silence_stdout()
+            return CLOSED_PIPE_EXIT
+
+    return wrapped
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not fail a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout is not a real file (e.g. captured in tests)
+        pass

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from ptychopinn.cli._common import nonneg_int, positive_int, say, summary
+from ptychopinn.cli._common import add_common_options, command, nonneg_int, positive_int, say, show_progress, summary
 
 DEMO_N = 32
 DEMO_OBJECT = 192
@@ -27,8 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=positive_int, help=f"training epochs (default {DEMO_EPOCHS})")
     p.add_argument("--quick", action="store_true", help=f"a {QUICK_EPOCHS}-epoch smoke run")
     p.add_argument("--seed", type=nonneg_int, default=0, help="simulation and training seed")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)
+    add_common_options(p)
+    p.set_defaults(func=command(run))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     epochs = args.epochs or (QUICK_EPOCHS if args.quick else DEMO_EPOCHS)
     say(args, f"ptychopinn demo: simulating, training for {epochs} epochs, reconstructing, evaluating "
               f"-> {args.output_dir}")
-    res = run_demo(args.output_dir, epochs=epochs, seed=args.seed, progress=not args.quiet,
+    res = run_demo(args.output_dir, epochs=epochs, seed=args.seed, progress=show_progress(args),
                    log=lambda s: say(args, s))
     summary(res.summary())
     return 0

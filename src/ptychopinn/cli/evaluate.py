@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from ptychopinn.cli._common import summary
+from ptychopinn.cli._common import add_common_options, command, summary
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("truth", metavar="TRUTH.npz", help="scan NPZ with objectGuess, or NPZ with obj")
     p.add_argument("--output-dir", required=True, help="directory for metrics.json and figures")
     p.add_argument("--remove-ramp", action="store_true", help="also remove a linear phase ramp")
-    p.set_defaults(func=run)
+    add_common_options(p)
+    p.set_defaults(func=command(run))
 
 
 def format_metrics(m: dict) -> str:

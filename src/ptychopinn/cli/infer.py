@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from ptychopinn.cli._common import nonneg_int, number, positive_int, summary
+from ptychopinn.cli._common import add_common_options, command, nonneg_int, number, positive_int, show_progress, summary
 from ptychopinn.cli.refine import add_refine_options, refine_config
 from ptychopinn.config import STITCH_SYNC
 
@@ -39,8 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--refine", type=nonneg_int, default=0, metavar="K",
                    help="then refine the network's image with K iterations on the physics (default 0 = off)")
     add_refine_options(p, iterations_flag="--refine")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+    add_common_options(p)
+    p.set_defaults(func=command(run))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
                           precision=args.precision, accelerator=args.accelerator)
     refine = refine_config(args, args.refine) if args.refine > 0 else None
     out = reconstruct_scan(args.model, args.scan, output_dir=args.output_dir, inference=cfg, units=args.units,
-                           write_product=args.product, progress=not args.quiet, refine=refine)
+                           write_product=args.product, progress=show_progress(args), refine=refine)
     extra = f", {out.product_h5}" if out.product_h5 else ""
     if out.refined is not None:
         extra += (f"; refined {out.refined.iterations} iterations in {out.refined.seconds:.1f} s (network image kept "

@@ -12,13 +12,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ptychopinn.cli._common import add_common_options, command
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="describe a model archive, scan NPZ or product HDF5 file",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", metavar="FILE", help="wts.h5.zip / training directory / scan .npz / product .h5")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    p.set_defaults(func=run)
+    add_common_options(p)
+    p.set_defaults(func=command(run))
 
 
 def _kind(path: Path) -> str:

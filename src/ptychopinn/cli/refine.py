@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from ptychopinn.cli._common import number, positive_int, summary
+from ptychopinn.cli._common import add_common_options, command, number, positive_int, show_progress, summary
 
 _DEFAULTS = {"iterations": 20, "batch_size": 64, "noise": "gaussian"}
 
@@ -55,8 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--accelerator", choices=("cpu", "auto", "gpu", "cuda", "mps"), default="cpu")
     p.add_argument("--units", choices=("auto", "amplitude", "intensity"), default="auto")
     p.add_argument("--product", action="store_true", help="also write a ptychodus product reconstruction.h5")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+    add_common_options(p)
+    p.set_defaults(func=command(run))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = refine_config(args, args.iterations)
     out = refine_reconstruction(args.scan, output_dir=args.output_dir, start=args.init, refine=cfg,
-                                units=args.units, write_product=args.product, progress=not args.quiet)
+                                units=args.units, write_product=args.product, progress=show_progress(args))
     res = out.result
     summary(f"refined {res.positions.shape[0]} patterns for {out.iterations} iterations in {res.seconds:.1f} s "
             f"(misfit {res.history[0]['misfit']:.3g} -> {res.history[-1]['misfit']:.3g}); wrote {out.npz}, "

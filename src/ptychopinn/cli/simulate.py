@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ptychopinn.cli._common import number, summary
+from ptychopinn.cli._common import add_common_options, command, number, show_progress, summary
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -65,9 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         "so the data do not follow the reconstruction's pixel model (default: 1; benchmarks use 2)")
     p.add_argument("--seed", type=int, default=0, metavar="INT",
                    help="seed of the training scan: object (lines/grf), jitter and noise (default: 0)")
-    p.add_argument("--quiet", action="store_true",
-                   help="no progress bars (the one-line summary is still printed)")
-    p.set_defaults(func=run)
+    add_common_options(p)
+    p.set_defaults(func=command(run))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -98,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     test_cfg = train_cfg.replace(image_name=test_image, seed=test_seed)
 
     out = Path(args.output_dir)
-    progress = not args.quiet
+    progress = show_progress(args)
     train = simulate_scan(train_cfg, progress=progress)
     test = simulate_scan(test_cfg, progress=progress)
     train_path = save_npz(out / "train.npz", train)

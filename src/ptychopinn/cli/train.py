@@ -11,7 +11,17 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ptychopinn.cli._common import devices, nonneg_int, number, positive_int, set_if, summary
+from ptychopinn.cli._common import (
+    add_common_options,
+    command,
+    devices,
+    nonneg_int,
+    number,
+    positive_int,
+    set_if,
+    show_progress,
+    summary,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,8 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--no-deterministic", dest="deterministic", action="store_false", default=None,
                    help="allow non-deterministic kernels (faster on some GPUs)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoints/last.ckpt")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+    add_common_options(p)
+    p.set_defaults(func=command(run))
 
 
 def build_configs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
@@ -102,7 +112,7 @@ def build_configs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
                       ("accumulate_grad_batches", "accumulate_grad_batches"), ("logger", "logger"),
                       ("deterministic", "deterministic")):
         set_if(execution, key, getattr(args, attr))
-    if args.quiet:
+    if not show_progress(args):
         execution["enable_progress_bar"] = False
     gs = model.get("gridsize", 1)
     # a gridsize of the wrong type is reported by ModelConfig below, not by this comparison
@@ -112,6 +122,7 @@ def build_configs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
     from pathlib import Path
 
     from ptychopinn.io.lazy import load_scan_auto
@@ -123,6 +134,9 @@ def run(args: argparse.Namespace) -> int:
     model, training, execution = build_configs(args)
     if model.N != train_scan.N:
         model = model.replace(N=train_scan.N)
+    logging.getLogger("ptychopinn.cli").info(
+        "resolved configuration: model %s; training %s; execution %s",
+        model.to_dict(), training.to_dict(), execution.to_dict())
     outcome = train_model(train_scan, test=test_scan, output_dir=Path(args.output_dir), model=model,
                           training=training, execution=execution, resume=args.resume)
     hist = outcome.history
