@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import os
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +39,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from ptychopinn.config import ExecutionConfig, TrainingConfig
 from ptychopinn.errors import ConfigError
 
-__all__ = ["LAST_NAME", "AtomicCheckpointIO", "DivergenceGuardedCheckpoint", "LossHistory", "build_trainer",
-           "check_logger_available",
+__all__ = ["LAST_NAME", "AtomicCheckpointIO", "DivergenceGuardedCheckpoint", "EpochLog", "LossHistory",
+           "StderrProgressBar", "build_trainer", "check_logger_available",
            "checkpoint_paths", "find_callback", "map_accelerator", "map_precision", "remove_stale_temp_files",
            "with_filename"]
 
@@ -167,6 +170,58 @@ class LossHistory(Callback):
             self.history.setdefault(key, [])
 
 
+class StderrProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar, drawn on stderr (Lightning draws on stdout, which mixes the bar into
+    redirected output: ``ptychopinn train ... > log`` would fill the file with carriage returns)."""
+
+    def init_sanity_tqdm(self) -> Any:
+        with contextlib.redirect_stdout(sys.stderr):  # Lightning reads sys.stdout when it builds the bar
+            return super().init_sanity_tqdm()
+
+    def init_train_tqdm(self) -> Any:
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().init_train_tqdm()
+
+    def init_validation_tqdm(self) -> Any:
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().init_validation_tqdm()
+
+    def init_predict_tqdm(self) -> Any:
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().init_predict_tqdm()
+
+    def init_test_tqdm(self) -> Any:
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().init_test_tqdm()
+
+
+class EpochLog(Callback):
+    """Writes the model size once and each epoch's losses and duration to the ``ptychopinn.training`` logger
+    (INFO: the command line's ``run.log``), in place of Lightning's model-summary box."""
+
+    def __init__(self) -> None:
+        self._log = logging.getLogger("ptychopinn.training")
+        self._t0 = 0.0
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        n = sum(p.numel() for p in pl_module.parameters())
+        n_train = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
+        self._log.info("model %s: %d parameters (%d trainable); %d epochs at most on %s",
+                       type(getattr(pl_module, "model", pl_module)).__name__, n, n_train, trainer.max_epochs,
+                       type(trainer.accelerator).__name__.replace("Accelerator", "").lower() or "?")
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        m = trainer.callback_metrics
+        parts = [f"{k} {float(m[k]):.5g}" for k in ("train_loss", "val_loss") if k in m]
+        self._log.info("epoch %d: %s (%.1f s)", trainer.current_epoch, ", ".join(parts) or "no loss",
+                       time.perf_counter() - self._t0)
+
+
 class DivergenceGuardedCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` that writes nothing once the module has diverged (attribute ``diverged``).
 
@@ -230,14 +285,17 @@ def build_trainer(execution: ExecutionConfig, training: TrainingConfig, output_d
     Raises:
         ConfigError: an optional logger ('tensorboard', 'mlflow') whose package is not installed.
     """
+    from ptychopinn.logs import adopt_lightning_logging
+
     out = Path(output_dir)
+    adopt_lightning_logging()  # inside the command line: Lightning's messages go to run.log, not the console
     logger = _build_logger(execution.logger, out)
     if execution.num_threads is not None:
         torch.set_num_threads(execution.num_threads)
     monitor = "val_loss" if has_val else "train_loss"
     quiet = not execution.enable_progress_bar
 
-    callbacks: list[Callback] = [LossHistory()]
+    callbacks: list[Callback] = [LossHistory(), EpochLog()]
     if execution.enable_checkpointing:
         ckpt_dir = str(out / "checkpoints")
         remove_stale_temp_files(ckpt_dir, ".ckpt")
@@ -257,7 +315,7 @@ def build_trainer(execution: ExecutionConfig, training: TrainingConfig, output_d
         callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=training.early_stop_patience,
                                        check_on_train_epoch_end=True, check_finite=False))
     if not quiet:
-        callbacks.append(TQDMProgressBar())
+        callbacks.append(StderrProgressBar())
     if logger is not False:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
 
@@ -282,7 +340,8 @@ def build_trainer(execution: ExecutionConfig, training: TrainingConfig, output_d
         logger=logger,
         enable_checkpointing=execution.enable_checkpointing,
         enable_progress_bar=not quiet,
-        enable_model_summary=not quiet,
+        # Lightning's summary box goes to stdout and reports "FLOPs 0"; EpochLog logs the parameter count.
+        enable_model_summary=False,
         limit_val_batches=None if has_val else 0,
         num_sanity_val_steps=0 if not has_val else 2,
         # Every metric is logged per epoch (on_step=False), so this only decides how often Lightning looks
