@@ -138,3 +138,45 @@ def test_missing_logger_extra_leaves_no_output_folder(scan_path, tmp_path, capsy
     assert main(["train", str(scan_path), "--output-dir", str(out), "--logger", "tensorboard"]) == 2
     assert "pip install 'ptychopinn[tensorboard]'" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+def test_infer_with_a_scan_where_the_model_goes_says_so(scan_path, tmp_path, capsys):
+    rc = main(["infer", str(scan_path), str(scan_path), "--output-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert "expected a model archive (wts.h5.zip) or a training output directory" in err[0]
+    assert f"{scan_path} is a scan NPZ" in err[0] and "diff3d" in err[0]
+    assert not (tmp_path / "r").exists()
+
+
+def test_every_train_flag_has_help_and_a_default(capsys):
+    import argparse
+
+    from ptychopinn.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    train = sub.choices["train"]
+    for action in train._actions:
+        if not action.option_strings or action.dest in ("help", "verbose", "quiet", "output_dir"):
+            continue
+        assert action.help, action.dest
+        assert "default" in action.help, action.dest
+
+
+@pytest.mark.parametrize(("command", "flag", "constant"), [
+    ("train", "--precision", "PRECISIONS"), ("infer", "--precision", "PRECISIONS"),
+    ("train", "--accelerator", "ACCELERATORS"), ("infer", "--accelerator", "ACCELERATORS"),
+    ("refine", "--accelerator", "ACCELERATORS"), ("train", "--strategy", "STRATEGIES"),
+    ("train", "--logger", "LOGGERS"), ("train", "--scheduler", "SCHEDULERS"), ("infer", "--units", "UNITS"),
+])
+def test_choices_come_from_the_config_constants(command, flag, constant):
+    import argparse
+
+    import ptychopinn.config as config
+    from ptychopinn.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    action = next(a for a in sub.choices[command]._actions if flag in a.option_strings)
+    assert tuple(action.choices) == tuple(getattr(config, constant))
+    assert "16-mixed" in config.PRECISIONS

@@ -15,7 +15,7 @@ import argparse
 
 from ptychopinn.cli._common import add_common_options, command, nonneg_int, number, positive_int, show_progress, summary
 from ptychopinn.cli.refine import add_refine_options, refine_config
-from ptychopinn.config import STITCH_SYNC
+from ptychopinn.config import ACCELERATORS, PRECISIONS, STITCH_SYNC, UNITS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,15 +32,43 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stitch-sync", choices=STITCH_SYNC, default="off",
                    help="solve per-patch phase offsets (and amplitude gains) so overlapping patches agree before "
                         "averaging (default %(default)s: it did not improve the current network, see README)")
-    p.add_argument("--precision", choices=("32", "bf16-mixed"), default="32")
-    p.add_argument("--accelerator", choices=("auto", "cpu", "gpu", "cuda", "mps"), default="auto")
-    p.add_argument("--units", choices=("auto", "amplitude", "intensity"), default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default="32",
+                   help="numeric precision of the network (default %(default)s)")
+    p.add_argument("--accelerator", choices=ACCELERATORS, default="auto", help="hardware (default %(default)s)")
+    p.add_argument("--units", choices=UNITS, default="auto",
+                   help="units of the patterns in SCAN (default %(default)s: detected and logged to run.log)")
     p.add_argument("--product", action="store_true", help="also write a ptychodus product reconstruction.h5")
     p.add_argument("--refine", type=nonneg_int, default=0, metavar="K",
                    help="then refine the network's image with K iterations on the physics (default 0 = off)")
     add_refine_options(p, iterations_flag="--refine")
     add_common_options(p)
     p.set_defaults(func=command(run))
+
+
+_SCAN_MEMBERS = ("diff3d.npy", "diffraction.npy", "xcoords.npy", "probeGuess.npy")
+
+
+def check_model_argument(model: str) -> None:
+    """Refuse a scan given where the model goes, with a message that says so (the archive reader would
+    otherwise complain about the scan's members as if it were a damaged archive)."""
+    import zipfile
+    from pathlib import Path
+
+    from ptychopinn.errors import ArchiveError
+
+    path = Path(model)
+    if not path.is_file():
+        return
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return
+    found = sorted(names & set(_SCAN_MEMBERS))
+    if found or (path.suffix == ".npz" and "manifest.json" not in names):
+        what = f"a scan NPZ (it holds {', '.join(n[:-4] for n in found)})" if found else "an NPZ file"
+        raise ArchiveError(f"MODEL: expected a model archive (wts.h5.zip) or a training output directory as the "
+                           f"first argument, but {path} is {what}; usage: ptychopinn infer MODEL SCAN.npz")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = InferenceConfig(batch_size=args.batch_size, stitch_window=args.stitch_window, stitch_taper=args.stitch_taper,
                           stitch_sync=args.stitch_sync,
                           precision=args.precision, accelerator=args.accelerator)
+    check_model_argument(args.model)
     refine = refine_config(args, args.refine) if args.refine > 0 else None
     out = reconstruct_scan(args.model, args.scan, output_dir=args.output_dir, inference=cfg, units=args.units,
                            write_product=args.product, progress=show_progress(args), refine=refine)

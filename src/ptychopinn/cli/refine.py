@@ -44,6 +44,8 @@ def refine_config(args: argparse.Namespace, iterations: int) -> object:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ptychopinn.config import ACCELERATORS, UNITS
+
     p = sub.add_parser("refine", help="refine a reconstruction (or a flat start) on the physics",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scan", metavar="SCAN.npz", help="the scan (NPZ data contract)")
@@ -52,8 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     start.add_argument("--flat", action="store_true", help="start from a flat object")
     p.add_argument("--output-dir", required=True, help="directory for the refined reconstruction and images")
     add_refine_options(p)
-    p.add_argument("--accelerator", choices=("cpu", "auto", "gpu", "cuda", "mps"), default="cpu")
-    p.add_argument("--units", choices=("auto", "amplitude", "intensity"), default="auto")
+    p.add_argument("--accelerator", choices=ACCELERATORS, default="cpu", help="hardware (default %(default)s)")
+    p.add_argument("--units", choices=UNITS, default="auto",
+                   help="units of the patterns in SCAN (default %(default)s: detected and logged to run.log)")
     p.add_argument("--product", action="store_true", help="also write a ptychodus product reconstruction.h5")
     add_common_options(p)
     p.set_defaults(func=command(run))

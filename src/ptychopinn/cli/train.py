@@ -24,53 +24,109 @@ from ptychopinn.cli._common import (
 )
 
 
+def _defaults() -> dict[str, Any]:
+    """Field defaults of the three config dataclasses, by field name (the one source of the help texts)."""
+    import dataclasses
+
+    from ptychopinn.config import ExecutionConfig, ModelConfig, TrainingConfig
+
+    out: dict[str, Any] = {}
+    for cls in (ModelConfig, TrainingConfig, ExecutionConfig):
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = f.default
+    return out
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    from ptychopinn.config import (
+        ACCELERATORS,
+        AMP_ACTIVATIONS,
+        LOGGERS,
+        MODEL_TYPES,
+        PRECISIONS,
+        SCHEDULERS,
+        STRATEGIES,
+        UNITS,
+    )
+
+    d = _defaults()
+
+    def dflt(name: str, none: str = "none") -> str:
+        v = d[name]
+        return f"(default: {none if v is None else v})"
+
     p = sub.add_parser("train", help="train a model on a scan (physics loss, no ground truth needed)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("train_file", metavar="TRAIN.npz", help="training scan (NPZ data contract)")
-    p.add_argument("--test", metavar="TEST.npz", help="validation scan (default: hold out a fraction of TRAIN)")
-    p.add_argument("--output-dir", required=True, help="directory for the archive, checkpoints, logs")
-    p.add_argument("--config", metavar="FILE", help="JSON/YAML config with sections model/training/execution")
-    p.add_argument("--units", choices=("auto", "amplitude", "intensity"), default="auto",
-                   help="units of the patterns in the files (default: auto-detect, logged)")
+    p.add_argument("--test", metavar="TEST.npz",
+                   help="validation scan (default: hold out --val-fraction of TRAIN)")
+    p.add_argument("--output-dir", required=True, metavar="DIR",
+                   help="directory for the archive, checkpoints, logs and run.log (required; created)")
+    p.add_argument("--config", metavar="FILE",
+                   help="JSON/YAML config with sections model/training/execution; flags override it "
+                        "(default: none)")
+    p.add_argument("--units", choices=UNITS, default="auto",
+                   help="units of the patterns in the files (default: auto, detected and logged to run.log)")
     m = p.add_argument_group("model")
-    m.add_argument("--gridsize", type=positive_int, help="patterns per sample = gridsize**2 (default 1)")
-    m.add_argument("--n-filters-scale", type=positive_int, help="network width multiplier (default 2)")
-    m.add_argument("--model-type", choices=("pinn", "supervised"), help="physics loss or ground-truth patches")
-    m.add_argument("--generator", help="generator architecture: 'unet' (default, fast) or 'cnn' (the reference)")
-    m.add_argument("--amp-activation", choices=("sigmoid", "swish", "softplus", "relu"))
-    m.add_argument("--probe-scale", type=number, help="probe normalisation (default 4)")
-    m.add_argument("--probe-trainable", action="store_true", default=None, help="learn the probe too")
+    m.add_argument("--gridsize", type=positive_int, metavar="G",
+                   help=f"patterns per sample = G**2 {dflt('gridsize')}")
+    m.add_argument("--n-filters-scale", type=positive_int, metavar="K",
+                   help=f"network width multiplier {dflt('n_filters_scale')}")
+    m.add_argument("--model-type", choices=MODEL_TYPES,
+                   help=f"pinn: physics loss, no ground truth; supervised: ground-truth patches (NPZ key Y) "
+                        f"{dflt('model_type')}")
+    m.add_argument("--generator", metavar="NAME",
+                   help=f"generator architecture: 'unet' (fast) or 'cnn' (the reference) {dflt('generator')}")
+    m.add_argument("--amp-activation", choices=AMP_ACTIVATIONS,
+                   help=f"activation of the amplitude head {dflt('amp_activation')}")
+    m.add_argument("--probe-scale", type=number, metavar="S", help=f"probe normalisation {dflt('probe_scale')}")
+    m.add_argument("--probe-trainable", action="store_true", default=None,
+                   help=f"learn the probe too {dflt('probe_trainable', 'off')}")
     m.add_argument("--intensity-scale-trainable", action="store_true", default=None,
-                   help="learn the photon scale too")
+                   help=f"learn the photon scale too {dflt('intensity_scale_trainable')}")
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=positive_int, help="number of epochs (default 50)")
-    t.add_argument("--batch-size", type=positive_int, help="samples per batch (default 16)")
-    t.add_argument("--n-groups", type=positive_int, help="training samples to draw (default: one per point)")
-    t.add_argument("--n-subsample", type=positive_int, help="use a random subset of this many scan points")
-    t.add_argument("--neighbor-count", type=positive_int, help="K nearest neighbours for gridsize > 1")
-    t.add_argument("--nphotons", type=number, help="mean photons per pattern (default: measured from data)")
-    t.add_argument("--nll-weight", type=number, help="Poisson likelihood weight (default 1)")
-    t.add_argument("--mae-weight", type=number, help="amplitude MAE weight (default 0)")
-    t.add_argument("--learning-rate", type=number, help="Adam learning rate (default 1e-3)")
-    t.add_argument("--scheduler", choices=("constant", "exponential", "cosine", "plateau"))
-    t.add_argument("--warmup-epochs", type=nonneg_int, help="linear warm-up epochs for 'cosine'")
-    t.add_argument("--early-stop-patience", type=positive_int, help="stop after this many epochs without improvement")
-    t.add_argument("--val-fraction", type=number, help="fraction held out when no --test (default 0.1)")
-    t.add_argument("--seed", type=nonneg_int, help="random seed (default 42)")
+    t.add_argument("--epochs", type=positive_int, help=f"number of epochs {dflt('nepochs')}")
+    t.add_argument("--batch-size", type=positive_int, help=f"samples per batch {dflt('batch_size')}")
+    t.add_argument("--n-groups", type=positive_int,
+                   help="training samples to draw (default: one per scan point)")
+    t.add_argument("--n-subsample", type=positive_int,
+                   help="use a random subset of this many scan points (default: all points)")
+    t.add_argument("--neighbor-count", type=positive_int, metavar="K",
+                   help=f"K nearest neighbours grouped for gridsize > 1 (default: {d['neighbor_count']}, "
+                        "at least gridsize**2 - 1)")
+    t.add_argument("--nphotons", type=number,
+                   help="mean photons per pattern (default: measured from the data)")
+    t.add_argument("--nll-weight", type=number, help=f"Poisson likelihood weight {dflt('nll_weight')}")
+    t.add_argument("--mae-weight", type=number, help=f"amplitude MAE weight {dflt('mae_weight')}")
+    t.add_argument("--learning-rate", type=number, metavar="LR", help=f"Adam learning rate {dflt('learning_rate')}")
+    t.add_argument("--scheduler", choices=SCHEDULERS, help=f"learning-rate schedule {dflt('scheduler')}")
+    t.add_argument("--warmup-epochs", type=nonneg_int,
+                   help=f"linear warm-up epochs of the 'cosine' schedule {dflt('warmup_epochs')}")
+    t.add_argument("--early-stop-patience", type=positive_int, metavar="EPOCHS",
+                   help="stop after this many epochs without improvement (default: never stop early)")
+    t.add_argument("--val-fraction", type=number,
+                   help=f"fraction of TRAIN held out for validation when there is no --test {dflt('val_fraction')}")
+    t.add_argument("--seed", type=nonneg_int, help=f"random seed {dflt('seed')}")
     e = p.add_argument_group("execution")
-    e.add_argument("--accelerator", choices=("auto", "cpu", "gpu", "cuda", "mps"))
-    e.add_argument("--devices", type=devices, help="number of devices or 'auto'")
-    e.add_argument("--num-nodes", type=positive_int)
-    e.add_argument("--strategy", choices=("auto", "ddp", "ddp_spawn"))
-    e.add_argument("--precision", choices=("32", "bf16-mixed", "16-mixed"))
-    e.add_argument("--num-workers", type=nonneg_int, help="data-loader worker processes (default 0)")
-    e.add_argument("--gradient-clip-val", type=number)
-    e.add_argument("--accumulate-grad-batches", type=positive_int)
-    e.add_argument("--logger", choices=("csv", "tensorboard", "mlflow", "none"))
+    e.add_argument("--accelerator", choices=ACCELERATORS, help=f"hardware {dflt('accelerator')}")
+    e.add_argument("--devices", type=devices, help=f"number of devices or 'auto' {dflt('devices')}")
+    e.add_argument("--num-nodes", type=positive_int, help=f"machines for multi-node training {dflt('num_nodes')}")
+    e.add_argument("--strategy", choices=STRATEGIES, help=f"parallel strategy {dflt('strategy')}")
+    e.add_argument("--precision", choices=PRECISIONS, help=f"numeric precision {dflt('precision')}")
+    e.add_argument("--num-workers", type=nonneg_int,
+                   help=f"data-loader worker processes {dflt('num_workers')}")
+    e.add_argument("--gradient-clip-val", type=number, metavar="V",
+                   help="clip gradients at this norm (default: no clipping)")
+    e.add_argument("--accumulate-grad-batches", type=positive_int, metavar="K",
+                   help=f"optimiser step every K batches {dflt('accumulate_grad_batches')}")
+    e.add_argument("--logger", choices=LOGGERS,
+                   help=f"metrics logger; tensorboard and mlflow also receive validation images and need "
+                        f"their extra installed {dflt('logger')}")
     e.add_argument("--no-deterministic", dest="deterministic", action="store_false", default=None,
-                   help="allow non-deterministic kernels (faster on some GPUs)")
-    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoints/last.ckpt")
+                   help="allow non-deterministic kernels, faster on some GPUs (default: deterministic)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from DIR/checkpoints/last.ckpt (default: start afresh)")
     add_common_options(p)
     p.set_defaults(func=command(run))
 
