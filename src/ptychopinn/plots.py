@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,11 +60,16 @@ def _save_atomic(fig: Figure, path: str | os.PathLike[str], dpi: float) -> Path:
         )
     if not dpi > 0:
         raise DataFormatError(f"dpi: expected a positive number, found {dpi!r}; use e.g. dpi=120")
+    return _write_atomic(out, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi))
+
+
+def _write_atomic(out: Path, write: Callable[[str], object]) -> Path:
+    """Call ``write(temp_path)`` for a temp file next to ``out``, then move it into place (mode 0644)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=f".{fmt}", dir=out.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=out.suffix, dir=out.parent)
     os.close(fd)
     try:
-        fig.savefig(tmp, format=fmt, dpi=dpi)
+        write(tmp)
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; figures are meant to be shared
         os.replace(tmp, out)
     except BaseException:
@@ -85,7 +90,42 @@ def _image(name: str, a: Any) -> np.ndarray:
     return arr
 
 
-def _limits(a: np.ndarray) -> tuple[float, float]:
+MASKED_COLOUR = "#c8c8c8"
+"""Colour of pixels no scan position covered: a neutral grey that none of the colour maps here uses."""
+
+
+def _covered(coverage: Any, shape: tuple[int, ...]) -> np.ndarray | None:
+    """``[H, W]`` bool, True where ``coverage`` (``[H, W]`` float weights or bool) is > 0; None for None."""
+    if coverage is None:
+        return None
+    c = np.asarray(coverage)
+    if c.shape != shape or not (np.issubdtype(c.dtype, np.number) or c.dtype == bool):
+        raise DataFormatError(
+            f"coverage: expected a numeric array of the object's shape {shape}, found {describe_array(c)}; "
+            f"pass the 'coverage' of the reconstruction"
+        )
+    m = np.isfinite(c) & (c > 0) if c.dtype != bool else c
+    if not m.any():
+        raise DataFormatError("coverage: expected some covered pixels (> 0), found none; pass coverage=None "
+                              "to show the whole canvas")
+    return m
+
+
+def _masked(img: np.ndarray, covered: np.ndarray | None) -> np.ndarray:
+    """``img`` with uncovered pixels masked (drawn in :data:`MASKED_COLOUR`)."""
+    return img if covered is None else np.ma.masked_array(img, mask=~covered)
+
+
+def _cmap(name: Any) -> Any:
+    from matplotlib import colormaps
+
+    cm = colormaps[name] if isinstance(name, str) else name
+    return cm.with_extremes(bad=MASKED_COLOUR)
+
+
+def _limits(a: np.ndarray, covered: np.ndarray | None = None) -> tuple[float, float]:
+    if covered is not None:
+        a = a[covered]
     lo, hi = float(np.min(a)), float(np.max(a))
     if hi <= lo:  # a constant image still needs a non-degenerate colour bar
         pad = max(abs(lo), 1.0) * 1e-3
@@ -93,10 +133,11 @@ def _limits(a: np.ndarray) -> tuple[float, float]:
     return lo, hi
 
 
-def _phase_style(*phases: np.ndarray) -> tuple[str, float, float]:
-    """Colour map and limits shared by phase images (see module docstring)."""
-    lo = min(float(np.min(p)) for p in phases)
-    hi = max(float(np.max(p)) for p in phases)
+def _phase_style(*phases: np.ndarray, covered: np.ndarray | None = None) -> tuple[str, float, float]:
+    """Colour map and limits shared by phase images (see module docstring), over the covered pixels."""
+    sel = [p if covered is None else p[covered] for p in phases]
+    lo = min(float(np.min(p)) for p in sel)
+    hi = max(float(np.max(p)) for p in sel)
     if hi - lo > math.pi:
         return "twilight", -math.pi, math.pi
     return ("viridis", *_limits(np.array([lo, hi])))
@@ -111,12 +152,20 @@ def _panel(
     vmin: float,
     vmax: float,
     label: str,
+    *,
+    covered: np.ndarray | None = None,
+    origin_xy: tuple[float, float] | None = None,
     **kw: Any,
 ) -> None:
-    im = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax, origin="upper", interpolation="nearest", **kw)
+    if origin_xy is not None:  # axes in object pixels: pixel centres at origin + index
+        h, w = img.shape[:2]
+        x0, y0 = origin_xy
+        kw["extent"] = (x0 - 0.5, x0 + w - 0.5, y0 + h - 0.5, y0 - 0.5)
+    im = ax.imshow(_masked(img, covered), cmap=_cmap(cmap), vmin=vmin, vmax=vmax, origin="upper",
+                   interpolation="nearest", **kw)
     ax.set_title(title, fontsize=10)
-    ax.set_xlabel("x (px)", fontsize=8)
-    ax.set_ylabel("y (px)", fontsize=8)
+    ax.set_xlabel("x (object px)", fontsize=8)
+    ax.set_ylabel("y (object px)", fontsize=8)
     ax.tick_params(labelsize=7)
     cb = fig.colorbar(im, ax=ax, shrink=0.85)
     cb.set_label(label, fontsize=8)
@@ -124,17 +173,56 @@ def _panel(
 
 
 def _amp_panel(
-    fig: Figure, ax: Axes, obj: np.ndarray, title: str, lim: tuple[float, float] | None = None
+    fig: Figure, ax: Axes, obj: np.ndarray, title: str, lim: tuple[float, float] | None = None, **kw: Any
 ) -> None:
     amp = np.abs(obj)
-    _panel(fig, ax, amp, title, "gray", *(lim or _limits(amp)), "amplitude (a.u.)")
+    _panel(fig, ax, amp, title, "gray", *(lim or _limits(amp, kw.get("covered"))), "amplitude (a.u.)", **kw)
 
 
 def _phase_panel(
-    fig: Figure, ax: Axes, obj: np.ndarray, title: str, style: tuple[str, float, float] | None = None
+    fig: Figure, ax: Axes, obj: np.ndarray, title: str, style: tuple[str, float, float] | None = None, **kw: Any
 ) -> None:
     ph = np.angle(obj)
-    _panel(fig, ax, ph, title, *(style or _phase_style(ph)), "phase (rad)")
+    _panel(fig, ax, ph, title, *(style or _phase_style(ph, covered=kw.get("covered"))), "phase (rad)", **kw)
+
+
+def _nice_length(x: float) -> float:
+    """The largest 1, 2 or 5 times a power of ten that is <= ``x`` (``x`` > 0)."""
+    k = math.floor(math.log10(x))
+    for m in (5.0, 2.0, 1.0):
+        if m * 10.0**k <= x:
+            return m * 10.0**k
+    return 10.0**k
+
+
+def scale_bar(width_px: float, pixel_size_m: float | None = None) -> tuple[float, str]:
+    """``(length in pixels, label)`` of a scale bar about a fifth of an image ``width_px`` wide: a round
+    number of pixels, or of nm / µm / mm when the object pixel size ``pixel_size_m`` (metres) is known."""
+    target = max(width_px / 5.0, 1.0)
+    if pixel_size_m is None:
+        length = _nice_length(target)
+        return length, f"{length:g} px"
+    if not (math.isfinite(pixel_size_m) and pixel_size_m > 0):
+        raise DataFormatError(f"pixel_size_m: expected a positive number of metres, found {pixel_size_m!r}; "
+                              "pass e.g. 1e-8 for 10 nm, or None for a bar in pixels")
+    metres = target * pixel_size_m
+    unit, scale = next(((u, f) for u, f in (("mm", 1e-3), ("µm", 1e-6), ("nm", 1e-9)) if metres >= f),
+                       ("nm", 1e-9))
+    length = _nice_length(metres / scale)
+    return length * scale / pixel_size_m, f"{length:g} {unit}"
+
+
+def _draw_scale_bar(ax: Axes, width_px: int, pixel_size_m: float | None) -> None:
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    length, label = scale_bar(width_px, pixel_size_m)
+    bar = AnchoredSizeBar(ax.transData, length, label, "lower right", pad=0.4, borderpad=0.6, sep=3,
+                          color="white", frameon=True, size_vertical=max(width_px / 120.0, 0.5),
+                          fontproperties={"size": 8})
+    bar.patch.set_facecolor("black")
+    bar.patch.set_alpha(0.55)
+    bar.patch.set_edgecolor("none")
+    ax.add_artist(bar)
 
 
 # -------------------------------------------------------------------------------------------- objects
@@ -168,28 +256,55 @@ def save_amplitude_png(
     title: str = "Amplitude",
     dpi: float = 120,
     cmap: str = "gray",
+    coverage: np.ndarray | None = None,
+    pixel_size_m: float | None = None,
+    origin_xy: tuple[float, float] | None = None,
 ) -> Path:
-    """Single-panel ``|obj|`` image with colour bar; ``obj``: ``[H, W]`` complex or real.
+    """Single-panel ``|obj|`` image with colour bar and scale bar.
 
-    Returns ``Path(path)``; the suffix of ``path`` picks the format.
+    Args:
+        obj: ``[H, W]`` complex or real.
+        path: output file; the suffix picks the format.
+        coverage: ``[H, W]`` probe coverage (float weights or bool): pixels with none are drawn in
+            :data:`MASKED_COLOUR` and left out of the colour limits. None = every pixel counts.
+        pixel_size_m: object pixel size in metres: the scale bar in nm/µm/mm (None: in pixels).
+        origin_xy: object-pixel ``(x, y)`` of ``obj[0, 0]`` (a reconstruction's ``origin_xy``), so the axes
+            are in object pixels; None = array indices.
+
+    Returns ``Path(path)``.
     """
     o = _image("obj", obj)
+    covered = _covered(coverage, o.shape)
     fig = _figure((5.5, 4.6))
     amp = np.abs(o)
-    _panel(fig, fig.subplots(), amp, title, cmap, *_limits(amp), "amplitude (a.u.)")
+    ax = fig.subplots()
+    _panel(fig, ax, amp, title, cmap, *_limits(amp, covered), "amplitude (a.u.)", covered=covered,
+           origin_xy=origin_xy)
+    _draw_scale_bar(ax, o.shape[1], pixel_size_m)
     return _save_atomic(fig, path, dpi)
 
 
 def save_phase_png(
-    obj: np.ndarray, path: str | os.PathLike[str], *, title: str = "Phase", dpi: float = 120
+    obj: np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    title: str = "Phase",
+    dpi: float = 120,
+    coverage: np.ndarray | None = None,
+    pixel_size_m: float | None = None,
+    origin_xy: tuple[float, float] | None = None,
 ) -> Path:
-    """Single-panel ``angle(obj)`` image (rad) with colour bar; ``obj``: ``[H, W]`` complex.
+    """Single-panel ``angle(obj)`` image (rad) with colour bar and scale bar; ``obj``: ``[H, W]`` complex.
 
-    Returns ``Path(path)``; the suffix of ``path`` picks the format.
+    ``coverage``, ``pixel_size_m`` and ``origin_xy`` as in :func:`save_amplitude_png`; the colour map is cyclic when the
+    covered phase spans more than pi. Returns ``Path(path)``.
     """
     o = _image("obj", obj)
+    covered = _covered(coverage, o.shape)
     fig = _figure((5.5, 4.6))
-    _phase_panel(fig, fig.subplots(), o, title)
+    ax = fig.subplots()
+    _phase_panel(fig, ax, o, title, covered=covered, origin_xy=origin_xy)
+    _draw_scale_bar(ax, o.shape[1], pixel_size_m)
     return _save_atomic(fig, path, dpi)
 
 
@@ -201,6 +316,8 @@ def save_comparison_figure(
     metrics: Mapping[str, Any] | None = None,
     title: str = "",
     dpi: float = 120,
+    mask: np.ndarray | None = None,
+    origin_xy: tuple[float, float] = (0.0, 0.0),
 ) -> Path:
     """2x3 grid: amplitude row (recon, truth, ``|amplitude error|``), phase row (recon, truth, ``|wrapped
     phase error|``). Recon and truth panels share colour limits.
@@ -213,6 +330,10 @@ def save_comparison_figure(
         recon, truth: ``[h, w]`` complex, same shape and pixel grid.
         path: output file. metrics: optional :func:`~ptychopinn.metrics.evaluate` result; MAE, SSIM and
             Pearson of both channels are printed in the title. title: prefix of the figure title.
+        mask: ``[h, w]`` bool, pixels the reconstruction covers (``AlignmentInfo.mask``); the others are
+            drawn in :data:`MASKED_COLOUR` and left out of every colour limit. None = all pixels.
+        origin_xy: object-pixel coordinates ``(x, y)`` of the crop's top-left pixel (from
+            ``AlignmentInfo.region``), so that the axes are in object pixels.
 
     Returns:
         ``Path(path)``.
@@ -223,18 +344,21 @@ def save_comparison_figure(
             f"recon and truth: expected one shape, found {r.shape} and {t.shape}; "
             f"align them first with ptychopinn.metrics.align_for_comparison"
         )
+    cov = _covered(mask, r.shape)
+    kw: dict[str, Any] = {"covered": cov, "origin_xy": (float(origin_xy[0]), float(origin_xy[1]))}
+    sel = (lambda a: a) if cov is None else (lambda a: a[cov])
     fig = _figure((14.0, 8.0))
     axes = fig.subplots(2, 3)
-    amp_lim = _limits(np.concatenate([np.abs(r).ravel(), np.abs(t).ravel()]))
-    _amp_panel(fig, axes[0, 0], r, "Reconstruction amplitude", amp_lim)
-    _amp_panel(fig, axes[0, 1], t, "Ground-truth amplitude", amp_lim)
+    amp_lim = _limits(np.concatenate([sel(np.abs(r)).ravel(), sel(np.abs(t)).ravel()]))
+    _amp_panel(fig, axes[0, 0], r, "Reconstruction amplitude", amp_lim, **kw)
+    _amp_panel(fig, axes[0, 1], t, "Ground-truth amplitude", amp_lim, **kw)
     amp_err = np.abs(np.abs(r) - np.abs(t))
-    _panel(fig, axes[0, 2], amp_err, "|amplitude error|", "magma", 0.0, _limits(amp_err)[1], "a.u.")
-    style = _phase_style(np.angle(r), np.angle(t))
-    _phase_panel(fig, axes[1, 0], r, "Reconstruction phase", style)
-    _phase_panel(fig, axes[1, 1], t, "Ground-truth phase", style)
+    _panel(fig, axes[0, 2], amp_err, "|amplitude error|", "magma", 0.0, _limits(amp_err, cov)[1], "a.u.", **kw)
+    style = _phase_style(np.angle(r), np.angle(t), covered=cov)
+    _phase_panel(fig, axes[1, 0], r, "Reconstruction phase", style, **kw)
+    _phase_panel(fig, axes[1, 1], t, "Ground-truth phase", style, **kw)
     ph_err = np.abs(np.angle(r * np.conj(t)))  # wrapped to [0, pi]
-    _panel(fig, axes[1, 2], ph_err, "|phase error| (wrapped)", "magma", 0.0, _limits(ph_err)[1], "rad")
+    _panel(fig, axes[1, 2], ph_err, "|phase error| (wrapped)", "magma", 0.0, _limits(ph_err, cov)[1], "rad", **kw)
     parts = [title] if title else []
     if metrics is not None:
         parts.append(_metrics_line(metrics))

@@ -181,7 +181,7 @@ def reconstruct_scan(
     """
     from ptychopinn.inference.predict import reconstruct
     from ptychopinn.models.persist import load_model
-    from ptychopinn.plots import save_amplitude_png, save_phase_png
+    from ptychopinn.pictures import save_object_images
 
     t0 = time.perf_counter()
     loaded = load_model(model_path)
@@ -204,8 +204,9 @@ def reconstruct_scan(
                                   shape=tuple(result.obj.shape), seconds=time.perf_counter() - t0,
                                   reconstruction=recon, refined=result)
     npz = save_reconstruction_npz(out / "reconstruction.npz", recon, extra={"model": str(loaded.path)})
-    amp = save_amplitude_png(recon.obj, out / "amplitude.png", title="Reconstructed amplitude")
-    phase = save_phase_png(recon.obj, out / "phase.png", title="Reconstructed phase")
+    images = save_object_images(recon.obj, out, coverage=recon.coverage, origin_xy=tuple(recon.origin),
+                                title="Reconstructed")
+    amp, phase = images["amplitude.png"], images["phase.png"]
     product = None
     if write_product:
         from ptychopinn.io.product_h5 import save_product_h5
@@ -268,7 +269,8 @@ def refine_reconstruction(
 
 def _write_refined(result: Any, scan: ScanData, out: Path, write_product: bool, *, source: str,
                    seconds: float) -> RefineOutcome:
-    from ptychopinn.plots import save_amplitude_png, save_loss_curves, save_phase_png
+    from ptychopinn.pictures import save_object_images
+    from ptychopinn.plots import save_loss_curves
 
     out.mkdir(parents=True, exist_ok=True)
     misfit = np.asarray([h["misfit"] for h in result.history], dtype=np.float64)
@@ -277,8 +279,9 @@ def _write_refined(result: Any, scan: ScanData, out: Path, write_product: bool, 
         extra={"n_patterns": int(scan.n_points), "refined_from": source, "iterations": result.iterations,
                "refine_seconds": result.seconds, "start_scale": result.scale},
         arrays={"probe": result.probe, "misfit": misfit, "positions_start": scan.positions})
-    amp = save_amplitude_png(result.obj, out / "amplitude.png", title="Refined amplitude")
-    phase = save_phase_png(result.obj, out / "phase.png", title="Refined phase")
+    images = save_object_images(result.obj, out, coverage=result.coverage, origin_xy=tuple(result.origin),
+                                title="Refined")
+    amp, phase = images["amplitude.png"], images["phase.png"]
     mis = save_loss_curves({"misfit / total counts": misfit.tolist()}, out / "misfit.png",
                            title="Refinement misfit", xlabel="iteration", ylabel="misfit")
     product = None
@@ -366,8 +369,10 @@ def evaluate_reconstruction(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "metrics.json", metrics)
-    r_crop, t_crop, _ = align_for_comparison(recon_full, gt, mask=mask, remove_ramp=remove_ramp)
-    save_comparison_figure(r_crop, t_crop, out / "comparison.png", metrics=metrics)
+    r_crop, t_crop, info = align_for_comparison(recon_full, gt, mask=mask, remove_ramp=remove_ramp)
+    (r0, _), (c0, _) = info.region
+    save_comparison_figure(r_crop, t_crop, out / "comparison.png", metrics=metrics, mask=info.mask,
+                           origin_xy=(c0, r0))
     save_frc_figure(metrics, out / "frc.png")
     return metrics
 
