@@ -200,6 +200,9 @@ def train(
         from ptychopinn.plots import save_loss_curves
 
         loss_plot = save_loss_curves(plotted, ckpt_dir / "loss_curves.png", title="PtychoPINN training loss")
+        from ptychopinn.training.images import send_artifacts
+
+        send_artifacts(trainer.loggers, [loss_plot])  # MLflow only; the patch figure went at the end of fit
 
     metrics_csv = None
     if execution.logger == "csv" and trainer.logger is not None and trainer.logger.log_dir:

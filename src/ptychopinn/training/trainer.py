@@ -256,7 +256,8 @@ def _build_logger(kind: str, output_dir: Path) -> Any:
     if kind == "tensorboard":
         from lightning.pytorch.loggers import TensorBoardLogger
 
-        return TensorBoardLogger(save_dir=str(output_dir), name="logs")
+        # no placeholder hp_metric of -1 at the start: ValidationImages reports the best loss at the end
+        return TensorBoardLogger(save_dir=str(output_dir), name="logs", default_hp_metric=False)
     if kind == "mlflow":
         from lightning.pytorch.loggers import MLFlowLogger
 
@@ -318,6 +319,10 @@ def build_trainer(execution: ExecutionConfig, training: TrainingConfig, output_d
         callbacks.append(StderrProgressBar())
     if logger is not False:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    if execution.logger in ("tensorboard", "mlflow"):
+        from ptychopinn.training.images import ValidationImages
+
+        callbacks.append(ValidationImages(figure_path=out / "checkpoints" / "validation_patch.png"))
 
     # Strict deterministic algorithms raise on CUDA for grid_sample's backward (used by the overlap
     # constraint); 'warn' keeps every other op deterministic there. On CPU everything is deterministic.
