@@ -7,9 +7,7 @@ wrote. Heavy modules (torch, Lightning, matplotlib) are imported inside the func
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,20 +18,41 @@ import numpy as np
 from ptychopinn.config import ExecutionConfig, InferenceConfig, ModelConfig, TrainingConfig
 from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import DataFormatError
+from ptychopinn.io.reconstruction import PIXEL_CONVENTION, load_reconstruction, save_reconstruction_npz
 
-PIXEL_CONVENTION = (
-    "obj[row, col] is object pixel (y, x) = (origin_y + row, origin_x + col); positions are (x, y) "
-    "in object pixels, x = column, y = row; pixel (0, 0) is the top-left pixel"
-)
+__all__ = ["PIXEL_CONVENTION", "evaluate_reconstruction", "load_reconstruction", "reconstruct_scan",
+           "refine_reconstruction", "save_reconstruction_npz", "train_model"]
 
 
 def _as_scan(scan: ScanData | str | os.PathLike[str], units: str) -> ScanData:
     if isinstance(scan, ScanData):
         return scan
-    from ptychopinn.io.lazy import load_scan_auto
+    from ptychopinn.io.registry import load_scan
 
-    # memory-maps large uncompressed NPZ files, loads others into memory
-    return load_scan_auto(scan, units=units)
+    # any registered format; stacks above the mmap threshold stay on disk
+    return load_scan(scan, units=units)
+
+
+def _physical_extra(scan: ScanData) -> dict[str, Any]:
+    """The scan's known physical quantities, for the reconstruction's metadata."""
+    return dict(scan.physical())
+
+
+def _write_product(path: Path, obj: Any, positions_px: Any, probe: Any, scan: ScanData, source: str) -> Path:
+    """A ptychodus product with the scan's real pixel size, energy and distance where known (placeholders else)."""
+    from ptychopinn.io.product_h5 import save_product_h5
+
+    meta: dict[str, Any] = {"source": source}
+    if scan.energy_ev is not None:
+        meta["photon_energy_eV"] = scan.energy_ev
+    if scan.distance_m is not None:
+        meta["detector_object_distance_m"] = scan.distance_m
+    kwargs: dict[str, Any] = {}
+    if scan.pixel_size_m is not None:
+        kwargs["pixel_size_m"] = scan.pixel_size_m
+    else:
+        meta["pixel_size_unknown"] = True
+    return save_product_h5(path, obj, positions_px, probe, metadata=meta, **kwargs)
 
 
 @dataclass
@@ -132,33 +151,6 @@ class ReconstructOutcome:
     refined: Any = field(repr=False, default=None)
 
 
-def save_reconstruction_npz(path: str | os.PathLike[str], recon: Any, *, extra: dict[str, Any] | None = None,
-                            arrays: dict[str, Any] | None = None) -> Path:
-    """Write a reconstruction NPZ atomically: ``obj`` [H, W] complex64, ``coverage`` [H, W] float32,
-    ``origin_xy`` [2], ``positions`` [M, 2] (x, y), ``window`` (stitch window, 0 for refinement),
-    ``pixel_convention`` (str), ``_metadata`` (JSON str) and any ``arrays`` (e.g. the refined ``probe``
-    [N, N] complex64 and ``misfit`` [K]). Readable with ``np.load(path)`` (no pickle)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    meta = {k: getattr(recon, k) for k in ("n_patterns", "n_groups", "input_scale") if hasattr(recon, k)}
-    meta.update(extra or {})
-    more = {name: np.asarray(v) for name, v in (arrays or {}).items()}
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, obj=recon.obj.astype(np.complex64), coverage=recon.coverage.astype(np.float32),
-                     origin_xy=np.asarray(recon.origin, dtype=np.float64),
-                     positions=np.asarray(recon.positions, dtype=np.float64),
-                     window=np.asarray(getattr(recon, "window", 0), dtype=np.int64),
-                     pixel_convention=np.asarray(PIXEL_CONVENTION),
-                     _metadata=np.asarray(json.dumps(meta)), **more)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
-
-
 def reconstruct_scan(
     model_path: str | os.PathLike[str],
     scan: ScanData | str | os.PathLike[str],
@@ -196,24 +188,24 @@ def reconstruct_scan(
     if refine is not None:
         from ptychopinn.refine import refine_scan
 
-        net = save_reconstruction_npz(out / "network_reconstruction.npz", recon, extra={"model": str(loaded.path)})
+        net = save_reconstruction_npz(out / "network_reconstruction.npz", recon,
+                                      extra={"model": str(loaded.path), **_physical_extra(scan_data)})
         result = refine_scan(scan_data, refine, start=recon.obj, start_origin=recon.origin, progress=progress)
         done = _write_refined(result, scan_data, out, write_product, source=str(net), seconds=0.0)
         return ReconstructOutcome(npz=done.npz, amplitude_png=done.amplitude_png, phase_png=done.phase_png,
                                   product_h5=done.product_h5, n_patterns=recon.n_patterns,
                                   shape=tuple(result.obj.shape), seconds=time.perf_counter() - t0,
                                   reconstruction=recon, refined=result)
-    npz = save_reconstruction_npz(out / "reconstruction.npz", recon, extra={"model": str(loaded.path)})
+    npz = save_reconstruction_npz(out / "reconstruction.npz", recon,
+                                  extra={"model": str(loaded.path), **_physical_extra(scan_data)})
     images = save_object_images(recon.obj, out, coverage=recon.coverage, origin_xy=tuple(recon.origin),
-                                title="Reconstructed")
+                                pixel_size_m=scan_data.pixel_size_m, title="Reconstructed")
     amp, phase = images["amplitude.png"], images["phase.png"]
     product = None
     if write_product:
-        from ptychopinn.io.product_h5 import save_product_h5
-
         positions = np.asarray(recon.positions) - np.asarray(recon.origin)[None, :]
-        product = save_product_h5(out / "reconstruction.h5", recon.obj, positions, scan_data.probe,
-                                  metadata={"source": "ptychopinn"})
+        product = _write_product(out / "reconstruction.h5", recon.obj, positions, scan_data.probe, scan_data,
+                                 "ptychopinn")
     return ReconstructOutcome(npz=npz, amplitude_png=amp, phase_png=phase, product_h5=product,
                               n_patterns=recon.n_patterns, shape=tuple(recon.obj.shape),
                               seconds=time.perf_counter() - t0, reconstruction=recon)
@@ -277,7 +269,7 @@ def _write_refined(result: Any, scan: ScanData, out: Path, write_product: bool, 
     npz = save_reconstruction_npz(
         out / "reconstruction.npz", result,
         extra={"n_patterns": int(scan.n_points), "refined_from": source, "iterations": result.iterations,
-               "refine_seconds": result.seconds, "start_scale": result.scale},
+               "refine_seconds": result.seconds, "start_scale": result.scale, **_physical_extra(scan)},
         arrays={"probe": result.probe, "misfit": misfit, "positions_start": scan.positions})
     images = save_object_images(result.obj, out, coverage=result.coverage, origin_xy=tuple(result.origin),
                                 title="Refined")
@@ -286,64 +278,15 @@ def _write_refined(result: Any, scan: ScanData, out: Path, write_product: bool, 
                            title="Refinement misfit", xlabel="iteration", ylabel="misfit")
     product = None
     if write_product:
-        from ptychopinn.io.product_h5 import save_product_h5
-
         positions = np.asarray(result.positions) - np.asarray(result.origin)[None, :]
-        product = save_product_h5(out / "reconstruction.h5", result.obj, positions, result.probe,
-                                  metadata={"source": "ptychopinn refine"})
+        product = _write_product(out / "reconstruction.h5", result.obj, positions, result.probe, scan,
+                                 "ptychopinn refine")
     return RefineOutcome(npz=npz, amplitude_png=amp, phase_png=phase, misfit_png=mis, product_h5=product,
                          iterations=result.iterations, seconds=seconds, result=result)
 
 
 def _device(accelerator: str) -> str:
     return {"cpu": "cpu", "gpu": "cuda", "cuda": "cuda", "mps": "mps"}.get(accelerator, "cpu")
-
-
-def load_reconstruction(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
-    """Read ``(obj [H, W] complex64, coverage [H, W] float32, origin (x0, y0))`` from a
-    reconstruction NPZ written by :func:`save_reconstruction_npz` (or any NPZ with an ``obj`` key)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"reconstruction file not found: {p}")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            if "obj" not in z.files:
-                raise DataFormatError(f"{p}: expected a reconstruction NPZ with key 'obj' (as written by "
-                                      f"`ptychopinn infer`), found keys {sorted(z.files)}")
-            obj = np.asarray(z["obj"])
-            coverage = np.asarray(z["coverage"]) if "coverage" in z.files else (np.abs(obj) > 0).astype(np.float32)
-            origin = tuple(float(v) for v in z["origin_xy"]) if "origin_xy" in z.files else (0.0, 0.0)
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, DataFormatError):
-            raise
-        raise DataFormatError(f"{p} is not a readable reconstruction NPZ ({exc})".splitlines()[0]) from None
-    if obj.ndim != 2 or not np.iscomplexobj(obj):
-        raise DataFormatError(f"{p}: 'obj' must be a 2-D complex array, found shape {obj.shape} dtype {obj.dtype}")
-    return obj.astype(np.complex64), coverage.astype(np.float32), (origin[0], origin[1])
-
-
-def _truth_object(path: str | os.PathLike[str]) -> np.ndarray:
-    """Ground-truth object ``[H, W]`` complex64 from a scan NPZ (``objectGuess``) or an NPZ with ``obj``."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"ground-truth file not found: {p}")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            for key in ("objectGuess", "obj", "object"):
-                if key in z.files:
-                    arr = np.asarray(z[key])
-                    break
-            else:
-                raise DataFormatError(f"{p}: expected a ground-truth object under 'objectGuess' (scan NPZ) or "
-                                      f"'obj', found keys {sorted(z.files)}")
-    except ValueError as exc:
-        if isinstance(exc, DataFormatError):
-            raise
-        raise DataFormatError(f"{p} is not a readable NPZ ({exc})".splitlines()[0]) from None
-    arr = np.squeeze(arr)
-    if arr.ndim != 2:
-        raise DataFormatError(f"{p}: ground-truth object must be 2-D [H, W], found shape {arr.shape}")
-    return arr.astype(np.complex64)
 
 
 def evaluate_reconstruction(
@@ -359,11 +302,12 @@ def evaluate_reconstruction(
     The reconstruction canvas is placed on the truth's pixel grid using its recorded origin;
     metrics are computed over the covered (scanned) region only.
     """
+    from ptychopinn.io.registry import load_object
     from ptychopinn.metrics import align_for_comparison, evaluate, on_truth_grid
     from ptychopinn.plots import save_comparison_figure, save_frc_figure
 
     obj, coverage, origin = load_reconstruction(reconstruction)
-    gt = _truth_object(truth)
+    gt = load_object(truth)
     recon_full, mask = on_truth_grid(obj, coverage, origin, gt.shape)
     metrics = evaluate(recon_full, gt, mask=mask, remove_ramp=remove_ramp)
     out = Path(output_dir)
@@ -378,12 +322,10 @@ def evaluate_reconstruction(
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    import json
+
+    from ptychopinn.io.atomic import atomic_write
+
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
     return path

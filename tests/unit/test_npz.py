@@ -156,7 +156,7 @@ def test_channel_last_diffraction_and_patches(tmp_path: Path) -> None:
 
 def test_legacy_hwm_layout_transposed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     d = _arrays()["diff3d"]
-    with caplog.at_level("INFO", logger="ptychopinn.io.npz"):
+    with caplog.at_level("INFO", logger="ptychopinn.io"):
         scan = load_npz(_write(tmp_path, diff3d=np.moveaxis(d, 0, 2)))
     np.testing.assert_array_equal(scan.diffraction, d)
     assert scan.diffraction.flags["C_CONTIGUOUS"]

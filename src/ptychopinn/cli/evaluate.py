@@ -1,6 +1,7 @@
 """``ptychopinn evaluate RECONSTRUCTION.npz TRUTH.npz --output-dir DIR``: quality against ground truth.
 
-TRUTH is a scan NPZ with ``objectGuess`` (e.g. from ``ptychopinn simulate``) or an NPZ with ``obj``.
+TRUTH is a scan with ``objectGuess`` (NPZ or HDF5, e.g. from ``ptychopinn simulate``), a reconstruction NPZ
+or a ptychodus product file.
 Over the scanned region: the global phase offset is removed (and with ``--remove-ramp`` a phase
 ramp), the images are aligned by sub-pixel cross-correlation, then amplitude and phase MAE, PSNR
 (peak = data range of the truth), SSIM, Pearson correlation and FRC resolution (0.5 and 1/2-bit
@@ -19,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="compare a reconstruction with the ground truth",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("reconstruction", metavar="RECONSTRUCTION.npz", help="output of `ptychopinn infer`")
-    p.add_argument("truth", metavar="TRUTH.npz", help="scan NPZ with objectGuess, or NPZ with obj")
+    p.add_argument("truth", metavar="TRUTH.npz", help="scan with objectGuess, reconstruction NPZ or product .h5")
     p.add_argument("--output-dir", required=True, help="directory for metrics.json and figures")
     p.add_argument("--remove-ramp", action="store_true", help="also remove a linear phase ramp")
     add_common_options(p)

@@ -22,7 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("infer", help="reconstruct a scan with a trained model",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL", help="wts.h5.zip archive or training output directory")
-    p.add_argument("scan", metavar="SCAN.npz", help="scan to reconstruct (NPZ data contract)")
+    p.add_argument("scan", metavar="SCAN.npz", help="scan to reconstruct (NPZ, HDF5 or CXI; see README 'Data')")
+    p.add_argument("--probe", metavar="FILE|estimate",
+                   help="probe: a file holding one (NPZ/HDF5 scan, reconstruction NPZ, ptychodus product, CXI) or "
+                        "'estimate' (from the mean diffraction pattern); default: the scan's own")
     p.add_argument("--output-dir", required=True, help="directory for the reconstruction and images")
     p.add_argument("--batch-size", type=positive_int, default=64, help="patterns per batch (default 64)")
     p.add_argument("--stitch-window", type=positive_int,
@@ -72,7 +75,10 @@ def check_model_argument(model: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+
     from ptychopinn.config import InferenceConfig
+    from ptychopinn.io.registry import load_scan
     from ptychopinn.workflows import reconstruct_scan
 
     cfg = InferenceConfig(batch_size=args.batch_size, stitch_window=args.stitch_window, stitch_taper=args.stitch_taper,
@@ -80,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
                           precision=args.precision, accelerator=args.accelerator)
     check_model_argument(args.model)
     refine = refine_config(args, args.refine) if args.refine > 0 else None
-    out = reconstruct_scan(args.model, args.scan, output_dir=args.output_dir, inference=cfg, units=args.units,
+    scan = load_scan(args.scan, units=args.units, probe=args.probe)
+    logging.getLogger("ptychopinn").info("probe: %s", scan.metadata["probe_source"])
+    out = reconstruct_scan(args.model, scan, output_dir=args.output_dir, inference=cfg, units=args.units,
                            write_product=args.product, progress=show_progress(args), refine=refine)
     extra = f", {out.product_h5}" if out.product_h5 else ""
     if out.refined is not None:

@@ -48,7 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("refine", help="refine a reconstruction (or a flat start) on the physics",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("scan", metavar="SCAN.npz", help="the scan (NPZ data contract)")
+    p.add_argument("scan", metavar="SCAN.npz", help="the scan (NPZ, HDF5 or CXI; see README 'Data')")
+    p.add_argument("--probe", metavar="FILE|estimate",
+                   help="probe: a file holding one (NPZ/HDF5 scan, reconstruction NPZ, ptychodus product, CXI) or "
+                        "'estimate' (from the mean diffraction pattern); default: the scan's own")
     start = p.add_mutually_exclusive_group(required=True)
     start.add_argument("--init", metavar="RECON.npz", help="reconstruction to start from (ptychopinn infer output)")
     start.add_argument("--flat", action="store_true", help="start from a flat object")
@@ -63,10 +66,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from ptychopinn.io.registry import load_scan
     from ptychopinn.workflows import refine_reconstruction
 
     cfg = refine_config(args, args.iterations)
-    out = refine_reconstruction(args.scan, output_dir=args.output_dir, start=args.init, refine=cfg,
+    scan = load_scan(args.scan, units=args.units, probe=args.probe)
+    logging.getLogger("ptychopinn").info("probe: %s", scan.metadata["probe_source"])
+    out = refine_reconstruction(scan, output_dir=args.output_dir, start=args.init, refine=cfg,
                                 units=args.units, write_product=args.product, progress=show_progress(args))
     res = out.result
     summary(f"refined {res.positions.shape[0]} patterns for {out.iterations} iterations in {res.seconds:.1f} s "

@@ -58,9 +58,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("train", help="train a model on a scan (physics loss, no ground truth needed)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("train_file", metavar="TRAIN.npz", help="training scan (NPZ data contract)")
+    p.add_argument("train_file", metavar="TRAIN.npz", help="training scan (NPZ, HDF5 or CXI; see README 'Data')")
     p.add_argument("--test", metavar="TEST.npz",
                    help="validation scan (default: hold out --val-fraction of TRAIN)")
+    p.add_argument("--probe", metavar="FILE|estimate",
+                   help="probe: a file holding one (NPZ/HDF5 scan, reconstruction NPZ, ptychodus product, CXI) or "
+                        "'estimate' (from the mean diffraction pattern); default: the scan's own")
     p.add_argument("--output-dir", required=True, metavar="DIR",
                    help="directory for the archive, checkpoints, logs and run.log (required; created)")
     p.add_argument("--config", metavar="FILE",
@@ -181,12 +184,14 @@ def run(args: argparse.Namespace) -> int:
     import logging
     from pathlib import Path
 
-    from ptychopinn.io.lazy import load_scan_auto
+    from ptychopinn.io.registry import load_scan
     from ptychopinn.workflows import train_model
 
-    # uncompressed NPZ > 1 GiB (or $PTYCHOPINN_MMAP_THRESHOLD bytes): diffraction memory-mapped, not loaded
-    train_scan = load_scan_auto(args.train_file, units=args.units)
-    test_scan = load_scan_auto(args.test, units=args.units) if args.test else None
+    # stacks above $PTYCHOPINN_MMAP_THRESHOLD bytes (default 1 GiB) stay on disk instead of in memory
+    probe = args.probe
+    train_scan = load_scan(args.train_file, units=args.units, probe=probe)
+    logging.getLogger("ptychopinn").info("probe: %s", train_scan.metadata["probe_source"])
+    test_scan = load_scan(args.test, units=args.units, probe=probe) if args.test else None
     model, training, execution = build_configs(args)
     if model.N != train_scan.N:
         model = model.replace(N=train_scan.N)

@@ -161,6 +161,23 @@ def _as_complex(name: str, a: Any, *, allow_real: bool) -> np.ndarray:
     return np.asarray(arr, dtype=np.complex64)
 
 
+PHYSICAL_FIELDS: tuple[str, ...] = ("pixel_size_m", "energy_ev", "distance_m")
+"""Optional physical metadata of a scan (object pixel size in m, photon energy in eV, detector distance in m)."""
+
+
+def _physical_value(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise _fail(name, "a positive number or None", repr(value),
+                    "give the value in SI units (eV for energy)") from None
+    if not (np.isfinite(v) and v > 0):
+        raise _fail(name, "a positive finite number or None", repr(v), "give the value in SI units (eV for energy)")
+    return v
+
+
 def _check_m(name: str, m: int, found: int) -> None:
     if found != m:
         raise _fail(name, f"{m} scan points (one per diffraction pattern)", f"{found}",
@@ -184,6 +201,9 @@ class ScanData:
         patches: ``[M, N, N]`` complex64 ground-truth object patches (NPZ key ``Y``), or None; must be
             complex (a real array has lost its phase and is refused).
         metadata: JSON-serialisable provenance, e.g. ``{'nphotons': 1e6, 'input_units': 'intensity'}``.
+        pixel_size_m: object pixel size in metres (the side of one square object pixel), or None when unknown.
+        energy_ev: photon energy in eV, or None when unknown.
+        distance_m: sample-detector distance in metres, or None when unknown.
     """
 
     diffraction: np.ndarray
@@ -194,6 +214,9 @@ class ScanData:
     scan_index: np.ndarray | None = None
     patches: np.ndarray | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    pixel_size_m: float | None = None
+    energy_ev: float | None = None
+    distance_m: float | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -395,6 +418,12 @@ class ScanData:
             raise _fail("metadata", "JSON-serialisable values", f"{exc}",
                         "convert numpy scalars/arrays with float()/.tolist()") from exc
         set_(self, "metadata", meta)
+        for name in PHYSICAL_FIELDS:
+            set_(self, name, _physical_value(name, getattr(self, name)))
+
+    def physical(self) -> dict[str, float]:
+        """The known physical quantities: a subset of ``{'pixel_size_m', 'energy_ev', 'distance_m'}``."""
+        return {name: getattr(self, name) for name in PHYSICAL_FIELDS if getattr(self, name) is not None}
 
     def _check_diffraction(self) -> None:
         diff = self.diffraction

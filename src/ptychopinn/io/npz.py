@@ -28,11 +28,17 @@ Safety: files are opened with ``allow_pickle=False``. Array headers are inspecte
 object (pickled) array is reported by key name without ever being unpickled; a pickled
 ``_metadata`` is skipped with a warning.
 
-Writing uses :func:`numpy.savez` (uncompressed, so arrays can later be memory-mapped) into a
-temporary file in the target directory, then :func:`os.replace`, so a reader never sees a
-half-written file. Diffraction is written as amplitude under ``diff3d`` (the name legacy readers
-index) and ``_metadata`` records ``diffraction_units = 'amplitude'``, which ``units='auto'`` honours
-on reading.
+The key schema and its validation live in :mod:`ptychopinn.io.schema` (shared with the HDF5 format);
+this module reads the zip container: member headers are parsed first (shapes and dtypes, nothing
+unpickled), members are read with :mod:`zipfile` directly (a stack batch by batch), and an
+uncompressed member can be memory-mapped in place. Zip-level damage (a corrupt central directory,
+an unsupported compression method, an encrypted member, a CRC error) becomes a one-line
+DataFormatError.
+
+Writing uses :func:`numpy.savez` (uncompressed, so arrays can later be memory-mapped) through
+:func:`ptychopinn.io.atomic.atomic_write`, so a reader never sees a half-written file. Diffraction
+is written as amplitude under ``diff3d`` (the name legacy readers index) and ``_metadata`` records
+``diffraction_units = 'amplitude'``, which ``units='auto'`` honours on reading.
 """
 
 from __future__ import annotations
@@ -41,232 +47,227 @@ import json
 import logging
 import math
 import os
-import tempfile
+import struct
 import warnings
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ptychopinn.data.scan import ScanData
-from ptychopinn.errors import ConfigError, DataFormatError, PtychoInputError, describe_array
-from ptychopinn.io.units import UNITS_CHOICES, to_amplitude
+from ptychopinn.errors import DataFormatError, PtychoInputError
+from ptychopinn.io.atomic import atomic_write
+from ptychopinn.io.files import check_allocation, container, regular_file
+from ptychopinn.io.schema import REQUIRED_KEYS, UNITS_METADATA_KEY, check_units, scan_from_source
 
 logger = logging.getLogger(__name__)
 
-REQUIRED_KEYS: tuple[str, ...] = ("diffraction|diff3d", "probeGuess", "xcoords", "ycoords")
-"""Keys every scan NPZ must hold (``a|b`` means either name)."""
+__all__ = ["REQUIRED_KEYS", "UNITS_METADATA_KEY", "NpzSource", "describe_npz", "load_npz", "save_npz"]
 
-UNITS_METADATA_KEY = "diffraction_units"
-"""``_metadata`` entry that states the units of the stored patterns."""
+_SUPPORTED_COMPRESSION = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate",
+                          zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma"}
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, zlib.error, NotImplementedError,
+               RuntimeError, ValueError, struct.error, LookupError)
+_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")  # zip local file header, 30 bytes
+_LOCAL_MAGIC = b"PK\x03\x04"
+
+
+def _not_npz(path: Path, exc: BaseException) -> DataFormatError:
+    if container(path) == "npy":
+        return DataFormatError(f"{path} is a single .npy array, not an NPZ archive; save the scan with numpy.savez "
+                               "and named keys (diff3d, probeGuess, xcoords, ycoords, ...)")
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return DataFormatError(f"{path} is not a readable NPZ file ({type(exc).__name__}: {text}); expected a zip "
+                           "archive written by numpy.savez; re-export or re-copy the file")
+
+
+def _read_header(fh: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(fh)
+    if version in ((2, 0), (3, 0)):  # 3.0 differs only by allowing utf-8 in the header text
+        return np.lib.format.read_array_header_2_0(fh)
+    raise ValueError(f"unsupported .npy format version {version}")
+
+
+class _Member:
+    __slots__ = ("info", "shape", "fortran", "dtype")
+
+    def __init__(self, info: zipfile.ZipInfo, shape: tuple[int, ...], fortran: bool, dtype: np.dtype):
+        self.info, self.shape, self.fortran, self.dtype = info, shape, fortran, dtype
+
+
+class NpzSource:
+    """The ``.npy`` members of an NPZ file as an :class:`~ptychopinn.io.schema.ArraySource`.
+
+    Opening parses every member header (shape, dtype, order) without reading data and refuses encrypted
+    members, unsupported compression and headers that declare more bytes than the member holds. Use as a
+    context manager (closes the zip).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = regular_file(path, "NPZ file")
+        self.members: dict[str, _Member] = {}
+        self.other: dict[str, str] = {}  # members whose header could not be parsed: key -> reason
+        try:
+            self._zf = zipfile.ZipFile(self.path)
+        except _ZIP_ERRORS as exc:
+            raise _not_npz(self.path, exc) from exc
+        try:
+            for info in self._zf.infolist():
+                if info.filename.endswith(".npy"):
+                    self._add(info)
+        except BaseException:
+            self._zf.close()
+            raise
+
+    def _add(self, info: zipfile.ZipInfo) -> None:
+        key = info.filename[: -len(".npy")]
+        if info.flag_bits & 0x1:
+            raise DataFormatError(f"{self.path}: member '{key}' is encrypted; ptychopinn reads no passwords: re-save "
+                                  "the scan with numpy.savez")
+        if info.compress_type not in _SUPPORTED_COMPRESSION:
+            raise DataFormatError(f"{self.path}: member '{key}' uses zip compression method {info.compress_type}, "
+                                  "which Python cannot read; re-save the scan with numpy.savez (or savez_compressed)")
+        try:
+            with self._zf.open(info) as fh:
+                shape, fortran, dtype = _read_header(fh)
+                data_bytes = info.file_size - fh.tell()
+        except ValueError as exc:
+            self.other[key] = str(exc)
+            return
+        except _ZIP_ERRORS as exc:
+            raise self._unreadable(key, exc) from exc
+        declared = math.prod(int(d) for d in shape) * dtype.itemsize
+        if not dtype.hasobject and declared > data_bytes:
+            # a reader would allocate the declared shape before reading: refuse a lying header
+            raise DataFormatError(
+                f"{self.path}: key '{key}' declares shape {tuple(shape)} dtype {dtype} ({declared} bytes) but "
+                f"holds only {max(data_bytes, 0)} bytes of data; the file is truncated or corrupt: "
+                "re-export or re-copy it"
+            )
+        self.members[key] = _Member(info, tuple(int(d) for d in shape), bool(fortran), dtype)
+
+    def __enter__(self) -> NpzSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._zf.close()
+
+    # ------------------------------------------------------------------ ArraySource
+    def keys(self) -> set[str]:
+        return set(self.members) | set(self.other)
+
+    def _member(self, key: str) -> _Member:
+        if key in self.other:
+            raise DataFormatError(f"{self.path}: key '{key}' is not a readable .npy array ({self.other[key]}); "
+                                  "re-save it with numpy.savez")
+        member = self.members[key]
+        if member.dtype.hasobject:
+            raise DataFormatError(
+                f"{self.path}: key '{key}' holds a pickled object array, which this reader refuses to load for "
+                f"safety (unpickling can run code); re-save it as a plain numeric array, e.g. "
+                f"np.savez(out, {key}=np.asarray(data['{key}'], dtype=float))"
+            )
+        return member
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return self._member(key).shape
+
+    def dtype(self, key: str) -> np.dtype:
+        return self._member(key).dtype
+
+    def _unreadable(self, key: str, exc: BaseException) -> DataFormatError:
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        return DataFormatError(f"{self.path} is not a readable NPZ file (key '{key}': {type(exc).__name__}: {text}); "
+                               "the file is probably truncated or corrupt: re-export or re-copy it")
+
+    def read(self, key: str) -> np.ndarray:
+        member = self._member(key)
+        try:
+            with self._zf.open(member.info) as fh:
+                return np.lib.format.read_array(fh, allow_pickle=False)
+        except _ZIP_ERRORS as exc:
+            raise self._unreadable(key, exc) from exc
+
+    def batches(self, key: str, rows: int) -> Iterator[np.ndarray]:
+        member = self._member(key)
+        if member.fortran and len(member.shape) > 1:
+            # Fortran order cannot be cut into rows while streaming: read it whole (size-checked)
+            check_allocation(self.path, f"'{key}' (Fortran order)", member.shape, member.dtype.itemsize)
+            arr = self.read(key)
+            for lo in range(0, member.shape[0], rows):
+                yield arr[lo:lo + rows]
+            return
+        row_bytes = math.prod(member.shape[1:]) * member.dtype.itemsize
+        try:
+            with self._zf.open(member.info) as fh:
+                _read_header(fh)
+                for lo in range(0, member.shape[0], rows):
+                    k = min(rows, member.shape[0] - lo)
+                    raw = fh.read(k * row_bytes)
+                    if len(raw) != k * row_bytes:
+                        raise EOFError(f"member ends after {lo * row_bytes + len(raw)} bytes of data")
+                    yield np.frombuffer(raw, dtype=member.dtype).reshape((k, *member.shape[1:]))
+                fh.read(1)  # reach the end of the member so its CRC is checked
+        except _ZIP_ERRORS as exc:
+            raise self._unreadable(key, exc) from exc
+
+    def mapped(self, key: str, strict: bool = False) -> np.ndarray | None:
+        member = self._member(key)
+        if member.info.compress_type != zipfile.ZIP_STORED:
+            if not strict:
+                return None
+            raise DataFormatError(
+                f"{self.path}: member '{key}' is compressed ({_SUPPORTED_COMPRESSION[member.info.compress_type]}) and "
+                "cannot be memory-mapped; re-save the scan uncompressed with numpy.savez (not savez_compressed) or "
+                "ptychopinn.io.npz.save_npz, or load it into memory with load_scan"
+            )
+        with open(self.path, "rb") as fh:
+            fh.seek(member.info.header_offset)
+            raw = fh.read(_LOCAL_HEADER.size)
+            if len(raw) != _LOCAL_HEADER.size or _LOCAL_HEADER.unpack(raw)[0] != _LOCAL_MAGIC:
+                raise DataFormatError(f"{self.path}: bad zip local header for '{key}'; the file is corrupt: re-copy it")
+            fields = _LOCAL_HEADER.unpack(raw)
+            fh.seek(member.info.header_offset + _LOCAL_HEADER.size + fields[9] + fields[10])
+            _read_header(fh)
+            offset = fh.tell()
+        nbytes = math.prod(member.shape) * member.dtype.itemsize
+        if offset + nbytes > self.path.stat().st_size:
+            raise DataFormatError(f"{self.path}: '{key}' is truncated ({nbytes} bytes expected); re-copy the file")
+        if nbytes == 0:
+            return np.zeros(member.shape, member.dtype)
+        return np.memmap(self.path, dtype=member.dtype, mode="r", offset=offset, shape=member.shape,
+                         order="F" if member.fortran else "C")
+
+    def metadata_text(self) -> str | None:
+        if "_metadata" not in self.keys():
+            return None
+        member = self.members.get("_metadata")
+        if member is None or member.dtype.hasobject:
+            warnings.warn(f"{self.path}: '_metadata' is a pickled object array; skipped without unpickling "
+                          "(re-save it as np.array(json.dumps(meta)) to keep it)", UserWarning, stacklevel=4)
+            return None
+        if member.dtype.kind not in "US" or math.prod(member.shape) != 1 or member.info.file_size > 1 << 24:
+            warnings.warn(f"{self.path}: '_metadata' is shape={member.shape} dtype={member.dtype}, not a JSON "
+                          "string; skipped", UserWarning, stacklevel=4)
+            return None
+        text = self.read("_metadata").reshape(()).item()
+        return text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)
+
+    def is_mappable(self, key: str) -> bool:
+        return key in self.members and self.members[key].info.compress_type == zipfile.ZIP_STORED
 
 
 # ---------------------------------------------------------------------------------------- reading
-def _array_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Shape and dtype of every member of an NPZ, read from the .npy headers without loading data.
-
-    Returns:
-        ``{key: (shape, dtype)}`` for members whose header could be parsed (format versions 1 and 2).
-
-    Raises:
-        DataFormatError: the file is not a readable zip archive.
-    """
-    headers: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
-    try:
-        with zipfile.ZipFile(path) as zf:
-            for info in zf.infolist():
-                name = info.filename
-                if not name.endswith(".npy"):
-                    continue
-                with zf.open(info) as fh:
-                    try:
-                        version = np.lib.format.read_magic(fh)
-                        if version == (1, 0):
-                            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
-                        elif version == (2, 0):
-                            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-                        else:
-                            continue  # rare v3 headers: np.load checks them later
-                    except ValueError:
-                        continue
-                    data_bytes = info.file_size - fh.tell()
-                key = name[: -len(".npy")]
-                declared = math.prod(int(d) for d in shape) * dtype.itemsize
-                if not dtype.hasobject and declared > data_bytes:
-                    # np.load would allocate the declared shape before reading: refuse a lying header
-                    raise DataFormatError(
-                        f"{path}: key '{key}' declares shape {tuple(shape)} dtype {dtype} ({declared} bytes) but "
-                        f"holds only {max(data_bytes, 0)} bytes of data; the file is truncated or corrupt: "
-                        "re-export or re-copy it"
-                    )
-                headers[key] = (tuple(shape), dtype)
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
-        if _starts_with(path, b"\x93NUMPY"):
-            raise DataFormatError(
-                f"{path} is a single .npy array, not an NPZ archive; save the scan with numpy.savez "
-                "and named keys (diff3d, probeGuess, xcoords, ycoords, ...)"
-            ) from exc
-        raise DataFormatError(
-            f"{path} is not a readable NPZ file ({type(exc).__name__}: {exc}); "
-            "expected a zip archive written by numpy.savez; re-export or re-copy the file"
-        ) from exc
-    return headers
-
-
-def _starts_with(path: Path, magic: bytes) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(len(magic)) == magic
-    except OSError:
-        return False
-
-
-def _pickled_key_error(path: Path, key: str) -> DataFormatError:
-    return DataFormatError(
-        f"{path}: key '{key}' holds a pickled object array, which this reader refuses to load for "
-        f"safety (unpickling can run code); re-save it as a plain numeric array, e.g. "
-        f"np.savez(out, {key}=np.asarray(data['{key}'], dtype=float))"
-    )
-
-
-class _NpzReader:
-    """Loads single keys of an open NPZ, turning numpy/zip failures into DataFormatError."""
-
-    def __init__(self, path: Path, npz: Any, headers: dict[str, tuple[tuple[int, ...], np.dtype]]):
-        self.path = path
-        self.npz = npz
-        self.headers = headers
-        self.keys = list(npz.files)
-
-    def get(self, key: str) -> np.ndarray:
-        header = self.headers.get(key)
-        if header is not None and header[1].hasobject:
-            raise _pickled_key_error(self.path, key)
-        try:
-            return np.asarray(self.npz[key])
-        except ValueError as exc:
-            if "allow_pickle" in str(exc) or "pickled" in str(exc):
-                raise _pickled_key_error(self.path, key) from exc
-            raise self._unreadable(key, exc) from exc
-        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
-            raise self._unreadable(key, exc) from exc
-
-    def _unreadable(self, key: str, exc: Exception) -> DataFormatError:
-        return DataFormatError(
-            f"{self.path} is not a readable NPZ file (key '{key}': {type(exc).__name__}: {exc}); "
-            "the file is probably truncated or corrupt: re-export or re-copy it"
-        )
-
-
-def _read_metadata(reader: _NpzReader) -> dict[str, Any]:
-    if "_metadata" not in reader.keys:
-        return {}
-    header = reader.headers.get("_metadata")
-    if header is not None and header[1].hasobject:
-        warnings.warn(
-            f"{reader.path}: '_metadata' is a pickled object array; skipped without unpickling "
-            "(re-save it as np.array(json.dumps(meta)) to keep it)",
-            UserWarning,
-            stacklevel=3,
-        )
-        return {}
-    raw = reader.get("_metadata")
-    if raw.dtype.kind not in "US" or raw.size != 1:
-        warnings.warn(f"{reader.path}: '_metadata' is {describe_array(raw)}, not a JSON string; skipped",
-                      UserWarning, stacklevel=3)
-        return {}
-    text = raw.reshape(()).item()
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", errors="replace")
-    try:
-        meta = json.loads(text)
-    except json.JSONDecodeError as exc:
-        warnings.warn(f"{reader.path}: '_metadata' is not valid JSON ({exc}); skipped", UserWarning,
-                      stacklevel=3)
-        return {}
-    if not isinstance(meta, dict):
-        warnings.warn(f"{reader.path}: '_metadata' JSON is a {type(meta).__name__}, not an object; skipped",
-                      UserWarning, stacklevel=3)
-        return {}
-    return meta
-
-
-def _is_real_numeric(arr: np.ndarray) -> bool:
-    kind = arr.dtype.kind
-    return kind in "iuf"
-
-
-def _coords(reader: _NpzReader, key: str) -> np.ndarray:
-    arr = reader.get(key)
-    if arr.ndim == 2 and 1 in arr.shape:
-        arr = arr.reshape(-1)
-    if arr.ndim != 1:
-        raise DataFormatError(f"{reader.path}: '{key}' must be 1-D (M,), found {describe_array(arr)}; "
-                              "store one coordinate per pattern")
-    if not _is_real_numeric(arr):
-        raise DataFormatError(f"{reader.path}: '{key}' must be real numbers (object pixels), found "
-                              f"{describe_array(arr)}; store float64 coordinates")
-    return arr.astype(np.float64, copy=False)
-
-
-def _stack_layout(arr: np.ndarray, m: int, key: str, path: Path) -> np.ndarray:
-    """Bring a pattern stack to ``[M, N, N]``: squeeze a trailing channel, transpose legacy ``[N, N, M]``."""
-    if arr.ndim == 4 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim == 3 and arr.shape[2] == m and arr.shape[0] != m and arr.shape[1] != m:
-        logger.info("%s: '%s' has legacy layout %s (N, N, M); transposing to (M, N, N)", path, key, arr.shape)
-        arr = np.ascontiguousarray(np.moveaxis(arr, 2, 0))
-    return arr
-
-
-def _probe_layout(probe: np.ndarray, path: Path) -> np.ndarray:
-    """Bring a probe to ``[N, N]`` from modes-first ``(1, N, N)``, ``(1, 1, N, N)`` or ``(N, N, 1)``."""
-    if probe.ndim == 4 and probe.shape[0] == 1:
-        probe = probe[0]
-    if probe.ndim == 3:
-        if probe.shape[1] == probe.shape[2] and probe.shape[0] != probe.shape[1]:
-            if probe.shape[0] != 1:
-                raise DataFormatError(
-                    f"{path}: 'probeGuess' has {probe.shape[0]} incoherent modes {probe.shape}; multiple "
-                    "probe modes are not supported: store mode 0 only, e.g. probeGuess=probe[0]"
-                )
-            probe = probe[0]
-        elif probe.shape[0] == probe.shape[1] and probe.shape[2] == 1:
-            probe = probe[..., 0]
-    if probe.ndim != 2:
-        raise DataFormatError(f"{path}: 'probeGuess' must be (N, N) complex, found {describe_array(probe)}; "
-                              "store a single 2-D probe")
-    return probe
-
-
-def _object_layout(obj: np.ndarray, path: Path) -> np.ndarray:
-    if obj.ndim == 3 and obj.shape[0] == 1:
-        obj = obj[0]
-    elif obj.ndim == 3 and obj.shape[2] == 1:
-        obj = obj[..., 0]
-    if obj.ndim != 2:
-        raise DataFormatError(f"{path}: 'objectGuess' must be (H, W) complex, found {describe_array(obj)}; "
-                              "store a single 2-D object layer")
-    return obj
-
-
-def _diffraction_key(reader: _NpzReader) -> str:
-    has_new, has_old = "diffraction" in reader.keys, "diff3d" in reader.keys
-    if has_new and has_old:
-        new_shape = reader.headers.get("diffraction", ((), None))[0]
-        old_shape = reader.headers.get("diff3d", ((), None))[0]
-        if new_shape != old_shape:
-            raise DataFormatError(
-                f"{reader.path}: both 'diffraction' {new_shape} and 'diff3d' {old_shape} exist with "
-                "different shapes; keep only one of them"
-            )
-        logger.info("%s: both 'diffraction' and 'diff3d' present; using 'diffraction'", reader.path)
-    return "diffraction" if has_new else "diff3d"
-
-
-def load_npz(path: str | os.PathLike[str], units: str = "auto") -> ScanData:
+def load_npz(path: str | os.PathLike[str], units: str = "auto", *, probe: np.ndarray | None = None,
+             mapping: str = "auto", threshold: int | None = None) -> ScanData:
     """Read a scan NPZ (the PtychoPINN contract, ptychodus exports, legacy layouts) into a ScanData.
 
     Args:
@@ -274,6 +275,10 @@ def load_npz(path: str | os.PathLike[str], units: str = "auto") -> ScanData:
         units: units of the stored patterns: ``'amplitude'``, ``'intensity'`` (counts; square root
             taken) or ``'auto'``. With ``'auto'``, a ``_metadata['diffraction_units']`` entry is trusted
             if present, else the rule of :mod:`ptychopinn.io.units` decides.
+        probe: ``[N, N]`` complex probe to use instead of (or in the absence of) ``probeGuess``.
+        mapping: ``'auto'`` (stacks above the mmap threshold stay on disk), ``'never'`` or ``'require'``
+            (see :func:`ptychopinn.io.schema.scan_from_source`).
+        threshold: bytes above which the stack stays on disk (default ``$PTYCHOPINN_MMAP_THRESHOLD``).
 
     Returns:
         A validated :class:`ScanData` holding float32 amplitude ``[M, N, N]``, positions ``[M, 2]``
@@ -285,107 +290,9 @@ def load_npz(path: str | os.PathLike[str], units: str = "auto") -> ScanData:
         ConfigError: bad ``units``.
         DataFormatError: not a readable NPZ, pickled arrays, missing keys, bad shapes or values.
     """
-    path = Path(path)
-    if units not in UNITS_CHOICES:
-        raise ConfigError(f"units must be one of {', '.join(UNITS_CHOICES)}, got {units!r}; "
-                          "pass 'amplitude', 'intensity' or 'auto'")
-    if not path.exists():
-        raise FileNotFoundError(f"NPZ file not found: {path}")
-    if path.is_dir():
-        raise DataFormatError(f"{path} is a directory, expected an .npz file; pass the file path")
-    headers = _array_headers(path)
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise DataFormatError(f"{path} is not a readable NPZ file ({type(exc).__name__}: {exc}); "
-                              "expected a zip archive written by numpy.savez") from exc
-    if not isinstance(npz, np.lib.npyio.NpzFile):  # defensive: the zip check above should catch this
-        raise DataFormatError(f"{path} is not an NPZ archive (found {describe_array(npz)}); "
-                              "save the scan with numpy.savez and named keys")
-    with npz:
-        reader = _NpzReader(path, npz, headers)
-        missing = [k for k in REQUIRED_KEYS if not any(alt in reader.keys for alt in k.split("|"))]
-        if missing:
-            raise DataFormatError(
-                f"{path}: missing required keys {missing}; found keys {sorted(reader.keys)}; required: "
-                f"{list(REQUIRED_KEYS)} ('a|b' = either name)"
-            )
-        try:
-            return _scan_from_reader(reader, units)
-        except DataFormatError as exc:
-            if str(exc).startswith(str(path)):
-                raise
-            # errors from ScanData / the units conversion: say which file they concern
-            raise DataFormatError(f"{path}: {exc}") from exc
-
-
-def _scan_from_reader(reader: _NpzReader, units: str) -> ScanData:
-    path = reader.path
-    metadata = _read_metadata(reader)
-    x, y = _coords(reader, "xcoords"), _coords(reader, "ycoords")
-    if x.shape != y.shape:
-        raise DataFormatError(f"{path}: xcoords has {x.size} entries but ycoords has {y.size}; "
-                              "store one (x, y) pair per pattern")
-    m = x.size
-
-    diff_key = _diffraction_key(reader)
-    diff = _stack_layout(reader.get(diff_key), m, diff_key, path)
-    if diff.ndim != 3:
-        raise DataFormatError(f"{path}: '{diff_key}' must be (M, N, N), found {describe_array(diff)}; "
-                              "stack the patterns along the first axis")
-    if diff.shape[0] != m:
-        raise DataFormatError(f"{path}: '{diff_key}' has {diff.shape[0]} patterns but xcoords/ycoords have "
-                              f"{m} positions; store exactly one position per pattern")
-
-    if units == "auto" and metadata.get(UNITS_METADATA_KEY) in ("amplitude", "intensity"):
-        units_used = str(metadata[UNITS_METADATA_KEY])
-        logger.info("%s: diffraction units %s taken from _metadata", path, units_used)
-        amplitude, _ = to_amplitude(diff, units_used)
-        metadata["units_detected"] = units_used
-    else:
-        amplitude, units_used = to_amplitude(diff, units)
-        if units == "auto":
-            metadata["units_detected"] = units_used
-        else:
-            metadata.pop("units_detected", None)
-    # the file's own units note describes the file; the scan now holds amplitude and records the input units
-    metadata.pop(UNITS_METADATA_KEY, None)
-    metadata["input_units"] = units_used
-    del diff
-
-    positions_start = None
-    has_xs, has_ys = "xcoords_start" in reader.keys, "ycoords_start" in reader.keys
-    if has_xs != has_ys:
-        raise DataFormatError(f"{path}: only one of xcoords_start/ycoords_start is present; "
-                              "store both nominal coordinates or neither")
-    if has_xs:
-        xs, ys = _coords(reader, "xcoords_start"), _coords(reader, "ycoords_start")
-        if xs.size != m or ys.size != m:
-            raise DataFormatError(f"{path}: xcoords_start/ycoords_start have {xs.size}/{ys.size} entries but "
-                                  f"there are {m} patterns; store one nominal position per pattern")
-        positions_start = np.stack([xs, ys], axis=1)
-
-    scan_index = reader.get("scan_index").reshape(-1) if "scan_index" in reader.keys else None
-    obj = _object_layout(reader.get("objectGuess"), path) if "objectGuess" in reader.keys else None
-    patches = None
-    if "Y" in reader.keys:
-        patches = _stack_layout(reader.get("Y"), m, "Y", path)
-        if not np.iscomplexobj(patches):
-            raise DataFormatError(
-                f"{path}: 'Y' (ground-truth patches) must be complex, found {describe_array(patches)}; "
-                "a real array has lost the phase: regenerate Y as complex64 or drop the key"
-            )
-
-    return ScanData(
-        diffraction=amplitude,
-        positions=np.stack([x, y], axis=1),
-        probe=_probe_layout(reader.get("probeGuess"), path),
-        obj=obj,
-        positions_start=positions_start,
-        scan_index=scan_index,
-        patches=patches,
-        metadata=metadata,
-    )
+    check_units(units)
+    with NpzSource(path) as src:
+        return scan_from_source(src, units, probe=probe, mapping=mapping, threshold=threshold)
 
 
 # ---------------------------------------------------------------------------------------- writing
@@ -406,9 +313,17 @@ def save_npz(path: str | os.PathLike[str], scan: ScanData, *, legacy_names: bool
     ``xcoords_start``, ``ycoords_start`` [M] float64 (the nominal positions, or the positions when
     there are none), ``scan_index`` [M] int64 (zeros when absent), ``probeGuess`` [N, N] complex64,
     optional ``objectGuess`` [H, W] complex64 and ``Y`` [M, N, N] complex64, and ``_metadata`` (a 0-d
-    unicode array holding JSON, readable without pickle).
+    unicode array holding JSON, readable without pickle; it also carries the physical metadata).
     """
-    path = Path(path)
+    arrays = scan_arrays(scan, legacy_names=legacy_names)
+    with atomic_write(path) as fh:
+        # writing through a file object keeps numpy from appending '.npz' to the name
+        np.savez(fh, **arrays)
+    return Path(path)
+
+
+def scan_arrays(scan: ScanData, *, legacy_names: bool = True) -> dict[str, np.ndarray]:
+    """The arrays of the scan key schema for ``scan`` (shared by the NPZ and HDF5 writers)."""
     start = scan.positions if scan.positions_start is None else scan.positions_start
     arrays: dict[str, np.ndarray] = {
         ("diff3d" if legacy_names else "diffraction"): scan.diffraction,
@@ -425,28 +340,9 @@ def save_npz(path: str | os.PathLike[str], scan: ScanData, *, legacy_names: bool
         arrays["Y"] = scan.patches
     meta = dict(scan.metadata)
     meta[UNITS_METADATA_KEY] = "amplitude"
+    meta.update(scan.physical())
     arrays["_metadata"] = np.array(json.dumps(meta))
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # writing through a file object keeps numpy from appending '.npz' to the name
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; a data file should be readable like any other
-        os.replace(tmp_name, path)
-    except OSError as exc:
-        Path(tmp_name).unlink(missing_ok=True)
-        if exc.filename is None:
-            # name the destination so a full disk or unwritable folder is reported with its path
-            raise type(exc)(exc.errno, exc.strerror or str(exc), str(path)) from exc
-        raise
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return arrays
 
 
 # ---------------------------------------------------------------------------------------- inspection
@@ -461,17 +357,12 @@ def describe_npz(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     p = Path(path)
     info: dict[str, Any] = {"path": str(p), "keys": {}, "errors": [], "valid": False}
-    if not p.exists():
-        info["errors"].append(f"NPZ file not found: {p}")
-        return info
     try:
-        headers = _array_headers(p)
-    except DataFormatError as exc:
+        with NpzSource(p) as src:
+            info["keys"] = {k: {"shape": list(m.shape), "dtype": str(m.dtype)} for k, m in sorted(src.members.items())}
+    except (PtychoInputError, OSError) as exc:
         info["errors"].append(str(exc))
         return info
-    info["keys"] = {
-        k: {"shape": list(shape), "dtype": str(dtype)} for k, (shape, dtype) in sorted(headers.items())
-    }
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -480,12 +371,12 @@ def describe_npz(path: str | os.PathLike[str]) -> dict[str, Any]:
         info["errors"].append(str(exc))
         return info
     info["warnings"] = [str(w.message) for w in caught]
-    info.update(
-        valid=True,
-        n_points=scan.n_points,
-        N=scan.N,
-        object_shape=None if scan.obj is None else list(scan.obj.shape),
-        input_units=scan.metadata.get("input_units"),
-        metadata=scan.metadata,
-    )
+    info.update(valid=True, **describe_scan(scan))
     return info
+
+
+def describe_scan(scan: ScanData) -> dict[str, Any]:
+    """The JSON-serialisable summary of a loaded scan shown by ``info``."""
+    return {"n_points": scan.n_points, "N": scan.N,
+            "object_shape": None if scan.obj is None else list(scan.obj.shape),
+            "input_units": scan.metadata.get("input_units"), **scan.physical(), "metadata": scan.metadata}
