@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from ptychopinn.errors import ConfigError, DataFormatError, describe_array
+from ptychopinn.io.atomic import atomic_path
 
 _FLOAT_ATTRS: dict[str, float] = {
     # placeholders where the physics is unknown: 1.0 for quantities ptychodus may divide by
@@ -258,10 +258,7 @@ def save_product_h5(
         ) from exc
 
     positions_m = pixels_to_metres(pos, obj_arr.shape[1:], pix, cen)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp_name:
         with h5py.File(tmp_name, "w") as f:
             for key, text in strings.items():
                 f.attrs[key] = text
@@ -285,11 +282,6 @@ def save_product_h5(
             f.create_dataset("object_layer_spacing_m", data=np.zeros(obj_arr.shape[0] - 1, np.float64))
             f.create_dataset("loss_values", data=loss_values)
             f.create_dataset("loss_epochs", data=np.arange(loss_values.size, dtype=np.int64))
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; a data file should be readable like any other
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -331,18 +323,10 @@ def load_product_h5(path: str | os.PathLike[str]) -> Product:
         FileNotFoundError: ``path`` does not exist.
         DataFormatError: not an HDF5 file, or a required dataset/attribute is missing or malformed.
     """
-    import h5py
+    from ptychopinn.io.hdf5 import open_h5
 
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"product file not found: {path}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise DataFormatError(
-            f"{path} is not a readable HDF5 file ({exc}); expected a ptychodus product .h5"
-        ) from exc
-    with f:
+    with open_h5(path, "product file") as f:
         missing = [k for k in _REQUIRED_DATASETS if k not in f]
         if "loss_values" not in f and "costs" not in f:
             missing.append("loss_values")
@@ -393,12 +377,19 @@ def _read_product(f: Any, path: Path) -> Product:
            _attr_float(d_obj, "center_y_m", "'object'", path))
     probe_pix = (_attr_float(d_probe, "pixel_width_m", "'probe'", path),
                  _attr_float(d_probe, "pixel_height_m", "'probe'", path))
-    if min(pix) <= 0 or min(probe_pix) <= 0:
-        raise DataFormatError(f"{path}: pixel sizes must be > 0 m, found object {pix}, probe {probe_pix}; "
+    if not (np.all(np.isfinite([*pix, *probe_pix])) and min(pix) > 0 and min(probe_pix) > 0):
+        raise DataFormatError(f"{path}: pixel sizes must be finite and > 0 m, found object {pix}, probe {probe_pix}; "
                               "fix the pixel_width_m/pixel_height_m attributes")
+    if not np.all(np.isfinite(cen)):
+        raise DataFormatError(f"{path}: the object centre must be finite, found {cen}; fix center_x_m/center_y_m")
 
+    for key in ("probe_position_x_m", "probe_position_y_m", "probe_position_indexes"):
+        if f[key].dtype.kind not in "iuf":
+            raise DataFormatError(f"{path}: '{key}' must be real numbers, found dtype {f[key].dtype}; fix the writer")
     xs = np.asarray(f["probe_position_x_m"][()], dtype=np.float64).reshape(-1)
     ys = np.asarray(f["probe_position_y_m"][()], dtype=np.float64).reshape(-1)
+    if not (np.all(np.isfinite(xs)) and np.all(np.isfinite(ys))):
+        raise DataFormatError(f"{path}: probe positions contain NaN/Inf; fix the writer")
     idx = np.asarray(f["probe_position_indexes"][()]).reshape(-1).astype(np.int64)
     if not (xs.size == ys.size == idx.size):
         raise DataFormatError(f"{path}: probe_position_x_m/_y_m/_indexes have {xs.size}/{ys.size}/{idx.size} "

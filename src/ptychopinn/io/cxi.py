@@ -1,0 +1,339 @@
+"""CXI files (Coherent X-ray Imaging format 1.6, HDF5): detector frames, scan positions in metres and the
+beam geometry, converted to a scan on the object pixel grid.
+
+Read (paths inside ``entry_1``):
+
+* frames ``data_1/data`` (often a link to ``instrument_1/detector_1/data``), shape ``[M, ny, nx]``;
+* translations ``sample_1/geometry_1/translation`` (or ``data_1/translation``), ``[M, 2|3]`` (x, y[, z]) in
+  metres (a ``units`` attribute of ``mm``, ``um`` or ``nm`` is converted);
+* photon energy ``instrument_1/source_1/energy`` in J (the CXI unit) or in eV/keV when its ``units``
+  attribute says so; or ``instrument_1/source_1/wavelength`` in m;
+* ``instrument_1/detector_1/distance`` (m), ``x_pixel_size`` and ``y_pixel_size`` (m, equal);
+* a ``units`` attribute of the frames (``counts`` or ``amplitude``) is honoured by ``units='auto'``;
+* optional ``instrument_1/detector_1/mask`` (``[ny, nx]``, nonzero = bad pixel; counted and reported, the
+  pixels are kept as measured) and a probe ``instrument_1/source_1/illumination`` or ``image_1/data``
+  (``[N, N]`` or modes first; mode 0 is used) on the object pixel grid.
+
+Geometry: wavelength = h c / E; object pixel size dx = wavelength * distance / (N * detector pixel size) for
+the N x N patterns used; a translation t (m) becomes the object pixel ``(t - min t) / dx + N/2``, so the
+scan's corner sits half a pattern inside the canvas (``metadata['position_origin_m']`` keeps ``min t``).
+Writers differ in the sign of the translations: ``flip_x`` / ``flip_y`` negate them first.
+With ``crop=N`` the frames are cut to N x N around the zero order (the centre of mass of the mean frame).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ptychopinn.data.scan import ScanData
+from ptychopinn.errors import ConfigError, DataFormatError
+from ptychopinn.io.atomic import atomic_path
+from ptychopinn.io.hdf5 import H5Source, open_h5
+from ptychopinn.io.schema import check_units, probe_layout, scan_from_source
+
+HC_EV_M = 1.23984198e-6
+"""Planck constant times the speed of light, in eV m."""
+EV_J = 1.602176634e-19
+"""One electronvolt in joules."""
+
+_DATA = ("entry_1/data_1/data", "entry_1/instrument_1/detector_1/data")
+_TRANSLATION = ("entry_1/sample_1/geometry_1/translation", "entry_1/data_1/translation")
+_PROBE = ("entry_1/instrument_1/source_1/illumination", "entry_1/image_1/data", "entry_1/instrument_1/source_1/probe")
+_DETECTOR = "entry_1/instrument_1/detector_1"
+_SOURCE = "entry_1/instrument_1/source_1"
+_LENGTH_UNITS = {"m": 1.0, "meter": 1.0, "meters": 1.0, "metre": 1.0, "metres": 1.0, "mm": 1e-3, "um": 1e-6,
+                 "micron": 1e-6, "microns": 1e-6, "nm": 1e-9}
+
+
+def _first(f: Any, paths: tuple[str, ...]) -> str | None:
+    return next((p for p in paths if p in f), None)
+
+
+def _units(dset: Any) -> str | None:
+    raw = dset.attrs.get("units")
+    if raw is None:
+        return None
+    if isinstance(raw, np.ndarray):
+        raw = raw.reshape(-1)[0] if raw.size else ""
+    return (raw.decode() if isinstance(raw, bytes) else str(raw)).strip()
+
+
+def _scalar(f: Any, path: Path, key: str, what: str) -> tuple[float, str | None]:
+    if key not in f:
+        raise DataFormatError(f"{path}: CXI file lacks '{key}' ({what}); add it (the geometry is needed to put the "
+                              "positions on the object pixel grid)")
+    dset = f[key]
+    if not hasattr(dset, "dtype") or dset.dtype.kind not in "iuf" or dset.size != 1:
+        raise DataFormatError(f"{path}: '{key}' ({what}) must be one real number, found "
+                              f"{getattr(dset, 'shape', None)} {getattr(dset, 'dtype', type(dset).__name__)}")
+    value = float(np.asarray(dset[()]).reshape(-1)[0])
+    if not (np.isfinite(value) and value > 0):
+        raise DataFormatError(f"{path}: '{key}' ({what}) must be a positive finite number, found {value}")
+    return value, _units(dset)
+
+
+def _length(value: float, units: str | None, path: Path, key: str) -> float:
+    if units is None or units == "":
+        return value
+    scale = _LENGTH_UNITS.get(units.lower())
+    if scale is None:
+        raise DataFormatError(f"{path}: '{key}' has units '{units}'; expected one of m, mm, um, nm")
+    return value * scale
+
+
+def cxi_energy_ev(f: Any, path: Path) -> float:
+    """Photon energy in eV from ``source_1/energy`` (J, or eV/keV per its units) or ``source_1/wavelength`` (m)."""
+    if f"{_SOURCE}/energy" not in f and f"{_SOURCE}/wavelength" in f:
+        wl, units = _scalar(f, path, f"{_SOURCE}/wavelength", "wavelength, m")
+        energy = HC_EV_M / _length(wl, units, path, "wavelength")
+    else:
+        value, units = _scalar(f, path, f"{_SOURCE}/energy", "photon energy, J")
+        unit = (units or "").lower()
+        if unit in ("j", "joule", "joules"):
+            energy = value / EV_J
+        elif unit == "ev":
+            energy = value
+        elif unit == "kev":
+            energy = value * 1e3
+        elif unit == "":
+            if value > 1e-10:  # 1e-10 J is 600 MeV: a number this large was not written in joules
+                raise DataFormatError(
+                    f"{path}: '{_SOURCE}/energy' is {value:g} with no units attribute; CXI energies are in joules, "
+                    "where this is absurd: add the attribute units='eV' (or 'keV', 'J') to say what it is"
+                )
+            energy = value / EV_J
+        else:
+            raise DataFormatError(f"{path}: '{_SOURCE}/energy' has units '{units}'; expected J, eV or keV")
+    if not 10.0 <= energy <= 1e7:
+        raise DataFormatError(f"{path}: photon energy {energy:.4g} eV is outside 10 eV .. 10 MeV; check the energy "
+                              "and its units attribute")
+    return energy
+
+
+class _CropSource(H5Source):
+    """The CXI datasets under the scan key names, frames cropped to ``[M, N, N]`` and translations in pixels."""
+
+    def __init__(self, path: Path, f: Any, data_path: str, window: tuple[int, int, int] | None,
+                 positions: np.ndarray, probe_path: str | None):
+        names = {"diffraction": data_path}
+        if probe_path is not None:
+            names["probeGuess"] = probe_path
+        super().__init__(path, f, names)
+        self.window = window  # (row0, col0, N) or None for the whole frame
+        self.positions = positions
+
+    def keys(self) -> set[str]:
+        return {*self.names, "xcoords", "ycoords"}
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        if key in ("xcoords", "ycoords"):
+            return (self.positions.shape[0],)
+        shape = super().shape(key)
+        if key == "diffraction" and self.window is not None:
+            return (shape[0], self.window[2], self.window[2])
+        return shape
+
+    def dtype(self, key: str) -> np.dtype:
+        return np.dtype(np.float64) if key in ("xcoords", "ycoords") else super().dtype(key)
+
+    def read(self, key: str) -> np.ndarray:
+        if key in ("xcoords", "ycoords"):
+            return self.positions[:, 0 if key == "xcoords" else 1].copy()
+        if key == "diffraction" and self.window is not None:
+            return np.concatenate(list(self.batches(key, 1 << 30)))
+        return super().read(key)
+
+    def batches(self, key: str, rows: int) -> Iterator[np.ndarray]:
+        for block in super().batches(key, rows):
+            if self.window is not None:
+                r, c, n = self.window
+                block = np.ascontiguousarray(block[:, r:r + n, c:c + n])
+            yield block
+
+    def mapped(self, key: str, strict: bool = False) -> np.ndarray | None:
+        if self.window is not None:
+            if strict:
+                raise DataFormatError(f"{self.path}: cropped CXI frames cannot be memory-mapped; use load_scan")
+            return None
+        return super().mapped(key, strict)
+
+    def metadata_text(self) -> str | None:
+        return None
+
+
+def _zero_order(f: Any, data_path: str, sample: int = 64) -> tuple[float, float]:
+    """(row, col) of the centre of mass of the mean of the first ``sample`` frames."""
+    mean = np.asarray(f[data_path][:sample], dtype=np.float64).mean(axis=0)
+    total = mean.sum()
+    if not total > 0:
+        return (mean.shape[0] / 2, mean.shape[1] / 2)
+    rows, cols = np.indices(mean.shape)
+    return float((rows * mean).sum() / total), float((cols * mean).sum() / total)
+
+
+def cxi_geometry(f: Any, path: Path, n: int) -> dict[str, float]:
+    """``{'energy_ev', 'wavelength_m', 'distance_m', 'detector_pixel_m', 'pixel_size_m'}`` for N x N patterns."""
+    energy = cxi_energy_ev(f, path)
+    distance = _length(*_scalar(f, path, f"{_DETECTOR}/distance", "detector distance, m"), path, "distance")
+    px = _length(*_scalar(f, path, f"{_DETECTOR}/x_pixel_size", "detector pixel width, m"), path, "x_pixel_size")
+    py = _length(*_scalar(f, path, f"{_DETECTOR}/y_pixel_size", "detector pixel height, m"), path, "y_pixel_size")
+    if abs(px - py) > 1e-6 * max(px, py):
+        raise DataFormatError(f"{path}: detector pixels are {px:g} x {py:g} m; only square pixels are supported")
+    if not 1e-4 <= distance <= 1e3 or not 1e-7 <= px <= 1e-2:
+        raise DataFormatError(f"{path}: absurd geometry: detector distance {distance:g} m, pixel size {px:g} m "
+                              "(expected 0.1 mm .. 1 km and 0.1 um .. 1 cm); check the values and their units")
+    wavelength = HC_EV_M / energy
+    return {"energy_ev": energy, "wavelength_m": wavelength, "distance_m": distance, "detector_pixel_m": px,
+            "pixel_size_m": wavelength * distance / (n * px)}
+
+
+def _translations(f: Any, path: Path, m: int, flip_x: bool, flip_y: bool) -> np.ndarray:
+    key = _first(f, _TRANSLATION)
+    if key is None:
+        raise DataFormatError(f"{path}: CXI file has no scan positions (looked for {list(_TRANSLATION)}); add "
+                              "entry_1/sample_1/geometry_1/translation [M, 3] in metres")
+    dset = f[key]
+    if dset.dtype.kind not in "iuf" or dset.ndim != 2 or dset.shape[1] not in (2, 3):
+        raise DataFormatError(f"{path}: '{key}' must be [M, 2|3] real numbers (x, y[, z]) in metres, found "
+                              f"shape={dset.shape} dtype={dset.dtype}")
+    if dset.shape[0] != m:
+        raise DataFormatError(f"{path}: '{key}' has {dset.shape[0]} positions but there are {m} frames; store one "
+                              "translation per frame")
+    t = np.asarray(dset[()], dtype=np.float64)[:, :2] * _length(1.0, _units(dset), path, key)
+    if not np.all(np.isfinite(t)):
+        raise DataFormatError(f"{path}: '{key}' contains NaN/Inf; repair the positions")
+    if flip_x:
+        t[:, 0] = -t[:, 0]
+    if flip_y:
+        t[:, 1] = -t[:, 1]
+    return t
+
+
+def load_cxi(path: str | os.PathLike[str], units: str = "auto", *, probe: np.ndarray | str | None = None,
+             mapping: str = "auto", threshold: int | None = None, crop: int | None = None,
+             flip_x: bool = False, flip_y: bool = False) -> ScanData:
+    """Read a CXI file (module docstring) into a :class:`ScanData` with its physical metadata.
+
+    Args:
+        path: the ``.cxi`` file.
+        units, probe, mapping, threshold: as :func:`ptychopinn.io.registry.load_scan`.
+        crop: cut the frames to ``crop x crop`` (even) around the zero order; None uses whole square frames.
+        flip_x, flip_y: negate the x / y translations (writers differ in sign conventions).
+
+    Returns:
+        A validated scan: float32 amplitude ``[M, N, N]``, positions in object pixels, ``pixel_size_m``,
+        ``energy_ev`` and ``distance_m`` set; ``metadata`` holds ``position_origin_m``,
+        ``detector_pixel_m`` and ``bad_pixels`` (masked pixels inside the patterns, kept as measured).
+
+    Raises:
+        FileNotFoundError, ConfigError, DataFormatError (missing datasets, wrong ranks, inconsistent counts,
+        missing or absurd units and geometry).
+    """
+    check_units(units)
+    p = Path(path)
+    if crop is not None and (int(crop) != crop or crop < 8 or crop % 2):
+        raise ConfigError(f"crop must be an even number of pixels >= 8, got {crop!r}")
+    with open_h5(p, "CXI file") as f:
+        data_path = _first(f, _DATA)
+        if data_path is None:
+            raise DataFormatError(f"{p}: CXI file has no diffraction frames (looked for {list(_DATA)})")
+        dset = f[data_path]
+        if not hasattr(dset, "ndim") or dset.ndim != 3:
+            raise DataFormatError(f"{p}: '{data_path}' must be frames [M, ny, nx], found "
+                                  f"shape={getattr(dset, 'shape', None)}")
+        m, ny, nx = (int(d) for d in dset.shape)
+        window = None
+        n = nx
+        if crop is not None:
+            n = int(crop)
+            if n > min(ny, nx):
+                raise ConfigError(f"crop {n} is larger than the {ny} x {nx} detector frames")
+            r0, c0 = _zero_order(f, data_path)
+            row, col = int(round(r0)) - n // 2, int(round(c0)) - n // 2
+            if row < 0 or col < 0 or row + n > ny or col + n > nx:
+                raise DataFormatError(f"{p}: a {n} x {n} crop around the zero order at (row {r0:.1f}, col {c0:.1f}) "
+                                      f"leaves the {ny} x {nx} frame; use a smaller crop")
+            window = (row, col, n)
+        elif ny != nx:
+            raise DataFormatError(f"{p}: frames are {ny} x {nx}, not square; read it with load_scan(..., crop=N) "
+                                  "to cut them")
+        geo = cxi_geometry(f, p, n)
+        t = _translations(f, p, m, flip_x, flip_y)
+        origin = t.min(axis=0)
+        positions = (t - origin) / geo["pixel_size_m"] + n / 2
+        bad = 0
+        if f"{_DETECTOR}/mask" in f:
+            mask = np.asarray(f[f"{_DETECTOR}/mask"][()])
+            if mask.shape != (ny, nx) or mask.dtype.kind not in "iub":
+                raise DataFormatError(f"{p}: '{_DETECTOR}/mask' must be integers [{ny}, {nx}], found "
+                                      f"shape={mask.shape} dtype={mask.dtype}")
+            if window is not None:
+                mask = mask[window[0]:window[0] + n, window[1]:window[1] + n]
+            bad = int(np.count_nonzero(mask))
+        probe_path = _first(f, _PROBE) if probe is None else None
+        src = _CropSource(p, f, data_path, window, positions, probe_path)
+        extra: dict[str, Any] = {"source_format": "cxi", "position_origin_m": origin.tolist(),
+                                 "detector_pixel_m": geo["detector_pixel_m"], "bad_pixels": bad}
+        stated = (_units(dset) or "").lower()
+        if stated in ("counts", "photons", "intensity", "amplitude"):  # honoured by units='auto'
+            extra["diffraction_units"] = "amplitude" if stated == "amplitude" else "intensity"
+        return scan_from_source(src, units, probe=probe, mapping=mapping, threshold=threshold, extra_metadata=extra,
+                                physical={k: geo[k] for k in ("pixel_size_m", "energy_ev", "distance_m")})
+
+
+def load_cxi_probe(path: str | os.PathLike[str]) -> np.ndarray:
+    """The ``[N, N]`` complex64 probe stored in a CXI file (mode 0).
+
+    Raises:
+        DataFormatError: the file has no probe.
+    """
+    p = Path(path)
+    with open_h5(p, "CXI file") as f:
+        key = _first(f, _PROBE)
+        if key is None:
+            raise DataFormatError(f"{p}: CXI file has no probe (looked for {list(_PROBE)}); no probe found")
+        arr = np.asarray(f[key][()])
+    while arr.ndim > 2 and arr.shape[0] >= 1:
+        arr = arr[0]  # mode 0 of [modes, N, N] or [coherent, incoherent, N, N]
+    return probe_layout(arr, p, key).astype(np.complex64)
+
+
+def save_cxi(path: str | os.PathLike[str], scan: ScanData, *, counts: bool = True) -> Path:
+    """Write a scan as a CXI 1.6 file, atomically (needs ``pixel_size_m``, ``energy_ev`` and ``distance_m``).
+
+    Frames go to ``instrument_1/detector_1/data`` (linked from ``data_1/data``) as counts (amplitude squared;
+    float32) or amplitude (``counts=False``), translations ``(positions - N/2) * pixel_size_m`` in metres
+    (z = 0), energy in J, the detector pixel size ``wavelength * distance / (N * pixel_size_m)`` and the probe
+    as ``source_1/illumination``.
+    """
+    import h5py
+
+    missing = [k for k in ("pixel_size_m", "energy_ev", "distance_m") if getattr(scan, k) is None]
+    if missing:
+        raise ConfigError(f"save_cxi needs the scan's {missing}; set them (ScanData fields) first")
+    n = scan.N
+    assert scan.pixel_size_m is not None and scan.energy_ev is not None and scan.distance_m is not None
+    wavelength = HC_EV_M / scan.energy_ev
+    det_px = wavelength * scan.distance_m / (n * scan.pixel_size_m)
+    t = np.zeros((scan.n_points, 3))
+    t[:, :2] = (scan.positions - n / 2) * scan.pixel_size_m
+    frames = np.square(np.asarray(scan.diffraction, np.float32)) if counts else np.asarray(scan.diffraction)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f["cxi_version"] = 160
+        det = f.create_group(_DETECTOR)
+        det["data"] = frames
+        det["data"].attrs["units"] = "counts" if counts else "amplitude"
+        det["distance"] = scan.distance_m
+        det["x_pixel_size"] = det_px
+        det["y_pixel_size"] = det_px
+        src = f.create_group(_SOURCE)
+        src["energy"] = scan.energy_ev * EV_J
+        src["illumination"] = scan.probe
+        f.create_group("entry_1/sample_1/geometry_1")["translation"] = t
+        f.create_group("entry_1/data_1")["data"] = h5py.SoftLink(f"/{_DETECTOR}/data")
+    return Path(path)
