@@ -2,7 +2,13 @@
 
 Submodules (import them explicitly; this package imports nothing so that it stays cheap):
 
-* ``ptychopinn.io.units``: amplitude/intensity detection and conversion of diffraction patterns.
-* ``ptychopinn.io.npz``: the PtychoPINN NPZ scan contract <-> :class:`ptychopinn.data.ScanData`.
-* ``ptychopinn.io.product_h5``: ptychodus product HDF5 files (object, probe, positions in metres).
+* ``ptychopinn.io.registry``: the registered formats and :func:`~ptychopinn.io.registry.load_scan`, the one
+  reader of scans (format picked from the file's content), plus ``load_probe``, ``load_object`` and
+  ``describe_file``.
+* ``ptychopinn.io.schema``: the scan keys -> :class:`ptychopinn.data.ScanData` mapping and its checks.
+* ``ptychopinn.io.npz``, ``ptychopinn.io.hdf5``, ``ptychopinn.io.cxi``: the scan containers.
+* ``ptychopinn.io.reconstruction``: reconstruction NPZ files; ``ptychopinn.io.product_h5``: ptychodus products.
+* ``ptychopinn.io.lazy``: memory-mapped readers; ``ptychopinn.io.probe``: probe estimate from the data.
+* ``ptychopinn.io.files``: regular-file, container and memory-limit checks; ``ptychopinn.io.atomic``: atomic
+  writes; ``ptychopinn.io.units``: amplitude/intensity detection and conversion.
 """
