@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ptychopinn.errors import DataFormatError, describe_array
+from ptychopinn.io.atomic import atomic_path
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -64,17 +64,10 @@ def _save_atomic(fig: Figure, path: str | os.PathLike[str], dpi: float) -> Path:
 
 
 def _write_atomic(out: Path, write: Callable[[str], object]) -> Path:
-    """Call ``write(temp_path)`` for a temp file next to ``out``, then move it into place (mode 0644)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=out.suffix, dir=out.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; figures are meant to be shared
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Call ``write(temp_path)`` for a temp file next to ``out``, then move it into place
+    (:func:`ptychopinn.io.atomic.atomic_path`: fsync, the mode a normal ``open`` gives)."""
+    with atomic_path(out) as tmp:
+        write(str(tmp))
     return out
 
 
