@@ -20,20 +20,26 @@ import numpy as np
 _CHUNK = 256
 
 
-def mean_pattern_energy(diffraction: np.ndarray, indices: np.ndarray | None = None) -> float:
-    """Mean over patterns of ``sum_pixels A**2``. ``diffraction``: ``[M, N, N]`` amplitude."""
+def mean_pattern_energy(diffraction: np.ndarray, indices: np.ndarray | None = None,
+                        weights: np.ndarray | None = None) -> float:
+    """Mean over patterns of ``sum_pixels w * A**2``. ``diffraction``: ``[M, N, N]`` amplitude;
+    ``weights``: optional ``[N, N]`` detector-pixel weights (1 = measured, 0 = masked; see
+    :meth:`ScanData.pixel_weights`), so masked pixels never count."""
     idx = np.arange(diffraction.shape[0]) if indices is None else np.unique(np.asarray(indices).ravel())
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)
     total = 0.0
     for start in range(0, idx.size, _CHUNK):
-        block = np.asarray(diffraction[idx[start:start + _CHUNK]], dtype=np.float64)
-        total += float(np.square(block).sum())
+        block = np.square(np.asarray(diffraction[idx[start:start + _CHUNK]], dtype=np.float64))
+        total += float((block if w is None else block * w).sum())
     return total / max(idx.size, 1)
 
 
-def input_scale(diffraction: np.ndarray, indices: np.ndarray | None = None) -> float:
-    """Input normalisation factor ``a`` (float) of amplitude patterns ``[M, N, N]``."""
+def input_scale(diffraction: np.ndarray, indices: np.ndarray | None = None,
+                weights: np.ndarray | None = None) -> float:
+    """Input normalisation factor ``a`` (float) of amplitude patterns ``[M, N, N]`` (measured pixels only
+    when ``weights`` ``[N, N]`` are given)."""
     n = diffraction.shape[-1]
-    energy = mean_pattern_energy(diffraction, indices)
+    energy = mean_pattern_energy(diffraction, indices, weights)
     if not energy > 0:
         raise ValueError("all diffraction patterns are zero; nothing to normalise")
     return math.sqrt((n / 2) ** 2 / energy)

@@ -204,6 +204,9 @@ class ScanData:
         pixel_size_m: object pixel size in metres (the side of one square object pixel), or None when unknown.
         energy_ev: photon energy in eV, or None when unknown.
         distance_m: sample-detector distance in metres, or None when unknown.
+        valid_pixels: ``[N, N]`` bool detector mask, True where a pixel is measured, or None (all are).
+            Masked pixels (False) carry no information: readers store 0 there, and every likelihood
+            (training loss, refinement) leaves them out instead of believing the 0.
     """
 
     diffraction: np.ndarray
@@ -217,6 +220,7 @@ class ScanData:
     pixel_size_m: float | None = None
     energy_ev: float | None = None
     distance_m: float | None = None
+    valid_pixels: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -420,6 +424,23 @@ class ScanData:
         set_(self, "metadata", meta)
         for name in PHYSICAL_FIELDS:
             set_(self, name, _physical_value(name, getattr(self, name)))
+        if self.valid_pixels is not None:
+            set_(self, "valid_pixels", self._checked_valid_pixels(n))
+
+    def _checked_valid_pixels(self, n: int) -> np.ndarray:
+        valid = np.asarray(self.valid_pixels)
+        if valid.shape != (n, n) or not (valid.dtype == bool or np.issubdtype(valid.dtype, np.integer)):
+            raise _fail("valid_pixels", f"a ({n}, {n}) boolean detector mask (True = measured pixel)",
+                        describe_array(valid), "give one flag per detector pixel of the N x N patterns")
+        valid = valid.astype(bool)
+        if not valid.any():
+            raise _fail("valid_pixels", "at least one measured pixel", "every pixel masked",
+                        "check the mask's convention: True (or 1) marks a GOOD pixel")
+        return valid
+
+    def pixel_weights(self) -> np.ndarray | None:
+        """``[N, N]`` float32 1/0 weights of the detector pixels (1 = measured), or None when all are measured."""
+        return None if self.valid_pixels is None else self.valid_pixels.astype(np.float32)
 
     def physical(self) -> dict[str, float]:
         """The known physical quantities: a subset of ``{'pixel_size_m', 'energy_ev', 'distance_m'}``."""

@@ -142,7 +142,7 @@ def iter_predictions(
         batch_size: groups per forward pass.
         precision: ``'32'``; ``'bf16-mixed'`` / ``'16-mixed'`` run the network under ``torch.autocast``.
         device: where the network runs.
-        input_scale: amplitude factor ``a``; default ``input_scale(scan.diffraction)``.
+        input_scale: amplitude factor ``a``; default ``input_scale(scan.diffraction)`` over the measured pixels.
 
     Yields:
         ``(patches, member_positions)``: ``[b, C, N, N]`` complex64 tensor on ``device``, and
@@ -157,7 +157,9 @@ def iter_predictions(
         raise DataFormatError(f"groups have {groups.channels} members but the model (gridsize "
                               f"{model.config.gridsize}) expects {model.config.channels}; group with "
                               f"gridsize {model.config.gridsize}")
-    a = float(compute_input_scale(scan.diffraction) if input_scale is None else input_scale)
+    w = scan.pixel_weights()
+    a = float(compute_input_scale(scan.diffraction, weights=w) if input_scale is None else input_scale)
+    wt = None if w is None else torch.from_numpy(w).to(dev)
     module = model if isinstance(model, torch.nn.Module) else None
     was_training = module.training if module is not None else False
     if module is not None:
@@ -170,6 +172,8 @@ def iter_predictions(
             # Fancy indexing a memmap reads just these rows; float32 math matches training.
             x = np.asarray(scan.diffraction[idx.reshape(-1)], dtype=np.float32).reshape(b, c, n, n)
             xt = torch.from_numpy(x).to(dev, non_blocking=True).mul_(a)
+            if wt is not None:  # masked detector pixels carry no measurement: the network sees 0 there
+                xt.mul_(wt)
             rel = torch.from_numpy(groups.relative_offsets[start:start + b].astype(np.float32)).to(dev)
             with torch.inference_mode(), amp:
                 patches = model.predict_patches(xt, rel)
@@ -217,7 +221,8 @@ def reconstruct(
     shape, origin = canvas_geometry(scan.positions, scan.N, window, object_shape)
     stitcher = Stitcher(shape, window, origin=origin, device=dev, taper=cfg.stitch_taper,
                         sync=cfg.stitch_sync != "off", sync_amplitude=cfg.stitch_sync == "phase+amplitude")
-    a = float(compute_input_scale(scan.diffraction) if input_scale is None else input_scale)
+    a = float(compute_input_scale(scan.diffraction, weights=scan.pixel_weights()) if input_scale is None
+              else input_scale)
     n_batches = math.ceil(groups.n_groups / cfg.batch_size)
     batches = iter_predictions(model, scan, groups, batch_size=cfg.batch_size, precision=cfg.precision,
                                device=dev, input_scale=a)

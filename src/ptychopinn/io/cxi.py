@@ -10,8 +10,9 @@ Read (paths inside ``entry_1``):
   attribute says so; or ``instrument_1/source_1/wavelength`` in m;
 * ``instrument_1/detector_1/distance`` (m), ``x_pixel_size`` and ``y_pixel_size`` (m, equal);
 * a ``units`` attribute of the frames (``counts`` or ``amplitude``) is honoured by ``units='auto'``;
-* optional ``instrument_1/detector_1/mask`` (``[ny, nx]``, nonzero = bad pixel; counted and reported, the
-  pixels are kept as measured) and a probe ``instrument_1/source_1/illumination`` or ``image_1/data``
+* optional ``instrument_1/detector_1/mask`` (``[ny, nx]``, nonzero = bad pixel; becomes the scan's
+  ``valid_pixels``, so those pixels are set to 0 and left out of every likelihood; the count is in
+  ``metadata['bad_pixels']``) and a probe ``instrument_1/source_1/illumination`` or ``image_1/data``
   (``[N, N]`` or modes first; mode 0 is used) on the object pixel grid.
 
 Geometry: wavelength = h c / E; object pixel size dx = wavelength * distance / (N * detector pixel size) for
@@ -228,7 +229,7 @@ def load_cxi(path: str | os.PathLike[str], units: str = "auto", *, probe: np.nda
     Returns:
         A validated scan: float32 amplitude ``[M, N, N]``, positions in object pixels, ``pixel_size_m``,
         ``energy_ev`` and ``distance_m`` set; ``metadata`` holds ``position_origin_m``,
-        ``detector_pixel_m`` and ``bad_pixels`` (masked pixels inside the patterns, kept as measured).
+        ``detector_pixel_m`` and ``bad_pixels`` (masked pixels inside the patterns, left out of the likelihoods).
 
     Raises:
         FileNotFoundError, ConfigError, DataFormatError (missing datasets, wrong ranks, inconsistent counts,
@@ -266,7 +267,7 @@ def load_cxi(path: str | os.PathLike[str], units: str = "auto", *, probe: np.nda
         t = _translations(f, p, m, flip_x, flip_y)
         origin = t.min(axis=0)
         positions = (t - origin) / geo["pixel_size_m"] + n / 2
-        bad = 0
+        bad, valid = 0, None
         if f"{_DETECTOR}/mask" in f:
             mask = np.asarray(f[f"{_DETECTOR}/mask"][()])
             if mask.shape != (ny, nx) or mask.dtype.kind not in "iub":
@@ -275,6 +276,7 @@ def load_cxi(path: str | os.PathLike[str], units: str = "auto", *, probe: np.nda
             if window is not None:
                 mask = mask[window[0]:window[0] + n, window[1]:window[1] + n]
             bad = int(np.count_nonzero(mask))
+            valid = mask == 0 if bad else None
         probe_path = _first(f, _PROBE) if probe is None else None
         src = _CropSource(p, f, data_path, window, positions, probe_path)
         extra: dict[str, Any] = {"source_format": "cxi", "position_origin_m": origin.tolist(),
@@ -283,7 +285,8 @@ def load_cxi(path: str | os.PathLike[str], units: str = "auto", *, probe: np.nda
         if stated in ("counts", "photons", "intensity", "amplitude"):  # honoured by units='auto'
             extra["diffraction_units"] = "amplitude" if stated == "amplitude" else "intensity"
         return scan_from_source(src, units, probe=probe, mapping=mapping, threshold=threshold, extra_metadata=extra,
-                                physical={k: geo[k] for k in ("pixel_size_m", "energy_ev", "distance_m")})
+                                physical={k: geo[k] for k in ("pixel_size_m", "energy_ev", "distance_m")},
+                                valid_pixels=valid)
 
 
 def load_cxi_probe(path: str | os.PathLike[str]) -> np.ndarray:
@@ -328,6 +331,8 @@ def save_cxi(path: str | os.PathLike[str], scan: ScanData, *, counts: bool = Tru
         det = f.create_group(_DETECTOR)
         det["data"] = frames
         det["data"].attrs["units"] = "counts" if counts else "amplitude"
+        if scan.valid_pixels is not None:
+            det["mask"] = (~scan.valid_pixels).astype(np.uint32)  # CXI: nonzero = bad pixel
         det["distance"] = scan.distance_m
         det["x_pixel_size"] = det_px
         det["y_pixel_size"] = det_px

@@ -341,6 +341,8 @@ def scan_arrays(scan: ScanData, *, legacy_names: bool = True) -> dict[str, np.nd
     meta = dict(scan.metadata)
     meta[UNITS_METADATA_KEY] = "amplitude"
     meta.update(scan.physical())
+    if scan.valid_pixels is not None:
+        arrays["valid_pixels"] = scan.valid_pixels.astype(np.uint8)
     arrays["_metadata"] = np.array(json.dumps(meta))
     return arrays
 

@@ -16,6 +16,8 @@ or ``diff3d``                      legacy name; if both exist ``diffraction`` is
 ``scan_index``      [M]            optional integer scan numbers
 ``objectGuess``     [H, W]         optional complex ground-truth object
 ``Y``               [M, N, N]      optional complex ground-truth patches
+``valid_pixels``    [N, N]         optional detector mask, nonzero = measured pixel (masked pixels are
+                                   set to 0 and left out of every likelihood)
 ``_metadata``       0-d str        optional JSON provenance
 ==================  =============  =====================================================
 
@@ -283,12 +285,16 @@ def required_map(src: ArraySource, key: str, m: int, units: str, metadata: dict[
 
 
 def amplitude_stack(src: ArraySource, key: str, m: int, units: str, metadata: dict[str, Any], *,
-                    allow_map: bool = True, threshold: int | None = None) -> np.ndarray:
+                    allow_map: bool = True, threshold: int | None = None,
+                    valid: np.ndarray | None = None) -> np.ndarray:
     """The pattern stack ``key`` as ``[M, N, N]`` float32 amplitude, with ``metadata`` units notes updated.
 
     Units: an explicit ``units`` wins; with ``'auto'`` a ``_metadata['diffraction_units']`` entry is
     trusted, an integer dtype means counts, else the rule of :mod:`ptychopinn.io.units` decides (on the
-    first batch when the stack is larger than the mmap threshold, on all of it otherwise).
+    first batch when the stack is larger than the mmap threshold, on all of it otherwise). With a detector
+    mask ``valid`` (``[N, N]`` bool, True = measured) masked pixels are set to 0 as the stack is decoded, so
+    hot or saturated values neither sway the units rule nor look like data (a stack mapped in place keeps
+    its stored values; every likelihood ignores masked pixels).
 
     Storage of the result: a stack above :func:`ptychopinn.io.files.mmap_threshold` bytes stays on disk,
     memory-mapped in place when it is float32 amplitude stored uncompressed (and ``allow_map``), else
@@ -305,7 +311,7 @@ def amplitude_stack(src: ArraySource, key: str, m: int, units: str, metadata: di
             mapped = mapped.reshape(shape)
             if resolved is None:
                 k = min(m, 256)
-                resolved, reason = detect_units(np.asarray(mapped[:k]))
+                resolved, reason = detect_units(_masked(np.asarray(mapped[:k]), valid))
                 logger.info("diffraction units detected as %s (first %d patterns): %s", resolved, k, reason)
             if resolved == "amplitude":
                 _note_units(metadata, units, "amplitude")
@@ -322,7 +328,7 @@ def amplitude_stack(src: ArraySource, key: str, m: int, units: str, metadata: di
     if not big:
         check_allocation(src.path, f"'{key}' (as float32 amplitude)", shape, 4 + dtype.itemsize)
         if resolved is None:  # the rule looks at every value, as for any array in memory
-            raw = np.asarray(src.read(key)).reshape(shape)
+            raw = _masked(np.asarray(src.read(key)).reshape(shape), valid)
             amplitude, resolved = to_amplitude(raw, "auto")
             _note_units(metadata, units, resolved)
             return amplitude
@@ -334,7 +340,7 @@ def amplitude_stack(src: ArraySource, key: str, m: int, units: str, metadata: di
         out = np.empty(shape, np.float32)
     lo = 0
     for batch in src.batches(key, rows):
-        batch = np.asarray(batch).reshape((-1, *shape[1:]))
+        batch = _masked(np.asarray(batch).reshape((-1, *shape[1:])), valid)
         if resolved is None:
             resolved, reason = detect_units(batch)
             logger.info("diffraction units detected as %s (first %d patterns): %s", resolved, len(batch), reason)
@@ -352,6 +358,15 @@ def amplitude_stack(src: ArraySource, key: str, m: int, units: str, metadata: di
     return out
 
 
+def _masked(patterns: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """``patterns`` ``[b, N, N]`` with masked pixels (``~valid``) set to 0 (a copy when it must be writable)."""
+    if valid is None or valid.all():
+        return patterns
+    out = patterns if patterns.flags.writeable and patterns.flags.owndata else np.array(patterns, copy=True)
+    out[:, ~valid] = 0
+    return out
+
+
 def _note_units(metadata: dict[str, Any], units: str, used: str) -> None:
     metadata["input_units"] = used
     if units == "auto":
@@ -363,7 +378,8 @@ def _note_units(metadata: dict[str, Any], units: str, used: str) -> None:
 def scan_from_source(src: ArraySource, units: str = "auto", *, probe: np.ndarray | str | None = None,
                      mapping: str = "auto", threshold: int | None = None,
                      extra_metadata: dict[str, Any] | None = None,
-                     physical: dict[str, float | None] | None = None) -> ScanData:
+                     physical: dict[str, float | None] | None = None,
+                     valid_pixels: np.ndarray | None = None) -> ScanData:
     """Build the :class:`ScanData` of a source holding the scan keys.
 
     Args:
@@ -378,6 +394,8 @@ def scan_from_source(src: ArraySource, units: str = "auto", *, probe: np.ndarray
         threshold: bytes above which the stack stays on disk (default ``$PTYCHOPINN_MMAP_THRESHOLD`` or 1 GiB).
         extra_metadata: merged into the scan's metadata.
         physical: optional ``pixel_size_m``, ``energy_ev``, ``distance_m`` for the scan.
+        valid_pixels: optional ``[N, N]`` detector mask (True = measured) from the container (e.g. a CXI
+            mask); otherwise the ``valid_pixels`` key is used when present.
 
     Raises:
         DataFormatError: missing keys, bad shapes, dtypes or values (the message starts with the path).
@@ -392,7 +410,7 @@ def scan_from_source(src: ArraySource, units: str = "auto", *, probe: np.ndarray
         raise DataFormatError(f"{path}: missing required keys {missing}; found keys {sorted(keys)}; "
                               f"required: {list(required)} ('a|b' = either name){hint}")
     try:
-        return _build(src, units, probe, mapping, threshold, extra_metadata or {}, physical or {})
+        return _build(src, units, probe, mapping, threshold, extra_metadata or {}, physical or {}, valid_pixels)
     except DataFormatError as exc:
         if str(exc).startswith(str(path)):
             raise
@@ -400,7 +418,7 @@ def scan_from_source(src: ArraySource, units: str = "auto", *, probe: np.ndarray
 
 
 def _build(src: ArraySource, units: str, probe: np.ndarray | str | None, mapping: str, threshold: int | None,
-           extra: dict[str, Any], physical: dict[str, float | None]) -> ScanData:
+           extra: dict[str, Any], physical: dict[str, float | None], valid: np.ndarray | None = None) -> ScanData:
     path, keys = src.path, src.keys()
     metadata = parse_metadata(src.metadata_text(), path)
     metadata.update(extra)
@@ -424,11 +442,24 @@ def _build(src: ArraySource, units: str, probe: np.ndarray | str | None, mapping
                                   f"there are {m} patterns; store one nominal position per pattern")
         positions_start = np.stack([xs, ys], axis=1)
 
+    if valid is None and "valid_pixels" in keys:
+        valid = read_small(src, "valid_pixels")
+        if valid.dtype.kind not in "biu":
+            raise DataFormatError(f"{path}: 'valid_pixels' must be a boolean or integer [N, N] mask, found "
+                                  f"shape={valid.shape} dtype={valid.dtype}")
+        valid = valid != 0
     key = diffraction_key(src)
+    if valid is not None:
+        valid = np.asarray(valid, bool)
+        n_det = stack_shape(src, key, m)[0][-1]
+        if valid.shape != (n_det, n_det):
+            raise DataFormatError(f"{path}: the detector mask is {valid.shape} but the patterns are "
+                                  f"{n_det} x {n_det}; store one flag per detector pixel")
     if mapping == "require":
         diff = required_map(src, key, m, units, metadata)
     else:
-        diff = amplitude_stack(src, key, m, units, metadata, allow_map=mapping == "auto", threshold=threshold)
+        diff = amplitude_stack(src, key, m, units, metadata, allow_map=mapping == "auto", threshold=threshold,
+                               valid=valid)
 
     if isinstance(probe, str):
         if probe != "estimate":
@@ -459,4 +490,5 @@ def _build(src: ArraySource, units: str, probe: np.ndarray | str | None, mapping
                 patches = np.ascontiguousarray(np.moveaxis(patches, 2, 0))
     return ScanData(diffraction=diff, positions=np.stack([x, y], axis=1), probe=probe, obj=obj,
                     positions_start=positions_start, scan_index=scan_index, patches=patches, metadata=metadata,
-                    **physical)
+                    valid_pixels=valid, **physical)
+

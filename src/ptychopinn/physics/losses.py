@@ -39,22 +39,33 @@ def poisson_nll_elements(pred: torch.Tensor, meas: torch.Tensor, scale: float | 
     return lam - k * torch.log(lam)
 
 
-def poisson_loss(pred: torch.Tensor, meas: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
-    """Normalised Poisson deviance (scalar): ``sum(lam - k - k log(lam/k)) / sum(k)``."""
+def poisson_loss(pred: torch.Tensor, meas: torch.Tensor, scale: float | torch.Tensor,
+                 weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Normalised Poisson deviance (scalar): ``sum(w (lam - k - k log(lam/k))) / sum(w k)``.
+
+    ``weights``: optional detector-pixel weights broadcastable to ``pred`` (``[N, N]``; 1 = measured,
+    0 = masked), so masked pixels neither add to the deviance nor pull the prediction towards 0.
+    """
     lam = (scale * _real(pred)).pow(2) + _TINY
     k = (scale * _real(meas)).pow(2)
     klogk = torch.where(k > 0, k * torch.log(k.clamp_min(_TINY)), torch.zeros_like(k))
     dev = lam - k - k * torch.log(lam) + klogk
+    if weights is not None:
+        dev, k = dev * weights, k * weights
     return dev.sum() / k.sum().clamp_min(_TINY)
 
 
-def amplitude_mae(pred: torch.Tensor, meas: torch.Tensor) -> torch.Tensor:
-    """Relative mean absolute error of amplitudes (scalar): ``mean|pred - meas| / mean(meas)``.
+def amplitude_mae(pred: torch.Tensor, meas: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Relative mean absolute error of amplitudes (scalar): ``mean|pred - meas| / mean(meas)``, over the
+    measured pixels only when ``weights`` (``[N, N]`` 1/0, see :func:`poisson_loss`) are given.
 
     The intensity scale cancels in this ratio, so it is not an argument.
     """
     pred, meas = _real(pred), _real(meas)
-    return (pred - meas).abs().mean() / meas.mean().clamp_min(_TINY)
+    err = (pred - meas).abs()
+    if weights is not None:
+        return (err * weights).sum() / (meas * weights).sum().clamp_min(_TINY)
+    return err.mean() / meas.mean().clamp_min(_TINY)
 
 
 def wrap_phase(phi: torch.Tensor) -> torch.Tensor:

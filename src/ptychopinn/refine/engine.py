@@ -140,7 +140,11 @@ class Refiner:
         self._rng = np.random.default_rng(cfg.seed)
         self._cache: torch.Tensor | None = None
         self._cache_intensity: torch.Tensor | None = None
-        self._total_counts = mean_pattern_energy(scan.diffraction) * scan.n_points
+        w = scan.pixel_weights()
+        # masked detector pixels (0) keep the model's own far field and add nothing to the misfit
+        self._weights = (None if w is None else
+                         torch.fft.ifftshift(torch.from_numpy(w).to(self.device), dim=(-2, -1)))
+        self._total_counts = mean_pattern_energy(scan.diffraction, weights=w) * scan.n_points
         self.history: list[dict[str, float]] = []
         self.scale = self._scale_to_data()
         self._prev = self.obj.clone() if cfg.momentum > 0 else None  # object after the previous pass
@@ -181,7 +185,10 @@ class Refiner:
         model_counts = 0.0
         for idx in self._batches(np.arange(self.scan.n_points)):
             psi = self._probes(idx) * self.obj.view(-1)[self._window_index(idx)]
-            model_counts += float(psi.abs().square().sum())
+            if self._weights is None:  # Parseval: the far field's counts without a transform
+                model_counts += float(psi.abs().square().sum())
+            else:
+                model_counts += float((torch.fft.fft2(psi, norm="ortho").abs().square() * self._weights).sum())
         if not model_counts > 0:
             raise DataFormatError("start object: it explains no counts under the probe; start from a flat "
                                   "object (--flat)")
@@ -243,17 +250,24 @@ class Refiner:
         ``measured`` (unshifted FFT order), for the configured noise model (module docstring)."""
         far = torch.fft.fft2(psi, norm="ortho")
         mag = far.abs()
+        w = self._weights
         if self.config.noise == "gaussian":
-            misfit = (mag - measured).square().sum(dtype=torch.float64)
+            resid = (mag - measured).square()
+            misfit = (resid if w is None else resid * w).sum(dtype=torch.float64)
             # where |Psi| = 0 the projection's phase is undefined; Psi = 0 is kept there
-            target = far * (measured / mag.clamp_min(1e-30))
-            return torch.fft.ifft2(target, norm="ortho") - psi, misfit
+            ratio = measured / mag.clamp_min(1e-30)
+            if w is not None:  # masked pixels: no measurement, the far field stays as modelled
+                ratio = ratio * w + (1.0 - w)
+            return torch.fft.ifft2(far * ratio, norm="ortho") - psi, misfit
         counts = measured.square()
         m2 = mag.square()
         eps = 1e-6 * float(counts.mean().clamp_min(1e-12))
-        misfit = (m2 - counts - counts * torch.log((m2 + eps) / (counts + eps))).sum(dtype=torch.float64)
-        corr = far * (0.5 * (counts / (m2 + eps) - 1.0))
-        return torch.fft.ifft2(corr, norm="ortho"), misfit
+        dev = m2 - counts - counts * torch.log((m2 + eps) / (counts + eps))
+        gain = 0.5 * (counts / (m2 + eps) - 1.0)
+        if w is not None:
+            dev, gain = dev * w, gain * w
+        misfit = dev.sum(dtype=torch.float64)
+        return torch.fft.ifft2(far * gain, norm="ortho"), misfit
 
     def iterate(self) -> float:
         """One pass over all patterns in seeded random mini-batches; returns the normalised misfit."""

@@ -66,14 +66,18 @@ class GroupedDataset(Dataset):
             ``[B, C, 2]`` (x, y) px.
         input_scale: the factor ``a`` (dimensionless) that multiplies the raw amplitudes.
         patches: optional ``[M, N, N]`` complex ground-truth object patches (for supervised losses).
+        weights: optional ``[N, N]`` float32 detector-pixel weights (1 = measured, 0 = masked,
+            :meth:`ScanData.pixel_weights`): masked pixels of ``x`` are 0 and batches carry ``'weights'``
+            so the loss leaves them out.
 
     Items are dicts of tensors: ``'x'`` float32 ``a * A`` (``[C, N, N]`` per sample, ``[B, C, N, N]`` per
     batch), ``'offsets'`` float32 ``[C, 2]`` / ``[B, C, 2]`` relative offsets in px, and ``'y'`` complex64
-    ``[C, N, N]`` / ``[B, C, N, N]`` only when ``patches`` is given.
+    ``[C, N, N]`` / ``[B, C, N, N]`` only when ``patches`` is given, and ``'weights'`` float32 ``[N, N]``
+    (the same for every item) only when ``weights`` is given.
     """
 
     def __init__(self, diffraction: np.ndarray, groups: Groups, input_scale: float,
-                 patches: np.ndarray | None = None) -> None:
+                 patches: np.ndarray | None = None, weights: np.ndarray | None = None) -> None:
         if not isinstance(diffraction, np.ndarray) or diffraction.ndim != 3:
             raise DataFormatError(f"diffraction: expected an [M, N, N] numpy array, found "
                                   f"{describe_array(diffraction)}; pass ScanData.diffraction")
@@ -95,6 +99,11 @@ class GroupedDataset(Dataset):
         self.groups = groups
         self.input_scale = float(input_scale)
         self.patches = patches
+        n = diffraction.shape[-1]
+        if weights is not None and np.shape(weights) != (n, n):
+            raise DataFormatError(f"weights: expected an [{n}, {n}] detector mask, found {describe_array(weights)}; "
+                                  "pass ScanData.pixel_weights() of the same scan")
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float32)
 
     def __len__(self) -> int:
         return int(self.groups.indices.shape[0])
@@ -109,6 +118,8 @@ class GroupedDataset(Dataset):
         # One gather for the whole batch; for a memmap this reads just these B*C patterns from disk.
         x = np.asarray(self.diffraction[flat], dtype=np.float32).reshape(b, c, n, n)
         x *= np.float32(self.input_scale)
+        if self.weights is not None:
+            x *= self.weights
         batch: Batch = {
             "x": torch.from_numpy(x),
             "offsets": torch.from_numpy(self.groups.relative_offsets[sel].astype(np.float32)),
@@ -116,6 +127,8 @@ class GroupedDataset(Dataset):
         if self.patches is not None:
             y = np.asarray(self.patches[flat], dtype=np.complex64).reshape(b, c, n, n)
             batch["y"] = torch.from_numpy(y)
+        if self.weights is not None:
+            batch["weights"] = torch.from_numpy(self.weights)
         return batch
 
     def __getitem__(self, index: int) -> Batch:
@@ -124,7 +137,7 @@ class GroupedDataset(Dataset):
         if not -len(self) <= i < len(self):
             raise IndexError(f"group index {index} out of range for {len(self)} groups")
         batch = self.__getitems__([i % len(self)])
-        return {k: v[0] for k, v in batch.items()}
+        return {k: v if k == "weights" else v[0] for k, v in batch.items()}
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -156,7 +169,8 @@ def passthrough_collate(data: Batch | list[Batch]) -> Batch:
     if not data:
         raise DataFormatError("collate: expected at least one sample, found an empty batch; "
                               "check the sampler and batch_size")
-    return {k: torch.stack([d[k] for d in data]) for k in data[0]}
+    # the detector weights are one [N, N] map for the whole batch, not a per-sample array
+    return {k: data[0][k] if k == "weights" else torch.stack([d[k] for d in data]) for k in data[0]}
 
 
 class PtychoDataModule(L.LightningDataModule):
@@ -212,27 +226,29 @@ class PtychoDataModule(L.LightningDataModule):
         else:
             train_groups, val_groups = groups, None
 
-        self.input_scale = compute_input_scale(train.diffraction, train_groups.indices)
+        train_w = train.pixel_weights()
+        self.input_scale = compute_input_scale(train.diffraction, train_groups.indices, train_w)
         if training.nphotons is not None:
             self.nphotons, self.nphotons_source = float(training.nphotons), "config"
         else:
             # For detector counts (A = sqrt(counts)) this is the real mean dose, making s = 1/a exactly.
-            self.nphotons = mean_pattern_energy(train.diffraction, train_groups.indices)
+            self.nphotons = mean_pattern_energy(train.diffraction, train_groups.indices, train_w)
             self.nphotons_source = "measured"
         self.intensity_scale = compute_intensity_scale(model.N, self.nphotons)
-        self.train_dataset = GroupedDataset(train.diffraction, train_groups, self.input_scale, train_patches)
+        self.train_dataset = GroupedDataset(train.diffraction, train_groups, self.input_scale, train_patches, train_w)
 
         self.val_dataset: GroupedDataset | None = None
         self.val_input_scale: float | None = None
         if val is not None:
             vgroups = group_positions(val.positions, model.gridsize, neighbor_count=k,
                                       seed=training.subsample_seed)
-            self.val_input_scale = compute_input_scale(val.diffraction, vgroups.indices)
+            val_w = val.pixel_weights()
+            self.val_input_scale = compute_input_scale(val.diffraction, vgroups.indices, val_w)
             self.val_dataset = GroupedDataset(val.diffraction, vgroups, self.val_input_scale,
-                                              val.patches if supervised else None)
+                                              val.patches if supervised else None, val_w)
         elif val_groups is not None:
             self.val_input_scale = self.input_scale
-            self.val_dataset = GroupedDataset(train.diffraction, val_groups, self.input_scale, train_patches)
+            self.val_dataset = GroupedDataset(train.diffraction, val_groups, self.input_scale, train_patches, train_w)
 
     @staticmethod
     def _split(groups: Groups, fraction: float, seed: int) -> tuple[Groups, Groups | None]:

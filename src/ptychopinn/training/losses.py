@@ -43,7 +43,8 @@ class LossBatch:
     complex64 predicted object patches; ``predicted``: ``[B, C, N, N]`` float32 predicted amplitudes in the
     same units, gain applied (None for a supervised model, which runs no physics); ``photon_scale``: 0-d
     float32, the data's photon scale ``s0`` (``(s0 * amplitude)**2`` are counts); ``truth``: optional
-    ``[B, C, N, N]`` complex ground-truth patches.
+    ``[B, C, N, N]`` complex ground-truth patches; ``weights``: optional ``[N, N]`` float32 detector-pixel
+    weights (1 = measured, 0 = masked), None when every pixel is measured.
     """
 
     measured: torch.Tensor
@@ -51,6 +52,7 @@ class LossBatch:
     predicted: torch.Tensor | None
     photon_scale: torch.Tensor
     truth: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -65,12 +67,12 @@ class LossTerm:
 
 def _poisson(b: LossBatch) -> torch.Tensor:
     assert b.predicted is not None
-    return poisson_loss(b.predicted, b.measured, b.photon_scale)
+    return poisson_loss(b.predicted, b.measured, b.photon_scale, b.weights)
 
 
 def _mae(b: LossBatch) -> torch.Tensor:
     assert b.predicted is not None
-    return amplitude_mae(b.predicted, b.measured)
+    return amplitude_mae(b.predicted, b.measured, b.weights)
 
 
 def _realspace(b: LossBatch) -> torch.Tensor:
@@ -95,7 +97,7 @@ def loss_terms(model_type: str, training: TrainingConfig) -> list[LossTerm]:
 
 
 def compute_losses(model: PtychoPINN, x: torch.Tensor, relative_offsets: torch.Tensor, training: TrainingConfig,
-                   y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                   y: torch.Tensor | None = None, weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Loss terms (0-d float32 tensors) of ``model`` for one batch.
 
     Args:
@@ -104,6 +106,8 @@ def compute_losses(model: PtychoPINN, x: torch.Tensor, relative_offsets: torch.T
         relative_offsets: ``[B, C, 2]`` (x, y) pixels, member position minus group centre.
         training: the loss weights.
         y: optional ``[B, C, N, N]`` complex ground-truth patches.
+        weights: optional ``[N, N]`` detector-pixel weights (1 = measured, 0 = masked): the amplitude
+            terms leave masked pixels out.
 
     Returns:
         ``{'loss': weighted total, name: unweighted value of each active term}``.
@@ -128,7 +132,8 @@ def compute_losses(model: PtychoPINN, x: torch.Tensor, relative_offsets: torch.T
     else:
         obj, amp = model(x, relative_offsets)
         predicted = amp * model.amplitude_gain()
-    batch = LossBatch(measured=x, obj=obj, predicted=predicted, photon_scale=model.data_intensity_scale, truth=y)
+    batch = LossBatch(measured=x, obj=obj, predicted=predicted, photon_scale=model.data_intensity_scale, truth=y,
+                      weights=weights)
     values = {t.name: t.fn(batch) for t in terms}
     total = sum((t.weight * values[t.name] for t in terms), start=x.new_zeros(()))
     return {"loss": total, **values}

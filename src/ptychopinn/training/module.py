@@ -105,7 +105,8 @@ class PINNLightningModule(L.LightningModule):
         Returns the total loss, or None for a training batch whose loss is not finite (nothing logged).
         """
         x, rel = batch["x"], batch["offsets"]
-        losses = compute_losses(self.model, x, rel, self.training_config, y=batch.get("y"))
+        losses = compute_losses(self.model, x, rel, self.training_config, y=batch.get("y"),
+                                weights=batch.get("weights"))
         bs = int(x.shape[0])
         loss = losses["loss"]
         if stage == "train" and not self._all_finite(loss):
