@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import reprlib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,9 +38,28 @@ STITCH_SYNC = ("off", "phase", "phase+amplitude")
 UNITS = ("amplitude", "intensity", "auto")
 
 
+MAX_INT = 2**31 - 1
+"""Largest integer any config field accepts (larger values overflow torch and numpy index types)."""
+
+# A value from a config file can be huge (a 400-digit number, a list of a million items, a structure whose
+# repr grows exponentially through YAML aliases): messages show a bounded sketch of it, never the whole.
+_SKETCH = reprlib.Repr()
+_SKETCH.maxlevel, _SKETCH.maxlist, _SKETCH.maxtuple, _SKETCH.maxdict = 2, 4, 4, 4
+_SKETCH.maxstring, _SKETCH.maxother, _SKETCH.maxlong = 60, 60, 40
+
+
+def sketch(value: Any) -> str:
+    """A repr of ``value`` of at most ~100 characters, however large or deep the value is."""
+    try:
+        text = _SKETCH.repr(value)
+    except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the real error
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
 def _require(cond: bool, name: str, expected: str, value: Any) -> None:
     if not cond:
-        raise ConfigError(f"config field '{name}': expected {expected}, got {value!r}")
+        raise ConfigError(f"config field '{name}': expected {expected}, got {sketch(value)}")
 
 
 def _is_int(v: Any) -> bool:
@@ -47,7 +67,12 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:  # an integer beyond the float range (a 400-digit number)
+        return False
 
 
 def _check_int(name: str, v: Any, lo: int | None = None, hi: int | None = None,
@@ -59,7 +84,9 @@ def _check_int(name: str, v: Any, lo: int | None = None, hi: int | None = None,
         rng = f" in [{lo}, {hi}]"
     elif lo is not None:
         rng = f" >= {lo}"
-    ok = _is_int(v) and (lo is None or v >= lo) and (hi is None or v <= hi)
+    if _is_int(v) and hi is None and v > MAX_INT:
+        rng += f" and at most {MAX_INT}"
+    ok = _is_int(v) and (lo is None or v >= lo) and v <= (MAX_INT if hi is None else hi)
     _require(ok, name, f"an integer{rng}" + (" or null" if optional else ""), v)
 
 
@@ -102,9 +129,9 @@ class _Config:
             raise ConfigError(f"{cls.__name__}: expected a mapping of field names to values, got "
                               f"{type(d).__name__}")
         names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
+        unknown = sorted((k for k in d if k not in names), key=str)
         if unknown:
-            raise ConfigError(f"{cls.__name__}: unknown key(s) {unknown}; valid keys are {sorted(names)}")
+            raise ConfigError(f"{cls.__name__}: unknown key(s) {sketch(unknown)}; valid keys are {sorted(names)}")
         return cls(**d)
 
     def replace(self: T, **changes: Any) -> T:
@@ -478,25 +505,94 @@ class RunConfig(_Config):
         return cls.from_dict(d)
 
 
+MAX_CONFIG_BYTES = 1024**2
+"""Largest config file read (a real one is a few kilobytes)."""
+MAX_CONFIG_DEPTH = 16
+"""Deepest nesting of mappings/lists accepted in a config file (real ones have 2 levels)."""
+
+
+def _yaml_loader() -> type:
+    """``yaml.SafeLoader`` that refuses aliases: an alias can repeat a node exponentially many times (a few
+    hundred bytes of YAML become gigabytes of objects), and config files never need them."""
+    import yaml
+
+    class _NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise ConfigError(f"YAML alias ('*') at line {mark.line + 1}, column {mark.column + 1}: "
+                                  "expected plain values (aliases are refused: they can expand a small file "
+                                  "into gigabytes); write the values out")
+            return super().compose_node(parent, index)
+
+    return _NoAliasLoader
+
+
+def nesting_depth(obj: Any, limit: int) -> int:
+    """Depth of nested dicts/lists in ``obj`` (a scalar is 0), counted without recursion; stops counting
+    once ``limit`` is exceeded (returns ``limit + 1``), so a pathological value costs little."""
+    stack = [(obj, 0)]
+    deepest = 0
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children = list(value.values())
+        elif isinstance(value, (list, tuple)):
+            children = list(value)
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        if deepest > limit:
+            return limit + 1
+        stack.extend((c, depth + 1) for c in children)
+    return deepest
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a JSON or YAML config file into a dict (not yet validated).
 
     The file holds a mapping with optional sections ``model``, ``training``, ``execution``,
-    ``inference``. Raises :class:`ConfigError` for a missing file or unparsable content.
+    ``inference``. Raises :class:`ConfigError` for a missing file, anything but a regular file, more than
+    :data:`MAX_CONFIG_BYTES`, text that is not UTF-8, unparsable content, YAML aliases, or nesting deeper
+    than :data:`MAX_CONFIG_DEPTH`.
     """
+    from ptychopinn.limits import open_regular
+
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}; pass an existing .json or .yaml file")
-    text = p.read_text(encoding="utf-8")
+    try:
+        with open_regular(p, "config file", ConfigError) as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {p}; pass an existing .json or .yaml file") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}; check the path and its "
+                          "permissions") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {p} is larger than {MAX_CONFIG_BYTES} bytes; expected a small JSON or "
+                          "YAML file of settings; pass the right file")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {p} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+                          f"{exc.start}); expected a JSON or YAML text file; save it as UTF-8") from None
     try:
         if p.suffix.lower() in (".yaml", ".yml"):
             import yaml
 
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
         else:
             data = json.loads(text)
+    except ConfigError as exc:
+        raise ConfigError(f"config file {p}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {p} nests values too deeply to parse; expected sections of plain "
+                          "settings (model/training/execution/inference); flatten it") from None
     except Exception as exc:  # noqa: BLE001 - any parser error becomes one clear message
-        raise ConfigError(f"cannot parse config file {p}: {exc}".splitlines()[0]) from None
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"cannot parse config file {p}: {first}; fix the syntax") from None
+    if nesting_depth(data, MAX_CONFIG_DEPTH) > MAX_CONFIG_DEPTH:
+        raise ConfigError(f"config file {p} nests values more than {MAX_CONFIG_DEPTH} levels deep; expected "
+                          "sections of plain settings (model/training/execution/inference); flatten it")
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p}: expected a mapping at top level, got {type(data).__name__}")
     return data

@@ -493,7 +493,7 @@ CONFIG_CASES = [
     _cfg_case("cfg-bad-yaml", "model: [unclosed\n", "cannot parse config file", name="cfg.yaml"),
     _cfg_case("cfg-yaml-bad-value", "model:\n  gridsize: -3\n", "config field 'gridsize'", name="cfg.yaml"),
     _cfg_case("cfg-missing-file", None, "config file not found", make=lambda d, s: d / "absent.json"),
-    _cfg_case("cfg-is-directory", None, "config file not found", make=lambda d, s: _mkdir(d / "cfg.json")),
+    _cfg_case("cfg-is-directory", None, "is a directory", make=lambda d, s: _mkdir(d / "cfg.json")),
 ]
 
 

@@ -3,8 +3,9 @@
 Each command lives in its own module of this package with two functions: ``register(subparsers)``
 adds its parser (cheap: no heavy imports) and ``run(args) -> int`` does the work, importing what it
 needs only then, so ``ptychopinn --help`` stays fast. :func:`main` turns bad input
-(:class:`ptychopinn.errors.PtychoInputError`, a missing file) into a one-line message and exit code
-2; ``--debug`` shows the full traceback instead.
+(:class:`ptychopinn.errors.PtychoInputError`, a missing file, an unreadable or unwritable file) into a
+one-line message and exit code 2, Ctrl-C into exit code 130, and, as a last resort, any other exception
+into one line and exit code 1 (an internal error); ``--debug`` shows the full traceback instead.
 """
 
 from __future__ import annotations
@@ -49,21 +50,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (PtychoInputError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-            PermissionError) as exc:
+    except (PtychoInputError, OSError) as exc:  # OSError: missing, unreadable or unwritable files, full disk
         if args.debug:
             raise
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"ptychopinn {args.command}: error: {msg}", file=sys.stderr)
+        print(f"ptychopinn {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except OSError as exc:
-        if args.debug:
-            raise
-        print(f"ptychopinn {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"ptychopinn {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        detail = f": {_one_line(exc)}" if str(exc) else ""
+        print(f"ptychopinn {args.command}: interrupted{detail}", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - last resort: bad input is validated (and exit 2) before this
+        if args.debug:
+            raise
+        print(f"ptychopinn {args.command}: error: internal error {type(exc).__name__}: {_one_line(exc)}; "
+              "rerun with --debug for the traceback and report it", file=sys.stderr)
+        return 1
+
+
+_MAX_MESSAGE = 1000
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of ``str(exc)`` (the type name when empty), at most ``_MAX_MESSAGE`` characters."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= _MAX_MESSAGE else line[:_MAX_MESSAGE - 3] + "..."
 
 
 if __name__ == "__main__":  # pragma: no cover

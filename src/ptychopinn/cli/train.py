@@ -136,13 +136,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def build_configs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """ModelConfig, TrainingConfig, ExecutionConfig from defaults, ``--config`` and flags."""
-    from ptychopinn.config import ExecutionConfig, ModelConfig, TrainingConfig, load_config_file
+    from ptychopinn.config import ExecutionConfig, ModelConfig, TrainingConfig, load_config_file, sketch
     from ptychopinn.errors import ConfigError
 
     base: dict[str, Any] = load_config_file(args.config) if args.config else {}
-    unknown = sorted(set(base) - {"model", "training", "execution", "inference"})
+    # keys of a YAML mapping may be of any type (numbers, null): sort by text, show a bounded sketch
+    unknown = sorted((k for k in base if k not in ("model", "training", "execution", "inference")), key=str)
     if unknown:
-        raise ConfigError(f"config file {args.config}: unknown section(s) {unknown}; valid sections are "
+        raise ConfigError(f"config file {args.config}: unknown section(s) {sketch(unknown)}; valid sections are "
                           "['execution', 'inference', 'model', 'training']")
     for section in ("model", "training", "execution", "inference"):
         if base.get(section) is not None and not isinstance(base[section], dict):
