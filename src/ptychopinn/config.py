@@ -528,26 +528,6 @@ def _yaml_loader() -> type:
     return _NoAliasLoader
 
 
-def nesting_depth(obj: Any, limit: int) -> int:
-    """Depth of nested dicts/lists in ``obj`` (a scalar is 0), counted without recursion; stops counting
-    once ``limit`` is exceeded (returns ``limit + 1``), so a pathological value costs little."""
-    stack = [(obj, 0)]
-    deepest = 0
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict):
-            children = list(value.values())
-        elif isinstance(value, (list, tuple)):
-            children = list(value)
-        else:
-            continue
-        deepest = max(deepest, depth + 1)
-        if deepest > limit:
-            return limit + 1
-        stack.extend((c, depth + 1) for c in children)
-    return deepest
-
-
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a JSON or YAML config file into a dict (not yet validated).
 
@@ -556,7 +536,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     :data:`MAX_CONFIG_BYTES`, text that is not UTF-8, unparsable content, YAML aliases, or nesting deeper
     than :data:`MAX_CONFIG_DEPTH`.
     """
-    from ptychopinn.limits import open_regular
+    from ptychopinn.limits import nesting_depth, open_regular
 
     p = Path(path)
     try:

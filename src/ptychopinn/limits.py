@@ -24,12 +24,12 @@ import re
 import resource
 import stat
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ptychopinn.errors import ConfigError, PtychoInputError
 
 __all__ = ["MEMORY_ENV", "MemoryLimitError", "check_memory", "file_kind", "format_bytes", "memory_limit",
-           "open_regular", "require_regular_file"]
+           "nesting_depth", "open_regular", "require_regular_file"]
 
 MEMORY_ENV = "PTYCHOPINN_MAX_MEMORY"
 """Environment variable that overrides :func:`memory_limit` (bytes, or a number with K/M/G/T)."""
@@ -176,3 +176,23 @@ def open_regular(path: str | os.PathLike[str], what: str,
     except BaseException:
         os.close(fd)
         raise
+
+
+def nesting_depth(obj: Any, limit: int) -> int:
+    """Depth of nested dicts/lists in ``obj`` (a scalar is 0), counted without recursion; stops counting
+    once ``limit`` is exceeded (returns ``limit + 1``), so a pathological value costs little."""
+    stack = [(obj, 0)]
+    deepest = 0
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children = list(value.values())
+        elif isinstance(value, (list, tuple)):
+            children = list(value)
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        if deepest > limit:
+            return limit + 1
+        stack.extend((c, depth + 1) for c in children)
+    return deepest

@@ -44,6 +44,7 @@ from safetensors.torch import save as _safetensors_save
 
 import ptychopinn
 from ptychopinn.errors import ArchiveError
+from ptychopinn.limits import check_memory, file_kind, nesting_depth, open_regular
 
 ARCHIVE_NAME = "wts.h5.zip"
 FORMAT_NAME = "ptychopinn-archive"
@@ -65,6 +66,7 @@ _REFERENCE_TF_MARKERS = frozenset({"manifest.dill", "model.keras", "custom_objec
 _REFERENCE_TORCH_MARKERS = frozenset({"model.pth", "torch_scaling_metadata.pt"})
 _READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, struct.error)
 _RESAVE = "re-save it with ptychopinn"
+MAX_JSON_DEPTH = 32  # manifest/config/metadata written by ptychopinn nest 4 levels at most
 
 
 @dataclass(frozen=True)
@@ -265,12 +267,18 @@ def _walk_dir(directory: Path) -> list[str]:
     return sorted(names)
 
 
+def _irregular(p: Path) -> ArchiveError:
+    return ArchiveError(f"model archive {p} is {file_kind(os.stat(p).st_mode)}; expected a regular file (pipes "
+                        f"and devices never end or block); pass the {ARCHIVE_NAME} file")
+
+
 def resolve_archive_path(path: str | Path) -> Path:
     """A file -> itself; a directory holding ``wts.h5.zip`` -> that file; a directory holding the
     extracted members (manifest.json, config.json, weights.safetensors) -> the directory; a missing
     ``X`` whose ``X.zip`` exists (the reference system's ``.../wts.h5`` convention) -> ``X.zip``.
 
-    Raises FileNotFoundError when nothing fits, ArchiveError for a reference-system archive directory.
+    Raises FileNotFoundError when nothing fits, ArchiveError for a reference-system archive directory or for
+    a pipe, device or socket (only regular files are read: those would block or never end).
     """
     p = Path(path)
     if p.is_file():
@@ -281,9 +289,11 @@ def resolve_archive_path(path: str | Path) -> Path:
             return p.with_name(p.name + ".zip")
         raise FileNotFoundError(f"model archive not found: {p}")
     if not p.is_dir():
-        raise ArchiveError(f"{p} is neither a file nor a directory; pass the {ARCHIVE_NAME} file")
+        raise _irregular(p)
     if (p / ARCHIVE_NAME).is_file():
         return p / ARCHIVE_NAME
+    if (p / ARCHIVE_NAME).exists():
+        raise _irregular(p / ARCHIVE_NAME)
     if all((p / m).is_file() for m in REQUIRED_MEMBERS):
         return p
     # Two levels are enough to recognise an extracted reference archive without walking a whole tree.
@@ -373,6 +383,22 @@ def _check_entries(entries: Sequence[_Entry], where: Path, max_member: int, max_
     total = sum(e.size for e in files)
     if total > max_total:
         raise _bomb(where, f"declares {total} bytes in all, more than max_total_bytes={max_total}")
+    # the member bytes, then the tensors built from them
+    check_memory(2 * total, f"model archive {where} (members declaring {total} bytes)",
+                 "check that this is the right archive")
+
+
+def _open_member_file(directory: Path, name: str) -> BinaryIO:
+    """Open an extracted member that passed the checks; a file swapped for a link, pipe or device since then is
+    refused, never followed or waited on (O_NOFOLLOW, O_NONBLOCK, fstat of the open descriptor)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(directory / name, flags)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ArchiveError(f"{directory} member {name!r} is not a regular file; expected regular files; "
+                           "replace or remove it")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 @contextlib.contextmanager
@@ -384,29 +410,28 @@ def _open_source(path: Path) -> Iterator[tuple[list[_Entry], Callable[[str], Bin
             st = os.lstat(path / name.rstrip("/"))
             regular = stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)
             entries.append(_Entry(name, st.st_size, stat.S_ISDIR(st.st_mode), irregular=not regular))
-        # O_NOFOLLOW: a file swapped for a link after the checks above is still not followed.
-        nofollow = getattr(os, "O_NOFOLLOW", 0)
-        yield entries, lambda name: os.fdopen(os.open(path / name, os.O_RDONLY | nofollow), "rb")
+        yield entries, lambda name: _open_member_file(path, name)
         return
-    if not zipfile.is_zipfile(path):
-        with open(path, "rb") as fh:
-            looks_like_zip = fh.read(4) == b"PK\x03\x04"
-        if looks_like_zip:  # starts like a zip but its central directory is gone
-            raise _corrupt(path, "no zip central directory")
-        raise ArchiveError(
-            f"{path} is not a zip archive; expected a ptychopinn model archive ({ARCHIVE_NAME}) "
-            "written by `ptychopinn train`; pass that file or the directory holding it"
-        )
-    try:
-        zf = zipfile.ZipFile(path)
-    except _READ_ERRORS as exc:
-        raise _corrupt(path, str(exc)) from None
-    with zf:
-        infos = zf.infolist()
-        yield (
-            [_Entry(i.filename, i.file_size, i.is_dir(), encrypted=bool(i.flag_bits & 0x1)) for i in infos],
-            lambda name: zf.open(name),  # type: ignore[return-value]
-        )
+    # Opened once, as a regular file (a pipe or device swapped in after resolve_archive_path would block).
+    with open_regular(path, "model archive", ArchiveError) as fh:
+        if not zipfile.is_zipfile(fh):
+            fh.seek(0)
+            if fh.read(4) == b"PK\x03\x04":  # starts like a zip but its central directory is gone
+                raise _corrupt(path, "no zip central directory")
+            raise ArchiveError(
+                f"{path} is not a zip archive; expected a ptychopinn model archive ({ARCHIVE_NAME}) "
+                "written by `ptychopinn train`; pass that file or the directory holding it"
+            )
+        try:
+            zf = zipfile.ZipFile(fh)
+        except _READ_ERRORS as exc:
+            raise _corrupt(path, str(exc)) from None
+        with zf:
+            infos = zf.infolist()
+            yield (
+                [_Entry(i.filename, i.file_size, i.is_dir(), encrypted=bool(i.flag_bits & 0x1)) for i in infos],
+                lambda name: zf.open(name),  # type: ignore[return-value]
+            )
 
 
 def _read_members(
@@ -440,12 +465,20 @@ def _read_members(
 
 
 def _json_object(data: bytes, name: str, where: Path) -> dict[str, Any]:
+    too_deep = ArchiveError(
+        f"{name} in {where} nests values more than {MAX_JSON_DEPTH} levels deep; expected the flat objects "
+        f"ptychopinn writes; the archive is corrupt or hostile; {_RESAVE}"
+    )
     try:
         obj = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ArchiveError(
-            f"{name} in {where} is not valid JSON ({exc}); the archive is corrupt; {_RESAVE}"
+            f"{name} in {where} is not valid JSON ({str(exc)[:200]}); the archive is corrupt; {_RESAVE}"
         ) from None
+    except RecursionError:
+        raise too_deep from None
+    if nesting_depth(obj, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise too_deep
     if not isinstance(obj, dict):
         raise ArchiveError(
             f"{name} in {where} must hold a JSON object; found {type(obj).__name__}; {_RESAVE}"

@@ -102,9 +102,8 @@ def _weights_mismatch(model: PtychoPINN, tensors: dict[str, torch.Tensor]) -> st
     unexpected = sorted(set(tensors) - set(expected))
     wrong = [f"{k} {tuple(tensors[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
              if k in tensors and tuple(tensors[k].shape) != tuple(v.shape)]
-    kinds = [k for k, v in expected.items()
-             if k in tensors and tuple(tensors[k].shape) == tuple(v.shape)
-             and tensors[k].is_complex() != v.is_complex()]
+    kinds = [f"{k} {tensors[k].dtype} vs {v.dtype}".replace("torch.", "") for k, v in expected.items()
+             if k in tensors and tuple(tensors[k].shape) == tuple(v.shape) and tensors[k].dtype != v.dtype]
     parts = []
     if wrong:
         parts.append(f"shape mismatch (saved vs expected) {_list(wrong)}")
@@ -113,7 +112,8 @@ def _weights_mismatch(model: PtychoPINN, tensors: dict[str, torch.Tensor]) -> st
     if unexpected:
         parts.append(f"unexpected {_list(unexpected)}")
     if kinds:
-        parts.append(f"complex/real mismatch {_list(kinds)}")
+        # a silent cast would hide an edited archive (integer or float64 weights where float32 were saved)
+        parts.append(f"dtype mismatch (saved vs expected) {_list(kinds)}")
     return "; ".join(parts) or None
 
 
@@ -123,8 +123,8 @@ def load_model(path: str | Path) -> LoadedModel:
 
     Raises:
         FileNotFoundError: nothing at ``path``.
-        ArchiveError: unsafe/corrupt archive, a configuration that fails validation, or weights that do
-            not match the configuration (shapes, missing or unexpected tensors).
+        ArchiveError: unsafe/corrupt archive, a configuration that fails validation, weights that do
+            not match the configuration (shapes, dtypes, missing or unexpected tensors) or that hold NaN/Inf.
     """
     where = resolve_archive_path(path)
     archive = load_archive(where)
@@ -143,6 +143,10 @@ def load_model(path: str | Path) -> LoadedModel:
     if isinstance(s0, bool) or not isinstance(s0, (int, float)) or not (math.isfinite(s0) and s0 > 0):
         raise _bad_config(where, f"'intensity_scale' must be a finite number > 0, found {s0!r}")
     tensors = dict(archive.tensors)
+    bad = [k for k, t in tensors.items() if (t.is_floating_point() or t.is_complex()) and not bool(t.isfinite().all())]
+    if bad:
+        raise ArchiveError(f"{where}: weights hold NaN or infinite values in {_list(sorted(bad))}; expected finite "
+                           f"weights; the model is unusable (saved after training diverged, or edited); retrain it")
     probe = tensors.get(PROBE_KEY)
     n = model_config.N
     if probe is None or not probe.is_complex() or tuple(probe.shape) != (n, n):

@@ -15,16 +15,23 @@ import math
 
 import torch
 
+from ptychopinn.errors import DataFormatError
+
 
 def normalize_probe(probe: torch.Tensor, probe_scale: float = 4.0) -> torch.Tensor:
     """Rescale a probe to total energy ``(probe_scale * N / 4)**2``.
 
     ``probe``: ``[N, N]`` complex64. Returns ``[N, N]`` complex64 (same phase, new scale).
+    Raises :class:`~ptychopinn.errors.DataFormatError` for an all-zero or non-finite probe.
     """
     n = probe.shape[-1]
-    energy = probe.abs().pow(2).sum()
+    # float64: a probe of tiny (1e-30) or huge (1e30) float32 amplitudes has a representable energy there
+    energy = probe.to(torch.complex128).abs().pow(2).sum()
     if not torch.isfinite(energy) or energy <= 0:
-        raise ValueError("probe has zero or non-finite energy; pass a probe with non-zero amplitude")
+        found = "NaN/Inf values" if not bool(torch.isfinite(torch.view_as_real(probe)).all()) else \
+            f"total energy {float(energy):.3g}"
+        raise DataFormatError(f"probe: expected a finite [N, N] complex probe with non-zero amplitude, found "
+                              f"{found}; pass the measured or reconstructed probe (e.g. NPZ key 'probeGuess')")
     target = probe_scale * n / 4.0
     return (probe * (target / energy.sqrt())).to(torch.complex64)
 
