@@ -100,20 +100,21 @@ def memory_limit() -> int:
     return int(_machine_memory() * _FRACTION)
 
 
-def check_memory(nbytes: float, what: str, fix: str) -> None:
+def check_memory(nbytes: float, what: str, fix: str, error: type[PtychoInputError] = MemoryLimitError) -> None:
     """Refuse an allocation of ``nbytes`` above :func:`memory_limit` before it happens.
 
     Args:
         nbytes: estimated bytes (may be a float: products of declared sizes can exceed int64).
         what: what would be allocated, e.g. ``'the stitching canvas of 60000 x 60000 pixels'``.
         fix: how the user fixes it (the override variable is named by this function).
+        error: the :class:`PtychoInputError` subclass raised (the caller's usual one, e.g. ``ArchiveError``).
 
     Raises:
-        MemoryLimitError: ``nbytes`` is above the limit.
+        ``error`` (default :class:`MemoryLimitError`): ``nbytes`` is above the limit.
     """
     limit = memory_limit()
     if nbytes > limit:
-        raise MemoryLimitError(f"{what} needs about {format_bytes(nbytes)} of memory, more than the limit of "
+        raise error(f"{what} needs about {format_bytes(nbytes)} of memory, more than the limit of "
                                f"{format_bytes(limit)}; {fix} (or raise the limit with {MEMORY_ENV}=SIZE, "
                                "e.g. 64G, if the machine really has the memory)")
 

@@ -28,7 +28,9 @@ result is ``sum(windows) / coverage``, the coverage-weighted average of all over
 no window reached are 0.
 
 Memory is the two canvases (plus a bounded buffer of ``flush_size`` shifted windows):
-:class:`Stitcher` accumulates batch by batch, so the number of patches it can stitch is unbounded.
+:class:`Stitcher` accumulates batch by batch, so the number of patches it can stitch is unbounded. A canvas
+larger than the memory limit (:func:`check_canvas_memory`, :mod:`ptychopinn.limits`) is refused before it is
+allocated.
 """
 
 from __future__ import annotations
@@ -42,9 +44,24 @@ import torch
 from ptychopinn.errors import ConfigError, DataFormatError, describe_array
 from ptychopinn.physics.shift import split_positions
 
-__all__ = ["Stitcher", "canvas_geometry", "centred_geometry", "crop_window", "shifted_windows", "stitch_patches"]
+__all__ = ["CANVAS_BYTES_PER_PIXEL", "Stitcher", "canvas_geometry", "centred_geometry", "check_canvas_memory",
+           "crop_window", "shifted_windows", "stitch_patches"]
 
-MAX_CANVAS_PIXELS = 1 << 30  # 8 GiB of complex64: a larger canvas means positions in the wrong units
+CANVAS_BYTES_PER_PIXEL = 24
+"""Memory per canvas pixel: the complex64 sum and float32 coverage canvases, then the complex64 object and the
+float32 coverage returned by :meth:`Stitcher.result`."""
+
+
+def check_canvas_memory(shape: tuple[int, int]) -> None:
+    """Refuse a canvas of ``shape`` ``(H, W)`` pixels whose memory exceeds :func:`ptychopinn.limits.memory_limit`
+    (:class:`DataFormatError`); two scan positions far apart, or in metres instead of pixels,
+    would otherwise allocate gigabytes before anything can go wrong."""
+    from ptychopinn.limits import check_memory
+
+    h, w = int(shape[0]), int(shape[1])
+    check_memory(float(h) * float(w) * CANVAS_BYTES_PER_PIXEL, f"the stitching canvas of {w} x {h} pixels",
+                 "check the scan positions are in object pixels (not metres or nanometres) and belong to "
+                 "one scan", DataFormatError)
 _STITCH_BATCH = 2048  # patches per Stitcher.add call in stitch_patches: bounds the temporaries
 _SHIFT_CHUNK = 128  # patches per sub-pixel shift step: the per-patch shift matrices stay in cache
 
@@ -194,6 +211,7 @@ class Stitcher:
             raise ConfigError(f"canvas origin: expected finite (x0, y0) pixels, found {origin!r}; "
                               f"use canvas_geometry() to compute it")
         self.shape = (int(shape[0]), int(shape[1]))
+        check_canvas_memory(self.shape)
         self.window = _check_window(window)
         self.origin = (float(origin[0]), float(origin[1]))
         self.device = torch.device("cpu" if device is None else device)
@@ -343,10 +361,7 @@ def canvas_geometry(
     lo, hi = _window_extent(pos, window)
     origin = np.minimum(lo, 0)
     size = hi - origin + 1
-    if int(size[0]) * int(size[1]) > MAX_CANVAS_PIXELS:
-        raise DataFormatError(
-            f"positions span a {int(size[1])} x {int(size[0])} pixel canvas (more than {MAX_CANVAS_PIXELS:,} "
-            f"pixels); check the scan positions are in object pixels (not metres or nanometres)")
+    check_canvas_memory((int(size[1]), int(size[0])))
     return (int(size[1]), int(size[0])), (float(origin[0]), float(origin[1]))
 
 
@@ -379,10 +394,7 @@ def centred_geometry(
     # round(pos - origin) +- window/2 must stay inside [0, 2 * half]
     half = np.ceil(np.abs(pos - c).max(axis=0) + window // 2 + 1).astype(np.int64)
     size = 2 * half + 1
-    if int(size[0]) * int(size[1]) > MAX_CANVAS_PIXELS:
-        raise DataFormatError(
-            f"positions span a {int(size[1])} x {int(size[0])} pixel canvas (more than {MAX_CANVAS_PIXELS:,} "
-            f"pixels); check the scan positions are in object pixels (not metres or nanometres)")
+    check_canvas_memory((int(size[1]), int(size[0])))
     origin = c - half
     return (int(size[1]), int(size[0])), (float(origin[0]), float(origin[1]))
 

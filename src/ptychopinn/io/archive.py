@@ -385,7 +385,7 @@ def _check_entries(entries: Sequence[_Entry], where: Path, max_member: int, max_
         raise _bomb(where, f"declares {total} bytes in all, more than max_total_bytes={max_total}")
     # the member bytes, then the tensors built from them
     check_memory(2 * total, f"model archive {where} (members declaring {total} bytes)",
-                 "check that this is the right archive")
+                 "check that this is the right archive", ArchiveError)
 
 
 def _open_member_file(directory: Path, name: str) -> BinaryIO:

@@ -52,6 +52,7 @@ from ptychopinn.simulate.scan import (
 
 _NOISE_BLOCK = 256  # patterns per noise generator: fixed, so results do not depend on batch_size
 _NOISE_STREAM = 606
+_OBJECT_BYTES_PER_PIXEL = 64
 _MAX_RATE = 1e18  # numpy's Poisson sampler refuses means above ~9.2e18
 
 
@@ -257,20 +258,31 @@ def simulate_scan(
     if not isinstance(config, SimulationConfig):
         raise ConfigError(f"config: expected a SimulationConfig, got {type(config).__name__}; "
                           "build one with SimulationConfig(...)")
-    if object_override is None:
-        obj = make_object(config.object_kind, config.object_size, amplitude_range=config.amplitude_range,
-                          phase_range=config.phase_range, image_name=config.image_name, seed=config.seed,
-                          phase_image=config.phase_image)
-    else:
-        obj = _check_override(object_override, config)
+    from ptychopinn.limits import check_memory
+
+    override = None if object_override is None else _check_override(object_override, config)
+    shape = (config.object_size, config.object_size) if override is None else override.shape
     probe = make_probe(config.probe_kind, config.N, diameter=config.probe_diameter)
     diameter = probe_diameter(probe)
     step = step_for_overlap(diameter, config.overlap)
     if config.scan == "raster":
-        positions = raster_positions(obj.shape, config.N, step, jitter=config.jitter,
+        positions = raster_positions(shape, config.N, step, jitter=config.jitter,
                                      n_points=config.n_points, seed=config.seed)
     else:
-        positions = spiral_positions(obj.shape, config.N, step, n_points=config.n_points, seed=config.seed)
+        positions = spiral_positions(shape, config.N, step, n_points=config.n_points, seed=config.seed)
+    # Checked before anything large exists: the object (complex, with float64 amplitude/phase fields and
+    # resampling temporaries while it is made) and the float32 patterns plus complex64 patches, [M, N, N] each.
+    m = positions.shape[0]
+    check_memory(float(shape[0]) * float(shape[1]) * _OBJECT_BYTES_PER_PIXEL + float(m) * config.N**2 * 12,
+                 f"a simulated {shape[1]} x {shape[0]} pixel object scanned at {m} points of {config.N} x "
+                 f"{config.N} pixels", "use a smaller object_size (--object-size), fewer points (n_points) or less "
+                 "overlap", ConfigError)
+    if override is None:
+        obj = make_object(config.object_kind, config.object_size, amplitude_range=config.amplitude_range,
+                          phase_range=config.phase_range, image_name=config.image_name, seed=config.seed,
+                          phase_image=config.phase_image)
+    else:
+        obj = override
     probe_scale = ModelConfig().probe_scale  # the training default, so the scan matches it
     amplitude, patches, dose_scale = simulate_diffraction(
         obj, probe, positions, nphotons=float(config.nphotons), poisson=config.poisson, seed=config.seed,
