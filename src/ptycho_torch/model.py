@@ -71,6 +71,19 @@ class PtychoPINN_Lightning(PINNLightningModule):  # noqa: N801 - reference name
         })
         self._hparams_initial = copy.deepcopy(self._hparams)
 
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, hparams_file: Any = None,
+                             strict: bool | None = None, weights_only: bool | None = None,
+                             **kwargs: Any) -> PtychoPINN_Lightning:
+        """Lightning's ``load_from_checkpoint`` with ``weights_only=True`` always (also under
+        ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``): a checkpoint is data and never runs code. ``weights_only=False``
+        is refused."""
+        if weights_only is False:
+            raise ConfigError("load_from_checkpoint: weights_only=False is refused (unpickling can run code); "
+                              "checkpoints written by this package load with weights_only=True")
+        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file,
+                                            strict=strict, weights_only=True, **kwargs)
+
     def configs(self) -> tuple[Any, Any, Any, Any]:
         """``(data_config, model_config, training_config, inference_config)`` reference config instances."""
         return self.data_config, self.torch_model_config, self.torch_training_config, self.inference_config

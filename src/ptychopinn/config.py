@@ -270,7 +270,9 @@ class ExecutionConfig(_Config):
 
     Passed straight to the Lightning ``Trainer``. ``accelerator='gpu'`` and ``'cuda'`` are the same.
     ``precision='bf16-mixed'`` works on CPU and GPU. ``deterministic`` seeds everything and turns
-    on deterministic algorithms (bit-exact CPU runs with ``num_workers=0``).
+    on deterministic algorithms (bit-exact CPU runs with ``num_workers=0``). ``rendezvous_timeout``: seconds
+    a distributed (DDP) run waits for all its processes to join, and for any one collective operation,
+    before it fails with a clear error (torch's own default is 30 minutes).
     """
 
     accelerator: str = "auto"
@@ -288,6 +290,7 @@ class ExecutionConfig(_Config):
     enable_checkpointing: bool = True
     checkpoint_save_top_k: int = 1
     num_threads: int | None = None
+    rendezvous_timeout: float = 300.0
 
     def __post_init__(self) -> None:
         _check_choice("accelerator", self.accelerator, ACCELERATORS)
@@ -306,6 +309,9 @@ class ExecutionConfig(_Config):
         _check_bool("enable_checkpointing", self.enable_checkpointing)
         _check_int("checkpoint_save_top_k", self.checkpoint_save_top_k, 0)
         _check_int("num_threads", self.num_threads, 1, optional=True)
+        _check_num("rendezvous_timeout", self.rendezvous_timeout, 0.0, strict=True)
+        _require(self.rendezvous_timeout <= 86400, "rendezvous_timeout", "at most 86400 seconds",
+                 self.rendezvous_timeout)
 
 
 @dataclass(frozen=True)

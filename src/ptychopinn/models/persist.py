@@ -18,6 +18,7 @@ a fresh process needs nothing but the archive.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from ptychopinn.errors import ArchiveError, PtychoInputError
 from ptychopinn.io.archive import load_archive, resolve_archive_path, save_archive
 from ptychopinn.models.pinn import PtychoPINN
 
-__all__ = ["PROBE_KEY", "LoadedModel", "load_model", "save_model"]
+__all__ = ["PROBE_KEY", "LoadedModel", "load_model", "save_model", "state_mismatch"]
 
 PROBE_KEY = "physics.probe"
 """State-dict key of the ``[N, N]`` complex64 probe."""
@@ -95,9 +96,11 @@ def _list(keys: list[str]) -> str:
     return head + (f" (+{len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else "")
 
 
-def _weights_mismatch(model: PtychoPINN, tensors: dict[str, torch.Tensor]) -> str | None:
-    """One-line description of how ``tensors`` differ from ``model.state_dict()`` (None if they fit)."""
-    expected = model.state_dict()
+def state_mismatch(expected: Mapping[str, torch.Tensor], tensors: Mapping[str, Any]) -> str | None:
+    """One-line description of how the state dict ``tensors`` differs from ``expected`` in names, shapes and
+    dtypes (None if it fits); entries of ``tensors`` that are not tensors count as mismatched."""
+    tensors = {k: v if isinstance(v, torch.Tensor) else torch.empty(0, dtype=torch.uint8)
+               for k, v in tensors.items()}
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     wrong = [f"{k} {tuple(tensors[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
@@ -158,7 +161,7 @@ def load_model(path: str | Path) -> LoadedModel:
     except PtychoInputError as exc:
         raise ArchiveError(f"{where}: cannot rebuild the model from the archive ({exc}); "
                            f"re-save the model") from None
-    problem = _weights_mismatch(model, tensors)
+    problem = state_mismatch(model.state_dict(), tensors)
     if problem is not None:
         raise ArchiveError(f"{where}: weights do not match the configuration: {problem}; the archive "
                            f"was edited or saved from a different architecture; re-save the model")

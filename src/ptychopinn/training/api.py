@@ -17,8 +17,15 @@ import torch
 
 from ptychopinn.config import ExecutionConfig, ModelConfig, TrainingConfig
 from ptychopinn.data.scan import ScanData
-from ptychopinn.errors import ConfigError
+from ptychopinn.errors import ConfigError, PtychoInputError
 from ptychopinn.training.data import PtychoDataModule
+from ptychopinn.training.guards import (
+    TrainingInterrupted,
+    check_resume_checkpoint,
+    interrupt_as_exception,
+    output_lock,
+    rendezvous_error,
+)
 from ptychopinn.training.module import PINNLightningModule
 from ptychopinn.training.trainer import (
     LAST_NAME,
@@ -41,8 +48,16 @@ _QUIET_WARNINGS = (
 )
 
 
-class TrainingDivergedError(RuntimeError):
-    """The training loss became NaN or infinite; the last good checkpoint is kept."""
+# a DDP process group whose processes did not all join before the rendezvous timeout
+_RENDEZVOUS_ERRORS = tuple(getattr(torch.distributed, name) for name in ("DistStoreError", "DistNetworkError")
+                           if hasattr(torch.distributed, name))
+
+
+class TrainingDivergedError(RuntimeError, PtychoInputError):
+    """The training loss became NaN or infinite; the last good checkpoint is kept.
+
+    Also a :class:`PtychoInputError`: what makes training diverge is a setting (learning rate, gradient
+    clipping) or the data, so the CLI reports it as bad input (one line, exit code 2)."""
 
 
 @dataclass
@@ -141,8 +156,12 @@ def train(
 
     Raises:
         ConfigError: mismatched N, missing labels for supervised training, an optional logger that is
-            not installed, or ``resume`` without a checkpoint.
+            not installed, hardware this machine lacks, ``resume`` without a checkpoint or with one of another
+            architecture (or one that does not load with ``weights_only=True``), another training holding
+            ``output_dir`` (see :mod:`ptychopinn.training.guards`), or DDP processes that did not all join
+            within ``execution.rendezvous_timeout`` seconds.
         TrainingDivergedError: the training loss became non-finite (the last good checkpoint is kept).
+        KeyboardInterrupt: Ctrl-C; the message says which checkpoint to resume from.
     """
     execution = execution if execution is not None else ExecutionConfig()
     _check_inputs(train_scan, val_scan, model, training, execution)
@@ -153,7 +172,21 @@ def train(
         raise ConfigError(f"resume=True expects a checkpoint at {resume_from}, found none; train without "
                           "resume first or point output_dir at the earlier run")
     out.mkdir(parents=True, exist_ok=True)
+    with output_lock(out):
+        return _train_locked(train_scan, val_scan, model, training, execution, out, resume)
 
+
+def _interrupted_message(trainer: L.Trainer, last: Path) -> str:
+    kept = (f"{last} holds the last completed epoch; continue with `ptychopinn train ... --resume` (or resume=True)"
+            if last.is_file() else "no epoch was completed, so there is nothing to resume")
+    return f"training stopped by Ctrl-C during epoch {trainer.current_epoch} (0-based); {kept}"
+
+
+def _train_locked(train_scan: ScanData, val_scan: ScanData | None, model: ModelConfig, training: TrainingConfig,
+                  execution: ExecutionConfig, out: Path, resume: bool) -> TrainResult:
+    """:func:`train` once the inputs are checked and the output folder is locked."""
+    ckpt_dir = out / "checkpoints"
+    resume_from = ckpt_dir / f"{LAST_NAME}.ckpt"
     threads_before = torch.get_num_threads()
     det_before = (torch.are_deterministic_algorithms_enabled(),
                   torch.is_deterministic_algorithms_warn_only_enabled())
@@ -167,7 +200,15 @@ def train(
             module = PINNLightningModule(model.to_dict(), training.to_dict(), train_scan.probe,
                                          dm.intensity_scale, dm.input_scale, has_validation=dm.has_val)
             trainer = build_trainer(execution, training, out, has_val=dm.has_val)
-            trainer.fit(module, datamodule=dm, ckpt_path=str(resume_from) if resume else None)
+            if resume:
+                check_resume_checkpoint(resume_from, module.state_dict())
+            with interrupt_as_exception():
+                trainer.fit(module, datamodule=dm, ckpt_path=str(resume_from) if resume else None,
+                            weights_only=True)
+    except TrainingInterrupted:
+        raise KeyboardInterrupt(_interrupted_message(trainer, resume_from)) from None
+    except _RENDEZVOUS_ERRORS as exc:
+        raise rendezvous_error(exc, execution) from None
     finally:
         # Trainer and set_num_threads change process-wide torch settings; give them back to the caller.
         torch.set_num_threads(threads_before)

@@ -40,7 +40,7 @@ from ptychopinn.config import ExecutionConfig, TrainingConfig
 from ptychopinn.errors import ConfigError
 
 __all__ = ["LAST_NAME", "AtomicCheckpointIO", "DivergenceGuardedCheckpoint", "EpochLog", "LossHistory",
-           "StderrProgressBar", "build_trainer", "check_logger_available",
+           "StderrProgressBar", "build_trainer", "check_hardware", "check_logger_available", "is_distributed",
            "checkpoint_paths", "find_callback", "map_accelerator", "map_precision", "remove_stale_temp_files",
            "with_filename"]
 
@@ -103,7 +103,8 @@ def with_filename(exc: BaseException, path: str | Path) -> BaseException:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` to a temporary file next to the target, fsync, then ``os.replace`` over the target.
+    """``torch.save`` to a temporary file next to the target, fsync, then ``os.replace`` over the target;
+    loading always passes ``weights_only=True`` (a checkpoint never unpickles code).
 
     Lightning's own local writer stages the bytes in the system temp folder and ``shutil.move``s them,
     which copies straight into the final name (not atomic) when that folder is on another file system,
@@ -112,6 +113,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ``.NAME.*.tmp`` a kill may leave is removed by :func:`remove_stale_temp_files` on the next run.
     Remote paths (``scheme://``) keep Lightning's behaviour.
     """
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        """Read a checkpoint with ``torch.load(weights_only=True)``, whatever the caller or the environment
+        (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``) asks: a checkpoint is data and must never run code."""
+        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None or "://" in str(path):
@@ -247,6 +253,58 @@ class DivergenceGuardedCheckpoint(ModelCheckpoint):
             super().on_validation_end(trainer, pl_module)
 
 
+def check_hardware(execution: ExecutionConfig) -> None:
+    """Raise :class:`ConfigError` when ``execution`` asks for hardware this machine does not have (a GPU where
+    there is none, more GPUs than installed), before Lightning fails on it deep inside."""
+    accelerator = map_accelerator(execution.accelerator)
+    devices = execution.devices
+    if accelerator == "gpu":
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise ConfigError(f"accelerator '{execution.accelerator}': expected a CUDA GPU, found none on this "
+                              "machine (torch.cuda.is_available() is False); use accelerator 'cpu' or 'auto'")
+        if isinstance(devices, int) and devices > count:
+            raise ConfigError(f"devices: expected at most the {count} CUDA GPU(s) of this machine, got {devices}; "
+                              "lower --devices (per node) or use 'auto'")
+    elif accelerator == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ConfigError("accelerator 'mps': expected an Apple GPU (MPS), found none on this machine; use "
+                              "accelerator 'cpu' or 'auto'")
+    elif isinstance(devices, int) and (accelerator == "cpu" or not torch.cuda.is_available()):
+        cores = os.cpu_count() or 1
+        if devices > _MAX_PROCESSES_PER_CORE * cores:
+            raise ConfigError(f"devices: on the CPU each device is a training process; expected at most "
+                              f"{_MAX_PROCESSES_PER_CORE * cores} for this machine's {cores} cores, got {devices}; "
+                              "lower --devices")
+
+
+_MAX_PROCESSES_PER_CORE = 4
+
+
+def is_distributed(execution: ExecutionConfig) -> bool:
+    """Whether ``execution`` runs more than one training process (a DDP process group)."""
+    devices = execution.devices
+    many_devices = devices == "auto" and torch.cuda.device_count() > 1 or isinstance(devices, int) and devices > 1
+    return execution.strategy.startswith("ddp") or execution.num_nodes > 1 or many_devices
+
+
+def _strategy(execution: ExecutionConfig) -> Any:
+    """The Lightning strategy: a name, or for distributed runs a ``DDPStrategy`` whose process group gives up
+    after ``execution.rendezvous_timeout`` seconds instead of torch's 30 minutes."""
+    if not is_distributed(execution):
+        return execution.strategy
+    from datetime import timedelta
+
+    from lightning.pytorch.strategies import DDPStrategy
+
+    return DDPStrategy(
+        timeout=timedelta(seconds=execution.rendezvous_timeout),
+        start_method="spawn" if execution.strategy == "ddp_spawn" else "popen",
+        find_unused_parameters=execution.strategy == "ddp_find_unused_parameters_true",
+    )
+
+
 def _build_logger(kind: str, output_dir: Path) -> Any:
     check_logger_available(kind)
     if kind == "csv":
@@ -284,10 +342,12 @@ def build_trainer(execution: ExecutionConfig, training: TrainingConfig, output_d
     caller restores it if it must).
 
     Raises:
-        ConfigError: an optional logger ('tensorboard', 'mlflow') whose package is not installed.
+        ConfigError: an optional logger ('tensorboard', 'mlflow') whose package is not installed, hardware
+            this machine does not have (:func:`check_hardware`), or settings Lightning refuses.
     """
     from ptychopinn.logs import adopt_lightning_logging
 
+    check_hardware(execution)
     out = Path(output_dir)
     adopt_lightning_logging()  # inside the command line: Lightning's messages go to run.log, not the console
     logger = _build_logger(execution.logger, out)
@@ -330,11 +390,23 @@ def build_trainer(execution: ExecutionConfig, training: TrainingConfig, output_d
     if execution.deterministic:
         deterministic = "warn" if _uses_cuda(map_accelerator(execution.accelerator)) else True
 
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return _make_trainer(execution, training, out, callbacks, logger, deterministic, quiet, has_val)
+    except MisconfigurationException as exc:  # a combination the checks above did not foresee, as one line
+        first = " ".join(str(exc).split())[:300]
+        raise ConfigError(f"execution settings refused by Lightning: {first}; change the execution settings "
+                          "(accelerator, devices, strategy, precision)") from None
+
+
+def _make_trainer(execution: ExecutionConfig, training: TrainingConfig, out: Path, callbacks: list[Callback],
+                  logger: Any, deterministic: bool | str, quiet: bool, has_val: bool) -> L.Trainer:
     return L.Trainer(
         accelerator=map_accelerator(execution.accelerator),
         devices=execution.devices,
         num_nodes=execution.num_nodes,
-        strategy=execution.strategy,
+        strategy=_strategy(execution),
         precision=map_precision(execution.precision),  # type: ignore[arg-type]
         deterministic=deterministic,
         gradient_clip_val=execution.gradient_clip_val,
@@ -353,7 +425,7 @@ def build_trainer(execution: ExecutionConfig, training: TrainingConfig, output_d
         # for step metrics; 1 avoids its "fewer batches than the logging interval" warning on small data.
         log_every_n_steps=1,
         default_root_dir=str(out),
-        plugins=[AtomicCheckpointIO()] if execution.enable_checkpointing else None,
+        plugins=[AtomicCheckpointIO()],  # also when not saving: it is what reads a checkpoint on resume
     )
 
 

@@ -1,0 +1,142 @@
+"""What keeps a training run from hurting itself or another: the output-folder lock, Ctrl-C as a clean stop,
+the resume checkpoint checked before Lightning touches it, and a clear error when DDP processes never join.
+
+* :func:`output_lock`: one training per output folder. The lock is ``DIR/.ptychopinn-train.lock``, held with
+  ``flock`` (released by the kernel when the process dies, so a killed run never leaves a stale lock) and
+  naming the holder (pid, host, start time) for the error of a second run.
+* :func:`interrupt_as_exception`: Ctrl-C (SIGINT) during ``fit`` raises :class:`TrainingInterrupted`, which
+  Lightning does not swallow (it turns a ``KeyboardInterrupt`` into ``sys.exit(1)``).
+* :func:`check_resume_checkpoint`: reads the checkpoint with ``weights_only=True`` (never unpickles code) and
+  compares its weights with the model about to be trained.
+* :func:`rendezvous_error`: a one-line :class:`ConfigError` for a DDP process group that timed out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ptychopinn.config import ExecutionConfig
+from ptychopinn.errors import ConfigError
+
+__all__ = ["LOCK_NAME", "TrainingInterrupted", "check_resume_checkpoint", "interrupt_as_exception",
+           "output_lock", "rendezvous_error"]
+
+LOCK_NAME = ".ptychopinn-train.lock"
+_HOLDER_BYTES = 300  # the lock file holds one short line; never read more from it
+
+
+class TrainingInterrupted(BaseException):
+    """Ctrl-C during training (a BaseException like ``KeyboardInterrupt``, which Lightning would swallow)."""
+
+
+def _is_rank_zero() -> bool:
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+@contextlib.contextmanager
+def output_lock(output_dir: Path) -> Iterator[None]:
+    """Hold the training lock of ``output_dir`` for the duration of the block; :class:`ConfigError` naming the
+    other run when it is held already. Only rank 0 of a distributed run locks (the other ranks are its own
+    processes). Without ``fcntl`` (Windows) the block runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    if not _is_rank_zero():
+        yield
+        return
+    path = output_dir / LOCK_NAME
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, _HOLDER_BYTES).decode("utf-8", "replace").strip() or "an unknown process"
+            os.close(fd)
+            raise ConfigError(f"output folder {output_dir} is in use by another training ({holder[:200]}); "
+                              "expected one training per folder; wait for it to finish or pass another "
+                              "--output-dir") from None
+        # The previous holder may have removed the file between our open and flock: lock the current one.
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n".encode())
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def interrupt_as_exception() -> Iterator[None]:
+    """Inside the block SIGINT raises :class:`TrainingInterrupted` (main thread only; elsewhere signals cannot
+    be handled and the block runs unchanged). The previous handler is restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise TrainingInterrupted()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def check_resume_checkpoint(path: Path, expected: dict[str, torch.Tensor]) -> None:
+    """Raise :class:`ConfigError` unless ``path`` is a checkpoint readable with ``weights_only=True`` whose
+    ``state_dict`` fits ``expected`` (the state dict of the Lightning module about to be trained)."""
+    from ptychopinn.models.persist import state_mismatch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - unpickling refusals, truncation, not a zip: all one message
+        detail = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise ConfigError(f"cannot resume from {path}: it is not a checkpoint that loads safely "
+                          f"(weights_only=True: {detail}); expected a checkpoint written by ptychopinn train; "
+                          "remove it to train from scratch, or use another --output-dir") from None
+    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise ConfigError(f"cannot resume from {path}: it holds no 'state_dict'; expected a checkpoint written "
+                          "by ptychopinn train; remove it to train from scratch, or use another --output-dir")
+    problem = state_mismatch(expected, state)
+    if problem is not None:
+        raise ConfigError(f"cannot resume from {path}: it was written for another architecture ({problem}); "
+                          "resume with the model settings of that run (N, gridsize, n_filters_scale, generator, "
+                          "...) or use another --output-dir")
+
+
+def rendezvous_error(exc: BaseException, execution: ExecutionConfig) -> ConfigError:
+    """The one-line error for a DDP process group whose processes did not all join in time."""
+    devices = execution.devices
+    world = f"{execution.num_nodes * devices} processes" if isinstance(devices, int) else "processes"
+    master = f"{os.environ.get('MASTER_ADDR', '127.0.0.1')}:{os.environ.get('MASTER_PORT', '?')}"
+    detail = " ".join(str(exc).split())[:160]
+    return ConfigError(
+        f"distributed training waited {execution.rendezvous_timeout:g} s (execution.rendezvous_timeout) for its "
+        f"{world} (num_nodes={execution.num_nodes} x devices={devices}) to join at {master}: {detail}; start "
+        "one process per node and device (srun, torchrun) or train with --num-nodes 1; raise "
+        "rendezvous_timeout in the config file's execution section for a slow cluster")
