@@ -8,6 +8,7 @@ the very model object that was trained (the reference once saved an untrained co
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,6 +177,18 @@ def train(
         return _train_locked(train_scan, val_scan, model, training, execution, out, resume)
 
 
+def _remove_run_logs(trainer: L.Trainer, out: Path) -> None:
+    """Remove this run's logger folder, then ``logs/`` and ``checkpoints/`` under ``out`` if they are empty."""
+    import shutil
+
+    log_dir = getattr(trainer.logger, "log_dir", None) if trainer.logger else None
+    if log_dir and Path(log_dir).resolve().is_relative_to(out.resolve()):
+        shutil.rmtree(log_dir, ignore_errors=True)
+    for folder in (out / "logs", out / "checkpoints"):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty
+
+
 def _interrupted_message(trainer: L.Trainer, last: Path) -> str:
     kept = (f"{last} holds the last completed epoch; continue with `ptychopinn train ... --resume` (or resume=True)"
             if last.is_file() else "no epoch was completed, so there is nothing to resume")
@@ -220,6 +233,8 @@ def _train_locked(train_scan: ScanData, val_scan: ScanData | None, model: ModelC
     spawned_epoch = trainer.callback_metrics.get("diverged_epoch")
     if module.diverged or spawned_epoch is not None:
         epoch = module.diverged_epoch if module.diverged else int(spawned_epoch)
+        if last is None:
+            _remove_run_logs(trainer, out)  # nothing usable was produced: leave nothing behind
         raise TrainingDivergedError(_diverged_message(epoch, module.diverged_step, last, training))
 
     hist_cb = find_callback(trainer, LossHistory)

@@ -102,14 +102,20 @@ class PINNLightningModule(L.LightningModule):
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor | None:
         """Losses of one batch, logged as ``{stage}_loss`` and ``{stage}_{term}`` (epoch means).
 
-        Returns the total loss, or None for a training batch whose loss is not finite (nothing logged).
+        Returns the total loss, or None for a batch whose loss is not finite (nothing logged; a validation
+        batch then marks the run diverged).
         """
         x, rel = batch["x"], batch["offsets"]
         losses = compute_losses(self.model, x, rel, self.training_config, y=batch.get("y"),
                                 weights=batch.get("weights"))
         bs = int(x.shape[0])
         loss = losses["loss"]
-        if stage == "train" and not self._all_finite(loss):
+        if not self._all_finite(loss):
+            if stage == "train":
+                return None
+            # weights that give NaN/Inf on held-out data have diverged too (e.g. an absurd learning rate
+            # took one step to enormous weights): stop before the end-of-epoch checkpoint stores them
+            self._mark_diverged()
             return None
         self.log(f"{stage}_loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True,
                  sync_dist=True, batch_size=bs)
@@ -132,6 +138,22 @@ class PINNLightningModule(L.LightningModule):
         if loss is None:
             # Skip this optimiser step (returning None) and stop: the weights stay those of the last
             # finite step, checkpoints are no longer written, and the api raises TrainingDivergedError.
+            self._mark_diverged()
+            return None
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # A finite loss can still take a step to NaN/Inf weights (an absurd learning rate): stop before a
+        # checkpoint or the archive stores them (the end-of-epoch checkpoint runs after this hook).
+        if not self.diverged and not self._all_finite(self._weights_finite()):
+            self._mark_diverged()
+
+    def _weights_finite(self) -> torch.Tensor:
+        finite = [torch.isfinite(p.detach()).all() for p in self.parameters()]
+        return torch.stack(finite).all() if finite else torch.tensor(True)
+
+    def _mark_diverged(self) -> None:
+        if not self.diverged:
             self.diverged = True
             self.diverged_epoch = int(self.current_epoch)
             self.diverged_step = int(self.global_step)
@@ -141,8 +163,6 @@ class PINNLightningModule(L.LightningModule):
                 # attributes) travel back from the worker processes to the caller.
                 self.log("diverged_epoch", float(self.current_epoch), on_step=False, on_epoch=True,
                          reduce_fx="max", batch_size=1)
-            return None
-        return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         return self._step(batch, "val")
