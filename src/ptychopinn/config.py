@@ -294,7 +294,7 @@ class ExecutionConfig(_Config):
 
     def __post_init__(self) -> None:
         _check_choice("accelerator", self.accelerator, ACCELERATORS)
-        _require(self.devices == "auto" or (_is_int(self.devices) and self.devices >= 1), "devices",
+        _require(self.devices == "auto" or (_is_int(self.devices) and 1 <= self.devices <= MAX_INT), "devices",
                  "a positive integer or 'auto'", self.devices)
         _check_int("num_nodes", self.num_nodes, 1)
         _check_choice("strategy", self.strategy, STRATEGIES)

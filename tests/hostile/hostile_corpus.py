@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ptychopinn.errors import ArchiveError, ConfigError, DataFormatError
+from ptychopinn.training.api import TrainingDivergedError
 
 N = 32
 M = 4
@@ -38,7 +39,7 @@ class Shared:
 @dataclass(frozen=True)
 class Case:
     id: str
-    category: str  # npz | archive | config | flags
+    category: str  # npz | archive | config | flags | hang | memory | runtime
     make: Callable[[Path, Shared], Path]
     error: type[BaseException]
     fragment: str
@@ -46,6 +47,9 @@ class Case:
     cli: tuple[str, ...] = ()  # command kinds, see cli_argv
     cli_fragment: str | None = None  # when the CLI message differs from the API one
     argparse_error: bool = False  # the CLI rejects it in argparse (usage + one error line)
+    # fills the output folder before the run (e.g. a checkpoint to resume from); it must be unchanged after
+    prepare_out: Callable[[Path, Shared, Path], None] | None = None
+    isolated: bool = False  # run the CLI in a child process (it changes process-wide state, e.g. DDP env)
 
 
 # ------------------------------------------------------------------------------------------ valid data
@@ -575,10 +579,306 @@ FLAG_CASES = [
          cli_fragment="expected a positive integer", argparse_error=True),
 ]
 
-ALL_CASES = NPZ_CASES + ARCHIVE_CASES + CONFIG_CASES + FLAG_CASES
+# ------------------------------------------------------------------------------------------ generated classes
+# Variants of each class of hostile input: numbers beyond every type, text that is not UTF-8, nesting deep
+# enough to exhaust a recursive parser, YAML aliases (exponential expansion), pipes and devices (which block
+# or never end), declared sizes that would exhaust memory, NaN/retyped weights, settings that make training
+# fail deep inside Lightning or torch, and checkpoints of another architecture or that would run code.
+BIG = int("9" * 400)
+OVERFLOW_FIELDS = (("training", "batch_size"), ("training", "warmup_epochs"), ("training", "nphotons"),
+                   ("training", "learning_rate"), ("training", "seed"), ("training", "n_groups"),
+                   ("model", "gridsize"), ("model", "probe_scale"), ("model", "n_filters_scale"),
+                   ("execution", "devices"), ("execution", "num_workers"), ("execution", "rendezvous_timeout"))
 
+
+def _raw_cfg(content: bytes | Callable[[Path], Path], name: str = "cfg.json") -> Callable[[Path, Shared], Path]:
+    def make(d: Path, _s: Shared) -> Path:
+        p = d / name
+        if callable(content):
+            return content(p)
+        p.write_bytes(content)
+        return p
+    return make
+
+
+def _fifo(p: Path) -> Path:
+    import os
+
+    os.mkfifo(p)
+    return p
+
+
+def _link_to(target: str) -> Callable[[Path], Path]:
+    def make(p: Path) -> Path:
+        p.symlink_to(target)
+        return p
+    return make
+
+
+def _alias_bomb(levels: int, width: int = 9) -> str:
+    lines = ["a0: &a0 [" + ", ".join(["lol"] * width) + "]"]
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]")
+    return "\n".join(lines) + f"\nmodel:\n  gridsize: *a{levels - 1}\n"
+
+
+GEN_CONFIG_CASES = [
+    *[_cfg_case(f"cfg-overflow-{sec}-{key}{'-negative' if sign < 0 else ''}", {sec: {key: sign * BIG}},
+                f"config field '{key}'")
+      for sec, key in OVERFLOW_FIELDS for sign in (1, -1) if sign == 1 or key in ("batch_size", "learning_rate")],
+    _cfg_case("cfg-overflow-float-literal", None, "config field 'nphotons'",
+              make=_raw_cfg(b'{"training": {"nphotons": 1e999}}')),
+    _cfg_case("cfg-overflow-yaml", f"training:\n  batch_size: {BIG}\n", "config field 'batch_size'", name="cfg.yaml"),
+    _cfg_case("cfg-overflow-5000-digits", None, "cannot parse config file",
+              make=_raw_cfg(b'{"training": {"seed": 1' + b"0" * 5000 + b"}}")),
+    *[_cfg_case(f"cfg-not-utf8-{tag}", None, "is not UTF-8 text", make=_raw_cfg(data, name))
+      for tag, data, name in (
+          ("latin1", '{"model": {"generator": "caf\u00e9"}}'.encode("latin-1"), "cfg.json"),
+          ("utf16", '{"model": {}}'.encode("utf-16"), "cfg.json"),
+          ("cp1252", '{"model": {"generator": "\u201cunet\u201d"}}'.encode("cp1252"), "cfg.json"),
+          ("binary", bytes(range(128, 256)), "cfg.json"),
+          ("truncated", '{"model": {"generator": "\u00e9'.encode()[:-1], "cfg.json"),
+          ("yaml-latin1", "model:\n  generator: caf\u00e9\n".encode("latin-1"), "cfg.yaml"),
+          ("yaml-utf32", "model: {}\n".encode("utf-32"), "cfg.yaml"))],
+    *[_cfg_case(f"cfg-deep-{tag}", None, "nests values", make=_raw_cfg(data.encode(), name))
+      for tag, data, name in (
+          ("json-lists-20", '{"model": ' + "[" * 20 + "]" * 20 + "}", "cfg.json"),
+          ("json-lists-100k", "[" * 100_000 + "]" * 100_000, "cfg.json"),
+          ("json-dicts-50", '{"a": ' * 50 + "1" + "}" * 50, "cfg.json"),
+          ("json-mixed-1k", '{"model": ' + '[{"a": ' * 500 + "1" + "}]" * 500 + "}", "cfg.json"),
+          ("yaml-flow-30", "model: " + "[" * 30 + "]" * 30 + "\n", "cfg.yaml"),
+          ("yaml-flow-5k", "[" * 5000 + "]" * 5000 + "\n", "cfg.yaml"))],
+    *[_cfg_case(f"cfg-yaml-alias-{tag}", text, "YAML alias", name="cfg.yaml")
+      for tag, text in (("bomb-3", _alias_bomb(3)), ("bomb-9", _alias_bomb(9)), ("bomb-30", _alias_bomb(30, 2)),
+                        ("single", "x: &x 3\nmodel:\n  gridsize: *x\n"),
+                        ("merge-key", "base: &b {gridsize: 2}\nmodel:\n  <<: *b\n"))],
+    _cfg_case("cfg-oversized-json", None, "larger than", make=_raw_cfg(b'{"model": {}}' + b" " * (2 * 1024**2))),
+    _cfg_case("cfg-oversized-yaml", None, "larger than",
+              make=_raw_cfg(b"model: {}\n" + b"# padding\n" * 250_000, "cfg.yaml")),
+    _cfg_case("cfg-yaml-python-object", "model: !!python/object/apply:os.system ['true']\n", "cannot parse config file",
+              name="cfg.yaml"),
+    _cfg_case("cfg-yaml-python-name", "model: !!python/name:os.system\n", "cannot parse config file",
+              name="cfg.yaml"),
+    _cfg_case("cfg-yaml-int-keys", "model:\n  1: 2\n  a: 3\n", "unknown key(s) [1, 'a']", name="cfg.yaml"),
+    _cfg_case("cfg-yaml-null-section", "~: 1\nmodel: {}\n", "unknown", name="cfg.yaml"),
+]
+
+HANG_CASES = [
+    *[Case(f"hang-config-{tag}", "hang", _raw_cfg(make, name), ConfigError, "expected a regular file", _run_config,
+           ("train_config",)) for tag, make, name in (
+        ("fifo", _fifo, "cfg.json"), ("fifo-yaml", _fifo, "cfg.yaml"), ("dev-zero", _link_to("/dev/zero"), "cfg.json"),
+        ("dev-null", _link_to("/dev/null"), "cfg.yaml"))],
+    *[Case(f"hang-archive-{tag}", "hang", make, ArchiveError, "expected a regular file", _load_archive(),
+           ("infer_model",)) for tag, make in (
+        ("fifo", _raw_cfg(_fifo, "wts.h5.zip")),
+        ("dev-zero", lambda d, s: Path("/dev/zero")),
+        ("link-dev-zero", _raw_cfg(_link_to("/dev/zero"), "wts.h5.zip")),
+        ("dir-with-fifo", lambda d, s: _fifo(_mkdir(d / "run") / "wts.h5.zip").parent),
+        ("dir-link-dev-urandom", lambda d, s: _link_to("/dev/urandom")(_mkdir(d / "run") / "wts.h5.zip").parent))],
+]
+
+
+def _deep_json(depth: int) -> bytes:
+    return ('{"a": ' + "[" * depth + "]" * depth + "}").encode()
+
+
+def _weights(edit: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, bytes]], dict[str, bytes]]:
+    def mutate(m: dict[str, bytes]) -> dict[str, bytes]:
+        from safetensors.torch import load, save
+
+        tensors = dict(load(m["weights.safetensors"]))
+        edit(tensors)
+        return fix_manifest({**m, "weights.safetensors": save(tensors)})
+    return mutate
+
+
+def _fill(key: str | int, value: float) -> Callable[[dict[str, Any]], None]:
+    def edit(t: dict[str, Any]) -> None:
+        name = key if isinstance(key, str) else [k for k, v in t.items() if v.is_floating_point()][key]
+        t[name] = t[name].clone()
+        t[name].view(-1)[0] = value
+    return edit
+
+
+def _retype(key: int, dtype: str) -> Callable[[dict[str, Any]], None]:
+    def edit(t: dict[str, Any]) -> None:
+        import torch
+
+        name = [k for k, v in t.items() if v.is_floating_point()][key]
+        t[name] = t[name].to(getattr(torch, dtype))
+    return edit
+
+
+GEN_ARCHIVE_CASES = [
+    *[_arch_case(f"arch-deep-json-{member}-{depth}", _archive(lambda m, member=member, depth=depth: fix_manifest(
+        {**m, member: _deep_json(depth)})), "nests values", api=_load_archive(),
+        cli=("info", "infer_model") if member == "config.json" else ("infer_model",))
+      for member in ("config.json", "metadata.json") for depth in (40, 100_000)],
+    *[_arch_case(f"arch-deep-json-manifest-{depth}", _archive(_add("manifest.json", _deep_json(depth))), "nests values")
+      for depth in (40, 100_000)],
+    *[_arch_case(f"arch-weights-{tag}-{which}", _archive(_weights(_fill(key, value))), "NaN or infinite",
+                 api=_load_model, cli=("infer_model",))
+      for tag, value in (("nan", float("nan")), ("inf", float("inf")), ("neg-inf", float("-inf")))
+      for which, key in (("first", 0), ("last", -1))],
+    _arch_case("arch-weights-nan-probe", _archive(_weights(lambda t: t.__setitem__(
+        "physics.probe", t["physics.probe"] * float("nan")))), "NaN or infinite", api=_load_model,
+        cli=("infer_model",)),
+    *[_arch_case(f"arch-weights-{dtype}-{which}", _archive(_weights(_retype(key, dtype))), "dtype mismatch",
+                 api=_load_model, cli=("infer_model",))
+      for dtype in ("int32", "int64", "float64", "float16") for which, key in (("first", 0),)],
+    _arch_case("arch-weights-uint8-last", _archive(_weights(_retype(-1, "uint8"))), "dtype mismatch",
+               api=_load_model, cli=("infer_model",)),
+]
+
+
+
+def _simulate_api(**kw: Any) -> Callable[[Path, Shared, Path], Any]:
+    def call(_p: Path, _s: Shared, _o: Path) -> Any:
+        from ptychopinn.config import SimulationConfig
+        from ptychopinn.simulate import simulate_scan
+
+        return simulate_scan(SimulationConfig(**kw), progress=False)
+    return call
+
+
+def _infer_api(p: Path, s: Shared, out: Path) -> Any:
+    from ptychopinn.workflows import reconstruct_scan
+
+    return reconstruct_scan(s.archive, p, output_dir=out, progress=False)
+
+
+def _train_scan_api(p: Path, s: Shared, out: Path) -> Any:
+    from ptychopinn.config import ExecutionConfig, ModelConfig, TrainingConfig
+    from ptychopinn.workflows import train_model
+
+    return train_model(p, output_dir=out, model=ModelConfig(N=N, n_filters_scale=1), training=TrainingConfig(nepochs=1),
+                       execution=ExecutionConfig(enable_progress_bar=False))
+
+
+def _train_resume_api(p: Path, s: Shared, out: Path) -> Any:
+    from ptychopinn.config import ExecutionConfig, ModelConfig, TrainingConfig
+    from ptychopinn.workflows import train_model
+
+    return train_model(s.scan, output_dir=out, model=ModelConfig(N=N, n_filters_scale=1),
+                       training=TrainingConfig(nepochs=2), execution=ExecutionConfig(enable_progress_bar=False),
+                       resume=True)
+
+
+def _state_of(**model: Any) -> dict[str, Any]:
+    import torch
+
+    from ptychopinn.config import ModelConfig
+    from ptychopinn.models.pinn import PtychoPINN
+
+    torch.manual_seed(0)
+    net = PtychoPINN(ModelConfig(N=N, **model), probe=np.ones((N, N), np.complex64), intensity_scale=10.0)
+    return {f"model.{k}": v for k, v in net.state_dict().items()}
+
+
+def _checkpoint(content: Callable[[Path], Any]) -> Callable[[Path, Shared, Path], None]:
+    """Writes ``out/checkpoints/last.ckpt``: torch.save of ``content(marker)``, or raw bytes."""
+    def prepare(_p: Path, _s: Shared, out: Path) -> None:
+        import torch
+
+        ckpt = out / "checkpoints" / "last.ckpt"
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        data = content(out.parent / "PWNED")
+        if isinstance(data, bytes):
+            ckpt.write_bytes(data)
+        else:
+            torch.save(data, ckpt)
+    return prepare
+
+
+def _resume_case(tag: str, content: Callable[[Path], Any]) -> Case:
+    return Case(f"runtime-resume-{tag}", "runtime", lambda d, s: d, ConfigError, "cannot resume from",
+                _train_resume_api, ("train_resume_w1",), prepare_out=_checkpoint(content))
+
+
+def _far_scan(x: float, y: float) -> Callable[[Path, Shared], Path]:
+    return _npz(xcoords=np.array([40.0, 42.0, 44.0, x]), ycoords=np.array([40.0, 42.0, 44.0, y]))
+
+
+def _train_lr_api(lr: float) -> Callable[[Path, Shared, Path], Any]:
+    def call(_p: Path, s: Shared, out: Path) -> Any:
+        from ptychopinn.config import ExecutionConfig, ModelConfig, TrainingConfig
+        from ptychopinn.workflows import train_model
+
+        return train_model(s.scan, output_dir=out, model=ModelConfig(N=N, n_filters_scale=1),
+                           training=TrainingConfig(nepochs=1, learning_rate=lr),
+                           execution=ExecutionConfig(enable_progress_bar=False, logger="csv"))
+    return call
+
+
+def _train_rendezvous_api(p: Path, s: Shared, out: Path) -> Any:
+    from ptychopinn.config import ExecutionConfig
+
+    # the API side checks the setting only: a DDP attempt changes process-wide state (run by the CLI, isolated)
+    return ExecutionConfig(num_nodes=2, rendezvous_timeout=-1)
+
+
+RUNTIME_CASES = [
+    *[Case(f"runtime-accelerator-{acc}", "runtime", lambda d, s: d, ConfigError, f"accelerator '{acc}'",
+           _train_api(execution={"accelerator": acc}), (f"train_accelerator_{acc}",))
+      for acc in ("gpu", "cuda", "mps")],
+    *[Case(f"runtime-learning-rate-{lr:g}", "runtime", lambda d, s: d, TrainingDivergedError, "training diverged",
+           _train_lr_api(lr), (f"train_lr_{lr:g}",)) for lr in (1e30, 1e12)],
+    Case("runtime-all-zero-probe", "runtime", _npz(probeGuess=np.zeros((N, N), np.complex64)), DataFormatError,
+         "non-zero amplitude", _train_scan_api, ("train",)),
+    _resume_case("other-width", lambda m: {"state_dict": _state_of(n_filters_scale=2), "epoch": 0}),
+    _resume_case("other-generator",
+                 lambda m: {"state_dict": _state_of(n_filters_scale=1, generator="cnn"), "epoch": 0}),
+    _resume_case("no-state-dict", lambda m: {"epoch": 0}),
+    _resume_case("empty-file", lambda m: b""),
+    _resume_case("garbage", lambda m: b"PK\x03\x04" + bytes(100)),
+    _resume_case("pickle-payload", lambda m: evil_pickle(m, 2)),
+    _resume_case("torch-pickle-payload", lambda m: {"state_dict": {}, "x": Marker(str(m))}),
+    Case("runtime-rendezvous-timeout", "runtime", _cfg_file({"execution": {"num_nodes": 2, "rendezvous_timeout": 1}}),
+         ConfigError, "rendezvous_timeout", _train_rendezvous_api, ("train_config",), isolated=True),
+]
+
+
+MEMORY_LIMIT = "2G"  # PTYCHOPINN_MAX_MEMORY while the memory cases run in-process (independent of the machine)
+
+MEMORY_CASES = [
+    *[Case(f"memory-canvas-{tag}", "memory", _far_scan(x, y), DataFormatError, "the stitching canvas", _infer_api,
+           ("infer_scan",)) for tag, x, y in (("both-1e5", 1e5, 1e5), ("both-1e6", 1e6, 1e6), ("x-1e9", 1e9, 40.0),
+                                                ("y-1e9", 40.0, 1e9), ("negative-1e8", -1e8, -1e8))],
+    *[Case(f"memory-simulate-object-{size}", "memory", lambda d, s: d, ConfigError, fragment,
+           _simulate_api(object_size=size), (f"simulate_size_{size}",))
+      for size, fragment in ((8_000, "needs about"), (14_000, "needs about"), (10**7, "positions"))],
+    Case("memory-simulate-n512-object-20000", "memory", lambda d, s: d, ConfigError, "needs about",
+         _simulate_api(N=512, object_size=20_000), ("simulate_n512",)),
+    *[Case(f"memory-archive-declared-{size >> 20}MiB", "memory", lambda d, s, size=size: patch_central(
+        write_zip(d / "wts.h5.zip", members_of(s.archive)), "weights.safetensors", size=size), ArchiveError,
+        "needs about", _load_archive(max_member_bytes=2**40, max_total_bytes=2**41), ("infer_model",))
+      for size in (3 * 2**29, 2**31 - 2**26)],  # under the 2 GiB member limit, over the memory limit
+]
+
+ALL_CASES = (NPZ_CASES + ARCHIVE_CASES + CONFIG_CASES + FLAG_CASES + GEN_CONFIG_CASES + HANG_CASES + GEN_ARCHIVE_CASES
+             + RUNTIME_CASES + MEMORY_CASES)
+
+
+def _cli(command: str, *extra: str) -> Callable[[Path, Shared, Path], tuple[str, list[str]]]:
+    def argv(p: Path, s: Shared, out: Path) -> tuple[str, list[str]]:
+        base = {"train": ["train", str(s.scan), "--output-dir", str(out), "--epochs", "1", "--quiet",
+                          "--n-filters-scale", "1"],
+                "simulate": ["simulate", "--output-dir", str(out), "--quiet"]}[command]
+        return command, [*base, *extra]
+    return argv
+
+
+EXTRA_KINDS: dict[str, Callable[[Path, Shared, Path], tuple[str, list[str]]]] = {
+    **{f"train_accelerator_{acc}": _cli("train", "--accelerator", acc) for acc in ("gpu", "cuda", "mps")},
+    **{f"train_lr_{lr:g}": _cli("train", "--learning-rate", f"{lr:g}") for lr in (1e30, 1e12)},
+    "train_resume_w1": _cli("train", "--resume", "--epochs", "2"),
+    **{f"simulate_size_{size}": _cli("simulate", "--object-size", str(size)) for size in (8_000, 14_000, 10**7)},
+    "simulate_n512": _cli("simulate", "--N", "512", "--object-size", "20000"),
+}
 
 def cli_argv(kind: str, p: Path, s: Shared, out: Path) -> tuple[str, list[str]]:
+    if kind in EXTRA_KINDS:
+        return EXTRA_KINDS[kind](p, s, out)
     """``(command, argv)`` for one command kind applied to input ``p``."""
     o = ["--output-dir", str(out)]
     fast = ["--epochs", "1", "--quiet"]

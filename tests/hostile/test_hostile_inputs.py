@@ -3,13 +3,19 @@ and through the ``ptychopinn`` CLI (exit 2, one ``ptychopinn <cmd>: error:`` lin
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
 import pickle
+import signal
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hostile_corpus as hc  # noqa: E402
@@ -31,16 +37,73 @@ def _tree(root: Path) -> set[str]:
 
 def test_corpus_size() -> None:
     counts = hc.categories()
-    assert len(hc.ALL_CASES) >= 60, counts
+    assert len(hc.ALL_CASES) >= 200, counts
     assert len({c.id for c in hc.ALL_CASES}) == len(hc.ALL_CASES)
-    assert set(counts) == {"npz", "archive", "config", "flags"}
+    assert set(counts) == {"npz", "archive", "config", "flags", "hang", "memory", "runtime"}
+
+
+CASE_SECONDS = 60  # a case that takes longer hangs (the slowest, a tiny training, takes a few seconds)
+
+
+class CaseTimeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def time_limit(seconds: int) -> Iterator[None]:
+    """SIGALRM after ``seconds``: a blocked open() or read() of a pipe is interrupted and the case fails."""
+    def on_alarm(signum: int, frame: object) -> None:
+        raise CaseTimeout(f"did not finish within {seconds} s (hangs)")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _unavailable(case: hc.Case) -> str | None:
+    if case.id == "flag-logger-tensorboard-absent" and HAS_TENSORBOARD:
+        return "tensorboard is installed"
+    if case.id in ("runtime-accelerator-gpu", "runtime-accelerator-cuda") and torch.cuda.is_available():
+        return "a CUDA GPU is present"
+    if case.id == "runtime-accelerator-mps" and torch.backends.mps.is_available():
+        return "an Apple GPU is present"
+    return None
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    return {p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in root.rglob("*") if p.is_file()} if root.exists() else {}
+
+
+def _run_cli(case: hc.Case, argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    if case.isolated:  # process-wide state (DDP environment): a child process, under a time limit
+        proc = subprocess.run([sys.executable, "-m", "ptychopinn.cli", *argv], capture_output=True, text=True,
+                              timeout=CASE_SECONDS, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        return proc.returncode, proc.stdout, proc.stderr
+    capsys.readouterr()
+    with time_limit(CASE_SECONDS):
+        if case.argparse_error:
+            with pytest.raises(SystemExit) as exc:
+                main(argv)
+            rc = exc.value.code
+        else:
+            rc = main(argv)
+    captured = capsys.readouterr()
+    return int(rc), captured.out, captured.err
 
 
 @pytest.mark.parametrize("case", hc.ALL_CASES, ids=lambda c: c.id)
 def test_malformed_input(case: hc.Case, shared: hc.Shared, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                          capsys: pytest.CaptureFixture[str]) -> None:
-    if case.id == "flag-logger-tensorboard-absent" and HAS_TENSORBOARD:
-        pytest.skip("tensorboard is installed")
+    reason = _unavailable(case)
+    if reason:
+        pytest.skip(reason)
+    if case.category == "memory":
+        monkeypatch.setenv("PTYCHOPINN_MAX_MEMORY", hc.MEMORY_LIMIT)
     inputs = tmp_path / "in"
     inputs.mkdir()
     cwd = tmp_path / "cwd"
@@ -50,32 +113,33 @@ def test_malformed_input(case: hc.Case, shared: hc.Shared, tmp_path: Path, monke
 
     # ---- Python API: exact class, the fragment, one line, nothing written
     api_out = tmp_path / "api_out"
+    if case.prepare_out is not None:
+        case.prepare_out(path, shared, api_out)
     before = _tree(tmp_path)
-    with pytest.raises(BaseException) as info:  # noqa: B017 - the exact class is asserted below
+    kept = _snapshot(api_out)
+    with pytest.raises(BaseException) as info, time_limit(CASE_SECONDS):  # noqa: B017 - class asserted below
         case.api(path, shared, api_out)
     assert type(info.value) is case.error, f"{type(info.value).__name__}: {info.value}"
     message = str(info.value)
     assert case.fragment in message
     assert "\n" not in message
     assert _tree(tmp_path) - before <= {"api_out"}
-    assert not api_out.exists() or not any(api_out.iterdir())
+    assert _snapshot(api_out) == kept
+    assert not api_out.exists() or not (set(_tree(api_out)) - set(_tree_keys(kept)))
+    assert not (tmp_path / "PWNED").exists()
 
     # ---- CLI
     for kind in case.cli:
         out = tmp_path / f"out_{kind}"
+        if case.prepare_out is not None:
+            case.prepare_out(path, shared, out)
         command, argv = hc.cli_argv(kind, path, shared, out)
         before = _tree(tmp_path)
-        capsys.readouterr()
-        if case.argparse_error:
-            with pytest.raises(SystemExit) as exc:
-                main(argv)
-            rc = exc.value.code
-        else:
-            rc = main(argv)
-        captured = capsys.readouterr()
-        assert rc == 2, (kind, captured.err)
-        assert "Traceback" not in captured.err + captured.out
-        lines = captured.err.strip().splitlines()
+        kept = _snapshot(out)
+        rc, stdout, stderr = _run_cli(case, argv, capsys)
+        assert rc == 2, (kind, stderr)
+        assert "Traceback" not in stderr + stdout
+        lines = [line for line in stderr.strip().splitlines() if line.startswith("ptychopinn") or not case.isolated]
         prefix = f"ptychopinn {command}: error:"
         if case.argparse_error:  # argparse prints its usage lines first, then the one error line
             assert lines[-1].startswith(prefix), lines
@@ -85,7 +149,18 @@ def test_malformed_input(case: hc.Case, shared: hc.Shared, tmp_path: Path, monke
         assert (case.cli_fragment or case.fragment) in lines[-1], (kind, lines[-1])
         # nothing outside the output directory, and no (partial) outputs inside it
         assert _tree(tmp_path) - before <= {out.name}, (kind, _tree(tmp_path) - before)
-        assert not out.exists() or not any(out.iterdir()), (kind, list(out.iterdir()))
+        assert _snapshot(out) == kept, kind
+        assert not out.exists() or not (set(_tree(out)) - set(_tree_keys(kept))), (kind, _tree(out))
+        assert not (tmp_path / "PWNED").exists()
+
+
+def _tree_keys(snapshot: dict[str, tuple[int, int]]) -> set[str]:
+    """Every file of a snapshot and the folders above it."""
+    keys = set(snapshot)
+    for name in snapshot:
+        parts = name.split("/")
+        keys |= {"/".join(parts[:i]) for i in range(1, len(parts))}
+    return keys
 
 
 def test_single_pattern_scan_is_valid(shared: hc.Shared, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
