@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 from ptychopinn.errors import ConfigError, PtychoInputError
 
 __all__ = ["MEMORY_ENV", "MemoryLimitError", "check_memory", "file_kind", "format_bytes", "memory_limit",
-           "nesting_depth", "open_regular", "require_regular_file"]
+           "nesting_depth", "open_regular", "parse_size", "require_regular_file"]
 
 MEMORY_ENV = "PTYCHOPINN_MAX_MEMORY"
 """Environment variable that overrides :func:`memory_limit` (bytes, or a number with K/M/G/T)."""
@@ -52,14 +52,20 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} PiB"  # pragma: no cover
 
 
-def _parse_size(text: str) -> int:
+def parse_size(text: str, name: str = MEMORY_ENV) -> int:
+    """``'4096'``, ``'512M'``, ``'8G'``, ``'1.5T'`` (powers of 1024) -> bytes; ``name`` is the environment
+    variable or setting the text came from (named in the error).
+
+    Raises:
+        ConfigError: not a positive size.
+    """
     m = _SIZE.match(text)
     if m is None or len(text) > 40:
-        raise ConfigError(f"{MEMORY_ENV}: expected a number of bytes such as 8000000000 or 8G, found "
+        raise ConfigError(f"{name}: expected a number of bytes such as 8000000000 or 8G, found "
                           f"{text[:40]!r}; fix or unset the environment variable")
     value = float(m.group(1)) * _SUFFIX[m.group(2).upper()]
     if value < 1:
-        raise ConfigError(f"{MEMORY_ENV}: expected a positive size, found {text!r}; fix or unset the "
+        raise ConfigError(f"{name}: expected a positive size, found {text!r}; fix or unset the "
                           "environment variable")
     return int(value)
 
@@ -96,7 +102,7 @@ def memory_limit() -> int:
     """
     text = os.environ.get(MEMORY_ENV)
     if text is not None and text.strip():
-        return _parse_size(text)
+        return parse_size(text)
     return int(_machine_memory() * _FRACTION)
 
 

@@ -29,6 +29,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from ptychopinn.errors import PtychoInputError
+
 __all__ = ["LOG_NAME", "NOISE", "adopt_lightning_logging", "cli_session", "progress_enabled", "stderr_level"]
 
 LOG_NAME = "run.log"
@@ -187,7 +189,9 @@ def cli_session(
 
     When the body raises, the error and its traceback go to ``run.log`` only (the caller prints the one-line
     message), and an output folder that this session created and that holds nothing but ``run.log`` is
-    removed, so a failed run leaves no empty folder behind.
+    removed, so a failed run leaves no empty folder behind. Refused input (a :class:`PtychoInputError`)
+    leaves an existing folder as it was: a ``run.log`` this session started is removed again (one that
+    was there before keeps the record of the refusal).
     """
     global _active_session
     root = logging.getLogger()
@@ -205,8 +209,10 @@ def cli_session(
 
     out = Path(output_dir) if output_dir is not None else None
     created = None
+    had_log = False
     if out is not None:
         created = _first_missing_ancestor(out)
+        had_log = (out / LOG_NAME).exists()
         out.mkdir(parents=True, exist_ok=True)
         file_handler = logging.FileHandler(out / LOG_NAME, mode="a", encoding="utf-8", delay=True)
         file_handler.setLevel(file_level)
@@ -221,7 +227,7 @@ def cli_session(
     adopt_lightning_logging()  # Lightning may have been imported already (tests, library users)
     log = logging.getLogger("ptychopinn.cli")
     t0 = time.perf_counter()
-    failed = False
+    failed = refused = False
     try:
         with warnings.catch_warnings():
             for pattern in NOISE:
@@ -235,6 +241,7 @@ def cli_session(
         log.info("finished in %.1f s", time.perf_counter() - t0)
     except BaseException as exc:
         failed = True
+        refused = isinstance(exc, PtychoInputError)
         log.error("failed after %.1f s: %s", time.perf_counter() - t0,
                   str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
                   exc_info=not isinstance(exc, (KeyboardInterrupt, SystemExit)), extra={"file_only": True})
@@ -247,3 +254,6 @@ def cli_session(
         _active_session = False
         if failed and out is not None and created is not None:
             _remove_if_only_log(out, created)
+        elif refused and out is not None and not had_log:
+            with contextlib.suppress(OSError):
+                (out / LOG_NAME).unlink(missing_ok=True)

@@ -251,13 +251,13 @@ def test_special_files_refused_at_once(tmp_path: Path) -> None:
 
 def test_declared_sizes_checked_before_allocation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = save_npz(tmp_path / "s.npz", _scan())
-    monkeypatch.setenv("PTYCHOPINN_MEMORY_LIMIT", "2K")
-    with pytest.raises(DataFormatError, match="more than the memory limit.*PTYCHOPINN_MEMORY_LIMIT"):
+    monkeypatch.setenv("PTYCHOPINN_MAX_MEMORY", "2K")
+    with pytest.raises(DataFormatError, match="declares shape .* more than the limit .*PTYCHOPINN_MAX_MEMORY"):
         load_scan(path)
-    monkeypatch.setenv("PTYCHOPINN_MEMORY_LIMIT", "lots")
-    with pytest.raises(ConfigError, match="PTYCHOPINN_MEMORY_LIMIT must be a positive number of bytes"):
+    monkeypatch.setenv("PTYCHOPINN_MAX_MEMORY", "lots")
+    with pytest.raises(ConfigError, match="PTYCHOPINN_MAX_MEMORY: expected a number of bytes"):
         load_scan(path)
-    monkeypatch.delenv("PTYCHOPINN_MEMORY_LIMIT")
+    monkeypatch.delenv("PTYCHOPINN_MAX_MEMORY")
     monkeypatch.setenv("PTYCHOPINN_MMAP_THRESHOLD", "-3")
     with pytest.raises(ConfigError, match="PTYCHOPINN_MMAP_THRESHOLD"):
         load_scan(path)

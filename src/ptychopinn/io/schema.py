@@ -27,7 +27,7 @@ Layouts tolerated: a trailing channel axis ``[M, N, N, 1]`` (diffraction, ``Y``)
 
 A container format supplies an :class:`ArraySource` (names, declared shapes and dtypes, whole reads of
 small arrays, batch reads of stacks and, where the bytes lie uncompressed in the file, a read-only memory
-map). Sizes are checked against :func:`ptychopinn.io.files.memory_limit` before anything is allocated;
+map). Sizes are checked against :func:`ptychopinn.limits.memory_limit` before anything is allocated;
 diffraction is converted to float32 amplitude batch by batch, and a stack above
 :func:`ptychopinn.io.files.mmap_threshold` bytes is kept on disk (mapped in place, or decoded into a
 temporary file).
