@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ptycho_torch._cli import ACCELERATORS, StrictParser, resolve_accelerator, run_main
-from ptychopinn.cli._common import positive_int
+from ptychopinn.cli.common import positive_int
 from ptychopinn.errors import ConfigError
 
 __all__ = ["build_args", "build_parser", "main"]
@@ -61,24 +61,23 @@ def build_args(argv: Sequence[str]) -> dict[str, Any]:
 def _run(argv: list[str]) -> int:
     from ptychopinn.data.scan import ScanData
     from ptychopinn.inference.predict import reconstruct
-    from ptychopinn.io.npz import load_npz
+    from ptychopinn.io.reconstruction import save_reconstruction_npz
+    from ptychopinn.io.registry import load_scan
     from ptychopinn.models.persist import load_model
     from ptychopinn.plots import save_amplitude_png, save_phase_png
-    from ptychopinn.workflows import _device, save_reconstruction_npz
 
     cfg = build_args(argv)
     for key in ("model_path", "test_data"):
         if not cfg[key].exists():
             raise FileNotFoundError(f"{key.replace('_', ' ')} not found: {cfg[key]}")
     loaded = load_model(cfg["model_path"])
-    scan = load_npz(cfg["test_data"], units="auto")
+    scan = load_scan(cfg["test_data"], units="auto")
     shape = tuple(scan.obj.shape) if scan.obj is not None else None
     n = cfg["n_groups"]
     if n is not None and n < scan.n_points:
         scan = ScanData.from_arrays(scan.diffraction[:n], scan.positions[:n], scan.probe, units="amplitude")
     icfg = cfg["inference"]
-    device = None if icfg.accelerator == "auto" else _device(icfg.accelerator)
-    recon = reconstruct(loaded.model, scan, icfg, object_shape=shape, device=device, progress=not cfg["quiet"])
+    recon = reconstruct(loaded.model, scan, icfg, object_shape=shape, progress=not cfg["quiet"])
     out = cfg["output_dir"]
     out.mkdir(parents=True, exist_ok=True)
     npz = save_reconstruction_npz(out / "reconstruction.npz", recon, extra={"model": str(loaded.path)})

@@ -20,7 +20,7 @@ from typing import Any
 
 from ptycho_torch._cli import ACCELERATORS, StrictParser, add_bool, resolve_accelerator, run_main
 from ptycho_torch.config_params import SCHEDULER_MAP, map_scheduler
-from ptychopinn.cli._common import nonneg_int, number, positive_int
+from ptychopinn.cli.common import nonneg_int, number, positive_int
 from ptychopinn.errors import ConfigError
 
 __all__ = ["build_args", "build_parser", "main"]

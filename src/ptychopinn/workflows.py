@@ -182,9 +182,8 @@ def reconstruct_scan(
     out.mkdir(parents=True, exist_ok=True)
     cfg = inference or InferenceConfig()
     object_shape = tuple(scan_data.obj.shape) if scan_data.obj is not None else None
-    recon = reconstruct(loaded.model, scan_data, cfg, object_shape=object_shape,
-                        device=None if cfg.accelerator == "auto" else _device(cfg.accelerator),
-                        progress=progress)
+    # the device comes from cfg.accelerator through inference.predict.resolve_device (the one mapping)
+    recon = reconstruct(loaded.model, scan_data, cfg, object_shape=object_shape, progress=progress)
     if refine is not None:
         from ptychopinn.refine import refine_scan
 
@@ -283,10 +282,6 @@ def _write_refined(result: Any, scan: ScanData, out: Path, write_product: bool, 
                                  "ptychopinn refine")
     return RefineOutcome(npz=npz, amplitude_png=amp, phase_png=phase, misfit_png=mis, product_h5=product,
                          iterations=result.iterations, seconds=seconds, result=result)
-
-
-def _device(accelerator: str) -> str:
-    return {"cpu": "cpu", "gpu": "cuda", "cuda": "cuda", "mps": "mps"}.get(accelerator, "cpu")
 
 
 def evaluate_reconstruction(

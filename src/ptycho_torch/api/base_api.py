@@ -303,20 +303,11 @@ class Trainer:
 
     def train(self, orchestration: str = "lightning", experiment_name: str = "") -> dict[str, Any]:
         """Fit; returns ``{'run_dir', 'epochs_completed'}``. Raises ``TrainingDivergedError`` on a non-finite loss."""
-        import torch
 
-        from ptychopinn.training.api import _QUIET_WARNINGS, TrainingDivergedError
+        from ptychopinn.training.api import TrainingDivergedError, training_session
 
-        threads = torch.get_num_threads()
-        det = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
-        try:
-            with warnings.catch_warnings():
-                for pattern in _QUIET_WARNINGS:
-                    warnings.filterwarnings("ignore", message=pattern)
-                self._trainer.fit(self.model.model, datamodule=self.datamodule)
-        finally:
-            torch.set_num_threads(threads)
-            torch.use_deterministic_algorithms(det[0], warn_only=det[1])
+        with training_session():
+            self._trainer.fit(self.model.model, datamodule=self.datamodule)
         module = self.model.model
         if module.diverged:
             raise TrainingDivergedError(f"training diverged (non-finite loss) at epoch {module.diverged_epoch}; "
@@ -371,7 +362,7 @@ class InferenceEngine:
         (sub-pixel Fourier placement). Pixels no patch reached are 0. Deterministic: grouping is seeded.
         """
         from ptychopinn.config import InferenceConfig as CoreInference
-        from ptychopinn.inference.predict import iter_predictions, scan_groups
+        from ptychopinn.inference.predict import check_scan_fits_model, iter_predictions, resolve_device, scan_groups
         from ptychopinn.inference.stitch import Stitcher, centred_geometry
         from ptychopinn.io.product_h5 import ptychodus_centre_offset
 
@@ -382,12 +373,10 @@ class InferenceEngine:
             accelerator, _, _ = resolve_hardware(cm.training_config.device, 1, "auto")
         cfg = CoreInference(batch_size=int(cm.inference_config.batch_size),
                             neighbor_count=effective_neighbor_count(cm.data_config.K, cm.data_config.grid_size[0]))
-        device = "cuda" if accelerator == "cuda" else "cpu"
+        device = resolve_device(accelerator)
         scan = loader.scan
         n = scan.N
-        if core_model.config.N != n:
-            raise DataFormatError(f"the model was trained on {core_model.config.N}x{core_model.config.N} patterns but "
-                                  f"the scan has {n}x{n} patterns; use a model trained with N={n}")
+        check_scan_fits_model(core_model.config, scan)
         window = cfg.window_for(n)
         shift = ptychodus_centre_offset(n)  # ptychodus position -> object point under patch pixel N//2
         mid = 0.5 * (scan.positions.min(axis=0) + scan.positions.max(axis=0))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from ptychopinn.cli._common import add_common_options, command, nonneg_int, positive_int, say, show_progress, summary
+from ptychopinn.cli.common import add_common_options, command, nonneg_int, positive_int, say, show_progress, summary
 
 DEMO_N = 32
 DEMO_OBJECT = 192

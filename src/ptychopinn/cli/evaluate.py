@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from ptychopinn.cli._common import add_common_options, command, summary
+from ptychopinn.cli.common import add_common_options, command, summary
 
 
 def register(sub: argparse._SubParsersAction) -> None:

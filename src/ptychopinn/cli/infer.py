@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from ptychopinn.cli._common import add_common_options, command, nonneg_int, number, positive_int, show_progress, summary
+from ptychopinn.cli.common import add_common_options, command, nonneg_int, number, positive_int, show_progress, summary
 from ptychopinn.cli.refine import add_refine_options, refine_config
 from ptychopinn.config import ACCELERATORS, PRECISIONS, STITCH_SYNC, UNITS
 

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ptychopinn.cli._common import add_common_options, command
+from ptychopinn.cli.common import add_common_options, command
 
 
 def register(sub: argparse._SubParsersAction) -> None:

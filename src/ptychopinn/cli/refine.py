@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from ptychopinn.cli._common import add_common_options, command, number, positive_int, show_progress, summary
+from ptychopinn.cli.common import add_common_options, command, number, positive_int, show_progress, summary
 
 _DEFAULTS = {"iterations": 20, "batch_size": 64, "noise": "gaussian"}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ptychopinn.cli._common import add_common_options, command, number, show_progress, summary
+from ptychopinn.cli.common import add_common_options, command, number, show_progress, summary
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ptychopinn.cli._common import (
+from ptychopinn.cli.common import (
     add_common_options,
     command,
     devices,

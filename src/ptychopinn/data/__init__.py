@@ -1,7 +1,8 @@
 """ptychopinn.data: the scan data type (numpy only).
 
-Torch-based modules of this subpackage (grouping datasets, data modules) are imported explicitly,
-e.g. ``from ptychopinn.data.dataset import ...``, so that importing ``ptychopinn.data`` stays cheap.
+The other modules (``grouping``: neighbour groups of scan points; ``normalize``: the input and photon
+scales) are imported explicitly, e.g. ``from ptychopinn.data.grouping import group_positions``; the
+torch datasets and the Lightning data module live in :mod:`ptychopinn.training.data`.
 """
 
 from ptychopinn.data.scan import ScanData

@@ -185,6 +185,18 @@ def iter_predictions(
             module.train(was_training)
 
 
+def check_scan_fits_model(model: ModelConfig, scan: ScanData) -> None:
+    """The one check that a trained model can reconstruct ``scan``: its patterns are ``model.N`` pixels.
+
+    Raises:
+        DataFormatError: naming both sizes and how to fix it.
+    """
+    if model.N != scan.N:
+        raise DataFormatError(f"model was trained on {model.N}x{model.N} patterns but the scan has "
+                              f"{scan.N}x{scan.N} patterns; use a model trained with N={scan.N} or "
+                              f"crop/resample the patterns to {model.N}x{model.N}")
+
+
 def reconstruct(
     model: PatchPredictor, scan: ScanData, config: InferenceConfig | None = None, *,
     object_shape: tuple[int, int] | None = None, device: str | torch.device | None = None,
@@ -211,10 +223,7 @@ def reconstruct(
     """
     cfg = InferenceConfig() if config is None else config
     mcfg = model.config
-    if mcfg.N != scan.N:
-        raise DataFormatError(f"model was trained on {mcfg.N}x{mcfg.N} patterns but the scan has "
-                              f"{scan.N}x{scan.N} patterns; use a model trained with N={scan.N} or "
-                              f"crop/resample the patterns to {mcfg.N}x{mcfg.N}")
+    check_scan_fits_model(mcfg, scan)
     dev = resolve_device(cfg.accelerator if device is None else device)
     groups = scan_groups(scan.positions, mcfg.gridsize, cfg.neighbor_count, cfg.seed)
     window = cfg.window_for(scan.N)

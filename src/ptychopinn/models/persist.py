@@ -5,7 +5,8 @@ JSON config, safetensors weights, optional JSON metadata; loading never unpickle
 
 * ``config.json``: ``{'model': ModelConfig.to_dict(), 'training': {...}, 'intensity_scale': s0,
   'N': N, 'gridsize': g}``. ``intensity_scale`` is the data photon scale ``s0`` the model was built
-  with; ``N`` and ``gridsize`` are repeated at top level for tools that only read the manifest.
+  with; ``N`` and ``gridsize`` are repeated at top level of ``config.json`` for tools that read nothing
+  else.
 * weights: the complete ``state_dict()`` (generator, ``physics.probe``, ``physics.mask``,
   ``log_intensity_scale``, ``log_data_intensity_scale``), so the trained probe and scales come back
   exactly.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import torch
 from ptychopinn.config import ExecutionConfig, ModelConfig, TrainingConfig
 from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError, PtychoInputError
-from ptychopinn.training.data import PtychoDataModule
+from ptychopinn.training.data import PtychoDataModule, check_scans_fit_model
 from ptychopinn.training.guards import (
     TrainingInterrupted,
     check_resume_checkpoint,
@@ -37,7 +38,7 @@ from ptychopinn.training.trainer import (
     find_callback,
 )
 
-__all__ = ["TrainResult", "TrainingDivergedError", "train"]
+__all__ = ["TrainResult", "TrainingDivergedError", "train", "training_session"]
 
 # Lightning hints that are noise for this library: a few workers is a deliberate default on small data,
 # and the number of batches is what it is.
@@ -101,13 +102,7 @@ def _check_inputs(train_scan: ScanData, val_scan: ScanData | None, model: ModelC
     if val_scan is not None and not isinstance(val_scan, ScanData):
         raise ConfigError(f"val_scan: expected a ScanData or None, found {type(val_scan).__name__}; "
                           "load it with ptychopinn.io")
-    for name, scan in (("training", train_scan), ("validation", val_scan)):
-        if scan is not None and scan.N != model.N:
-            raise ConfigError(f"model.N is {model.N} but the {name} patterns are {scan.N}x{scan.N}; "
-                              f"set N to {scan.N} in the model config")
-        if scan is not None and model.model_type == "supervised" and scan.patches is None:
-            raise ConfigError(f"model_type 'supervised' needs ground-truth patches (NPZ key 'Y') but the "
-                              f"{name} scan has none; use model_type 'pinn' or a scan with patches")
+    check_scans_fit_model(model, training=train_scan, validation=val_scan)
     check_logger_available(execution.logger)
 
 
@@ -195,11 +190,12 @@ def _interrupted_message(trainer: L.Trainer, last: Path) -> str:
     return f"training stopped by Ctrl-C during epoch {trainer.current_epoch} (0-based); {kept}"
 
 
-def _train_locked(train_scan: ScanData, val_scan: ScanData | None, model: ModelConfig, training: TrainingConfig,
-                  execution: ExecutionConfig, out: Path, resume: bool) -> TrainResult:
-    """:func:`train` once the inputs are checked and the output folder is locked."""
-    ckpt_dir = out / "checkpoints"
-    resume_from = ckpt_dir / f"{LAST_NAME}.ckpt"
+@contextlib.contextmanager
+def training_session() -> Iterator[None]:
+    """Around one ``Trainer.fit``: silence Lightning hints that are noise for this library, and give the
+    process-wide torch settings that training changes (thread count, deterministic algorithms) back to
+    the caller afterwards, whatever happens. Every training entry point (this module's :func:`train` and
+    the compatibility packages) runs its fit inside it."""
     threads_before = torch.get_num_threads()
     det_before = (torch.are_deterministic_algorithms_enabled(),
                   torch.is_deterministic_algorithms_warn_only_enabled())
@@ -207,6 +203,19 @@ def _train_locked(train_scan: ScanData, val_scan: ScanData | None, model: ModelC
         with warnings.catch_warnings():
             for pattern in _QUIET_WARNINGS:
                 warnings.filterwarnings("ignore", message=pattern)
+            yield
+    finally:
+        torch.set_num_threads(threads_before)
+        torch.use_deterministic_algorithms(det_before[0], warn_only=det_before[1])
+
+
+def _train_locked(train_scan: ScanData, val_scan: ScanData | None, model: ModelConfig, training: TrainingConfig,
+                  execution: ExecutionConfig, out: Path, resume: bool) -> TrainResult:
+    """:func:`train` once the inputs are checked and the output folder is locked."""
+    ckpt_dir = out / "checkpoints"
+    resume_from = ckpt_dir / f"{LAST_NAME}.ckpt"
+    try:
+        with training_session():
             # Seed before grouping and weight initialisation, so the whole run is reproducible.
             L.seed_everything(training.seed, workers=True, verbose=False)
             dm = PtychoDataModule(train_scan, model, training, execution, val=val_scan)
@@ -222,10 +231,6 @@ def _train_locked(train_scan: ScanData, val_scan: ScanData | None, model: ModelC
         raise KeyboardInterrupt(_interrupted_message(trainer, resume_from)) from None
     except _RENDEZVOUS_ERRORS as exc:
         raise rendezvous_error(exc, execution) from None
-    finally:
-        # Trainer and set_num_threads change process-wide torch settings; give them back to the caller.
-        torch.set_num_threads(threads_before)
-        torch.use_deterministic_algorithms(det_before[0], warn_only=det_before[1])
 
     best, last = checkpoint_paths(trainer)
     if last is None and resume and resume_from.is_file():

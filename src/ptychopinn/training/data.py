@@ -34,7 +34,7 @@ from ptychopinn.data.normalize import mean_pattern_energy
 from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError, DataFormatError, describe_array
 
-__all__ = ["GroupedDataset", "PtychoDataModule", "passthrough_collate"]
+__all__ = ["GroupedDataset", "PtychoDataModule", "check_scans_fit_model", "passthrough_collate"]
 
 Batch = dict[str, torch.Tensor]
 
@@ -173,6 +173,24 @@ def passthrough_collate(data: Batch | list[Batch]) -> Batch:
     return {k: data[0][k] if k == "weights" else torch.stack([d[k] for d in data]) for k in data[0]}
 
 
+def check_scans_fit_model(model: ModelConfig, **scans: ScanData | None) -> None:
+    """The one check that training scans suit the model config: patterns of ``model.N`` pixels, and
+    ground-truth patches for a supervised model. ``scans``: role name (used in messages) -> scan or None.
+
+    Raises:
+        ConfigError: naming the scan, what was expected and how to fix it.
+    """
+    for name, scan in scans.items():
+        if scan is None:
+            continue
+        if scan.N != model.N:
+            raise ConfigError(f"model.N is {model.N} but the {name} patterns are {scan.N}x{scan.N}; "
+                              f"set N to {scan.N} in the model config")
+        if model.model_type == "supervised" and scan.patches is None:
+            raise ConfigError(f"model_type 'supervised' needs ground-truth patches (NPZ key 'Y') but the "
+                              f"{name} scan has none; use model_type 'pinn' or a scan with patches")
+
+
 class PtychoDataModule(L.LightningDataModule):
     """Grouped training (and validation) data with the scales the model needs.
 
@@ -205,15 +223,7 @@ class PtychoDataModule(L.LightningDataModule):
         execution = execution if execution is not None else ExecutionConfig()
         self.model_config, self.training_config, self.execution_config = model, training, execution
         supervised = model.model_type == "supervised"
-        for name, scan in (("train", train), ("val", val)):
-            if scan is None:
-                continue
-            if scan.N != model.N:
-                raise ConfigError(f"model.N is {model.N} but the {name} scan has {scan.N}x{scan.N} patterns; "
-                                  f"set N to {scan.N} in the model config")
-            if supervised and scan.patches is None:
-                raise ConfigError(f"model_type 'supervised' needs ground-truth patches, but the {name} scan "
-                                  "has none (NPZ key 'Y'); use model_type 'pinn' or a scan with patches")
+        check_scans_fit_model(model, training=train, validation=val)
         k = effective_neighbor_count(training.neighbor_count, model.gridsize)
         groups = group_positions(
             train.positions, model.gridsize, n_groups=training.n_groups, neighbor_count=k,

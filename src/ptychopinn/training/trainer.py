@@ -384,8 +384,8 @@ def build_trainer(execution: ExecutionConfig, training: TrainingConfig, output_d
 
         callbacks.append(ValidationImages(figure_path=out / "checkpoints" / "validation_patch.png"))
 
-    # Strict deterministic algorithms raise on CUDA for grid_sample's backward (used by the overlap
-    # constraint); 'warn' keeps every other op deterministic there. On CPU everything is deterministic.
+    # Strict deterministic algorithms raise on CUDA for the scatter-add (index_add_) with which the overlap
+    # constraint places patches; 'warn' keeps every other op deterministic there. On CPU everything is.
     deterministic: bool | str = False
     if execution.deterministic:
         deterministic = "warn" if _uses_cuda(map_accelerator(execution.accelerator)) else True

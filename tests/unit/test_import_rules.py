@@ -1,0 +1,47 @@
+"""Layering rules: the compatibility packages use only the core's public names, and the core never imports
+them (they may change with the reference system; the core must not)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def _imports(path: Path) -> list[tuple[int, str, str | None]]:
+    """``(line, module, imported name or None)`` of every import statement in ``path``."""
+    out: list[tuple[int, str, str | None]] = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            out.extend((node.lineno, alias.name, None) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.extend((node.lineno, node.module, alias.name) for alias in node.names)
+    return out
+
+
+def _files(package: str) -> list[Path]:
+    return sorted((SRC / package).rglob("*.py"))
+
+
+@pytest.mark.parametrize("package", ["ptycho", "ptycho_torch"])
+def test_compat_packages_use_only_public_core_names(package: str) -> None:
+    bad = []
+    for path in _files(package):
+        for line, module, name in _imports(path):
+            if not (module == "ptychopinn" or module.startswith("ptychopinn.")):
+                continue
+            private_module = any(part.startswith("_") for part in module.split("."))
+            private_name = name is not None and name.startswith("_")
+            if private_module or private_name:
+                bad.append(f"{path.relative_to(SRC)}:{line}: {module} {name or ''}".strip())
+    assert not bad, "private core names used by a compatibility package:\n" + "\n".join(bad)
+
+
+def test_core_never_imports_the_compatibility_packages() -> None:
+    bad = [f"{path.relative_to(SRC)}:{line}: {module}"
+           for path in _files("ptychopinn") for line, module, _ in _imports(path)
+           if module.split(".")[0] in ("ptycho", "ptycho_torch")]
+    assert not bad, "the core imports a compatibility package:\n" + "\n".join(bad)
