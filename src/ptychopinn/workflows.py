@@ -117,6 +117,9 @@ def train_model(
         "nphotons_source": result.nphotons_source,
         "epochs_completed": result.epochs_completed,
         "train_points": int(train_scan.n_points),
+        # pixel size, energy and distance of the training data when known: a model only fits data of the
+        # same geometry, so its archive says which
+        **train_scan.physical(),
     }
     from lightning.pytorch.utilities import rank_zero_only
 
@@ -271,7 +274,7 @@ def _write_refined(result: Any, scan: ScanData, out: Path, write_product: bool, 
                "refine_seconds": result.seconds, "start_scale": result.scale, **_physical_extra(scan)},
         arrays={"probe": result.probe, "misfit": misfit, "positions_start": scan.positions})
     images = save_object_images(result.obj, out, coverage=result.coverage, origin_xy=tuple(result.origin),
-                                title="Refined")
+                                pixel_size_m=scan.pixel_size_m, title="Refined")
     amp, phase = images["amplitude.png"], images["phase.png"]
     mis = save_loss_curves({"misfit / total counts": misfit.tolist()}, out / "misfit.png",
                            title="Refinement misfit", xlabel="iteration", ylabel="misfit")

@@ -95,5 +95,6 @@ def run(args: argparse.Namespace) -> int:
         extra += (f"; refined {out.refined.iterations} iterations in {out.refined.seconds:.1f} s (network image kept "
                   f"as network_reconstruction.npz)")
     summary(f"reconstructed {out.n_patterns} patterns into a {out.shape[0]}x{out.shape[1]} object in "
-            f"{out.seconds:.1f} s; wrote {out.npz}, {out.amplitude_png}, {out.phase_png}{extra}")
+            f"{out.seconds:.1f} s; wrote {out.npz}, {out.amplitude_png}, {out.phase_png} (+ complex.png and "
+            f"amplitude/phase .tif){extra}")
     return 0

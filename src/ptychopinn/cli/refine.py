@@ -79,5 +79,5 @@ def run(args: argparse.Namespace) -> int:
     res = out.result
     summary(f"refined {res.positions.shape[0]} patterns for {out.iterations} iterations in {res.seconds:.1f} s "
             f"(misfit {res.history[0]['misfit']:.3g} -> {res.history[-1]['misfit']:.3g}); wrote {out.npz}, "
-            f"{out.amplitude_png}, {out.phase_png}, {out.misfit_png}")
+            f"{out.amplitude_png}, {out.phase_png}, {out.misfit_png} (+ complex.png and amplitude/phase .tif)")
     return 0
