@@ -1,7 +1,8 @@
 """Inference throughput and memory benchmark; prints ONE JSON object on one line.
 
-Measures, at N=64 with each generator of ``--generators`` side by side (default: the default ``unet``
-and the reference ``cnn``; n_filters_scale=2, untrained weights: speed does not depend on the values):
+Measures, at N=64 with each generator of ``--generators`` side by side (default: the default model, the
+previous default ``unet`` at width 2 and the reference ``cnn`` at width 2; untrained weights: speed does not
+depend on the values):
 
 * ``predict``: network prediction alone (``predict_patches`` under ``torch.inference_mode``, batch of 64
   groups), gridsize 1 and 2, median of 3 timed runs;
@@ -65,14 +66,17 @@ TARGETS = {"end_to_end_patterns_per_s": 150.0, "stitch_patches_per_s": 20_000.0,
            "peak_memory_mb_20000": 1536.0}
 
 
-DEFAULT_GENERATOR = ModelConfig().generator
+DEFAULT_GENERATOR = f"{ModelConfig().generator}:{ModelConfig().n_filters_scale}"
 
 
 def _model(gridsize: int, generator: str = DEFAULT_GENERATOR, seed: int = 0) -> PtychoPINN:
+    """``generator``: ``NAME`` (default width) or ``NAME:WIDTH``."""
     torch.manual_seed(seed)
     probe = np.ones((N, N), np.complex64)
-    return PtychoPINN(ModelConfig(N=N, gridsize=gridsize, generator=generator), probe=probe,
-                      intensity_scale=31.25).eval()
+    name, _, width = generator.partition(":")
+    cfg = ModelConfig(N=N, gridsize=gridsize, generator=name,
+                      n_filters_scale=int(width) if width else ModelConfig().n_filters_scale)
+    return PtychoPINN(cfg, probe=probe, intensity_scale=31.25).eval()
 
 
 class ZeroNetwork(torch.nn.Module):
@@ -297,8 +301,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     ap.add_argument("--full-memory", action="store_true",
                     help="run the largest memory cases with the real network (slow on a CPU)")
-    ap.add_argument("--generators", default=f"{DEFAULT_GENERATOR},cnn",
-                    help="comma-separated generators to compare (prediction and end to end)")
+    ap.add_argument("--generators", default=f"{DEFAULT_GENERATOR},unet:2,cnn:2",
+                    help="comma-separated NAME or NAME:WIDTH to compare (prediction and end to end; default: the "
+                         "default model, the previous default unet:2 and the reference cnn:2)")
     ap.add_argument("--network", default=DEFAULT_GENERATOR, help=argparse.SUPPRESS)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--npz", default=None, help=argparse.SUPPRESS)
@@ -314,7 +319,8 @@ def main(argv: list[str]) -> int:
     quick = args.quick
     mem_sizes = (200, 2000) if quick else (2000, 20000)
     e2e_size = 128 if quick else 512
-    res: dict[str, Any] = {"quick": quick, "device": str(device), "N": N, "n_filters_scale": 2,
+    res: dict[str, Any] = {"quick": quick, "device": str(device), "N": N,
+                           "n_filters_scale": ModelConfig().n_filters_scale,
                            "batch_groups": BATCH, "window": WINDOW}
     res["machine"] = {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                       "torch": torch.__version__, "loadavg_start": [round(v, 2) for v in os.getloadavg()],

@@ -126,9 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--N", type=int, default=None)
     ap.add_argument("--size", type=int, default=None, help="object side in pixels")
     ap.add_argument("--epochs", type=int, default=None)
-    ap.add_argument("--width", type=int, default=None, help="n_filters_scale of the network")
+    ap.add_argument("--width", type=int, default=None, help="n_filters_scale of the network (default: the default's)")
     ap.add_argument("--gridsize", type=int, default=1, help="network gridsize (C = gridsize**2 patterns per sample)")
-    ap.add_argument("--generator", default="cnn", help="registered generator name")
+    ap.add_argument("--generator", default=ModelConfig().generator,
+                    help="registered generator name (default: the default model's)")
     ap.add_argument("--iterations", type=int, default=None)
     ap.add_argument("--kinds", default="image", help="comma-separated: image,lines,grf")
     ap.add_argument("--low-dose", action="store_true", help="also a 1e4-photon variant")
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     n = args.N or (32 if args.quick else 64)
     size = args.size or (128 if args.quick else 320)
     epochs = args.epochs or (2 if args.quick else 20)
-    width = args.width or (1 if args.quick else 2)
+    width = args.width or ModelConfig().n_filters_scale
     iterations = args.iterations or (10 if args.quick else 50)
     step = 7.0 * n / 64
 

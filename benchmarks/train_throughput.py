@@ -6,7 +6,8 @@ on a fixed random batch, under ``torch.autocast(cpu/cuda, bfloat16)`` for 'bf16-
 Lightning module's ``training_step`` runs plus the optimiser step that Lightning's automatic optimisation
 adds; leaving the loop out makes the number more precise (Lightning's per-step overhead is ~1 ms).
 
-Reported per configuration (generators 'unet' and 'cnn', N=64, n_filters_scale=2, batch 16 groups,
+Reported per configuration (the default model, the previous default 'unet' at width 2 and the reference
+'cnn' at width 2 unless ``--generators`` says otherwise; N=64, batch 16 groups,
 gridsize 1 and 2, fp32 and bf16-mixed): training patterns/s (a pattern is one N x N diffraction
 pattern; a gridsize-2 group holds 4)
 as the median of ``repeats`` (>= 3) timed runs of ``steps`` steps after ``warmup`` steps (1 step per run
@@ -139,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="short run: 1 warm-up, 2 steps x 3 repeats")
     p.add_argument("--N", type=int, default=64)
-    p.add_argument("--n-filters-scale", type=int, default=2)
+    p.add_argument("--n-filters-scale", type=int, default=None,
+                   help="width of every generator without its own ':W' (default: ModelConfig's default)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--gridsizes", type=int, nargs="+", default=[1, 2])
     p.add_argument("--precisions", nargs="+", default=["32", "bf16-mixed"], choices=["32", "bf16-mixed"])
@@ -147,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--matmul-size", type=int, default=2048)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--generators", nargs="+", default=["unet", "cnn"],
-                   help="generators measured side by side (default: the new default 'unet' and the previous 'cnn')")
+    p.add_argument("--generators", nargs="+", default=None,
+                   help="NAME or NAME:WIDTH entries measured side by side (default: the default model, the previous "
+                        "default 'unet:2' and the reference 'cnn:2')")
     args = p.parse_args(argv)
     steps = args.steps if args.steps is not None else (2 if args.quick else 5)
     warmup = 1 if args.quick else 2
@@ -156,18 +159,23 @@ def main(argv: list[str] | None = None) -> int:
 
     peak = matmul_gflops(args.matmul_size, 3 if args.quick else 7, device)
     results = []
-    for gen in args.generators:
+    default = ModelConfig()
+    width = args.n_filters_scale or default.n_filters_scale
+    entries = args.generators or [f"{default.generator}:{default.n_filters_scale}", "unet:2", "cnn:2"]
+    for entry in dict.fromkeys(entries):
+        gen, _, w = entry.partition(":")
+        nfs = int(w) if w else width
         for g in args.gridsizes:
             for prec in args.precisions:
-                r = time_training(g, prec, n=args.N, nfs=args.n_filters_scale, batch=args.batch, steps=steps,
+                r = time_training(g, prec, n=args.N, nfs=nfs, batch=args.batch, steps=steps,
                                   warmup=warmup, repeats=max(3, args.repeats), device=device, generator=gen)
+                r["n_filters_scale"] = nfs
                 r["utilisation_vs_fp32_matmul"] = round(r["achieved_train_gflops"] / peak, 4)
                 results.append(r)
     report = {
         "benchmark": "train_throughput",
         "method": "direct forward+backward+Adam step on a fixed batch (no Lightning loop, no data loading)",
         "N": args.N,
-        "n_filters_scale": args.n_filters_scale,
         "device": str(device),
         "cpu": platform.processor() or platform.machine(),
         "torch": torch.__version__,

@@ -168,8 +168,8 @@ def test_nonfinite_loss_stops_with_clear_error_and_keeps_last_checkpoint(tmp_pat
     calls = {"train": 0}
     batches_per_epoch = 3  # 48 training groups, batch 16
 
-    def poisoned(model, x, rel, training, y=None):
-        out = original(model, x, rel, training, y=y)
+    def poisoned(model, x, rel, training, y=None, weights=None):
+        out = original(model, x, rel, training, y=y, weights=weights)
         if model.training:
             calls["train"] += 1
             if calls["train"] > batches_per_epoch + 1:  # second batch of epoch 1

@@ -49,11 +49,13 @@ def test_pad_object_without_probe_big_confines_the_object_to_the_centre() -> Non
 
 
 def test_far_fewer_flops_than_cnn() -> None:
-    unet = PtychoPINN(ModelConfig(N=64, generator="unet"), _probe(64), 10.0)
-    cnn = PtychoPINN(ModelConfig(N=64, generator="cnn"), _probe(64), 10.0)
+    unet = PtychoPINN(ModelConfig(N=64, generator="unet", n_filters_scale=2), _probe(64), 10.0)
+    cnn = PtychoPINN(ModelConfig(N=64, generator="cnn", n_filters_scale=2), _probe(64), 10.0)
     f_unet, f_cnn = forward_flops(unet.generator, 64, 1), forward_flops(cnn.generator, 64, 1)
     assert f_unet < 0.2 * f_cnn  # measured 0.23 vs 1.56 GFLOP per pattern
     assert 0.2e9 < f_unet < 0.3e9
+    default = PtychoPINN(ModelConfig(N=64), _probe(64), 10.0)
+    assert 0.04e9 < forward_flops(default.generator, 64, 1) < 0.08e9  # measured 0.060: width 1 by default
 
 
 def test_training_reduces_the_physics_loss_and_reaches_every_weight() -> None:
