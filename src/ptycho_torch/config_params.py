@@ -367,8 +367,7 @@ def to_core_configs(data: DataConfig, model: ModelConfig, training: TrainingConf
         accelerator=accelerator, devices=devices, strategy=strategy, num_workers=int(training.num_workers),
         gradient_clip_val=training.gradient_clip_val, accumulate_grad_batches=int(training.accum_steps),
         logger="csv", enable_progress_bar=False, deterministic=True)
-    core_inference = CoreInference(batch_size=int(inference.batch_size), accelerator=accelerator,
-                                   neighbor_count=core_training.neighbor_count)
+    core_inference = CoreInference(batch_size=int(inference.batch_size), accelerator=accelerator)
     return {"model": core_model, "training": core_training, "execution": execution, "inference": core_inference}
 
 

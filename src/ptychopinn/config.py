@@ -17,7 +17,7 @@ import math
 import reprlib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from ptychopinn.errors import ConfigError
 
@@ -220,7 +220,6 @@ class TrainingConfig(_Config):
     neighbor_count: int = 4
     sequential_sampling: bool = False
     enable_oversampling: bool = False
-    positions_provided: bool = True
     learning_rate: float = 1e-3
     scheduler: str = "constant"
     scheduler_gamma: float = 0.95
@@ -231,7 +230,6 @@ class TrainingConfig(_Config):
     early_stop_patience: int | None = None
     val_fraction: float = 0.1
     seed: int = 42
-    output_dir: str | None = None
 
     def __post_init__(self) -> None:
         _check_int("batch_size", self.batch_size, 1)
@@ -246,7 +244,7 @@ class TrainingConfig(_Config):
         _check_int("n_subsample", self.n_subsample, 1, optional=True)
         _check_int("subsample_seed", self.subsample_seed, 0)
         _check_int("neighbor_count", self.neighbor_count, 1)
-        for name in ("sequential_sampling", "enable_oversampling", "positions_provided"):
+        for name in ("sequential_sampling", "enable_oversampling"):
             _check_bool(name, getattr(self, name))
         _check_num("learning_rate", self.learning_rate, 0.0, strict=True)
         _check_choice("scheduler", self.scheduler, SCHEDULERS)
@@ -262,8 +260,9 @@ class TrainingConfig(_Config):
         _check_num("val_fraction", self.val_fraction, 0.0)
         _require(self.val_fraction < 0.9, "val_fraction", "a number in [0, 0.9)", self.val_fraction)
         _check_int("seed", self.seed, 0)
-        _require(self.output_dir is None or isinstance(self.output_dir, str), "output_dir",
-                 "a path string or null", self.output_dir)
+
+    # fields of earlier versions that nothing read; checkpoints written then still carry them
+    RETIRED_FIELDS: ClassVar[frozenset[str]] = frozenset({"positions_provided", "output_dir"})
 
 
 @dataclass(frozen=True)
@@ -327,8 +326,8 @@ class InferenceConfig(_Config):
     seams between neighbouring patches. ``stitch_sync``: ``'phase'`` multiplies each window by the
     phase offset that makes it agree with its overlapping neighbours, solved for the whole scan at once
     (phase synchronisation, :mod:`ptychopinn.inference.phase_sync`); ``'phase+amplitude'`` also
-    equalises amplitude gains; ``'off'`` averages the windows as predicted. ``neighbor_count`` is K for
-    gridsize > 1 grouping.
+    equalises amplitude gains; ``'off'`` averages the windows as predicted. Grouping at inference
+    takes no settings: every point seeds one group of itself and its C-1 nearest neighbours.
     """
 
     batch_size: int = 64
@@ -337,8 +336,6 @@ class InferenceConfig(_Config):
     stitch_sync: str = "off"
     precision: str = "32"
     accelerator: str = "auto"
-    neighbor_count: int = 4
-    seed: int = 42
 
     def __post_init__(self) -> None:
         _check_int("batch_size", self.batch_size, 1)
@@ -347,8 +344,6 @@ class InferenceConfig(_Config):
         _check_choice("stitch_sync", self.stitch_sync, STITCH_SYNC)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("accelerator", self.accelerator, ACCELERATORS)
-        _check_int("neighbor_count", self.neighbor_count, 1)
-        _check_int("seed", self.seed, 0)
 
     def window_for(self, N: int) -> int:
         """Stitch window in pixels for patch size ``N`` (clipped to N)."""
@@ -480,9 +475,14 @@ class SimulationConfig(_Config):
         return d
 
 
+RUN_SECTIONS = ("model", "training", "execution")
+"""Sections of a training config file (:class:`RunConfig`)."""
+
+
 @dataclass(frozen=True)
 class RunConfig(_Config):
-    """Everything a training run needs, nested: model, training and execution."""
+    """Everything a training run needs, nested: model, training and execution (the schema of the config
+    files of ``ptychopinn train --config`` and of ``--print-config``)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)

@@ -140,7 +140,7 @@ def test_memory_mapped_scan_gives_the_same_result(tmp_path) -> None:
 def test_iter_predictions_batches_and_positions() -> None:
     truth = _truth()
     scan = _scan(truth, _raster(20, 18, 5, 7, 6))
-    groups = scan_groups(scan.positions, 2, neighbor_count=6, seed=3)
+    groups = scan_groups(scan.positions, 2)
     model = TruthModel(truth, 2)
     model.train()
     out = list(iter_predictions(model, scan, groups, batch_size=8))

@@ -266,18 +266,17 @@ def to_core_training(config: TrainingConfig) -> tuple[core.ModelConfig, core.Tra
         neighbor_count=config.neighbor_count,
         sequential_sampling=config.sequential_sampling,
         enable_oversampling=config.enable_oversampling,
-        positions_provided=config.positions_provided,
         learning_rate=float(config.learning_rate),
     )
     return model, training
 
 
-def to_core_inference(config: InferenceConfig | None = None, *, stitch_window: int | None = None,
-                      neighbor_count: int = 4) -> core.InferenceConfig:
+def to_core_inference(config: InferenceConfig | None = None, *,
+                      stitch_window: int | None = None) -> core.InferenceConfig:
     """Core :class:`ptychopinn.config.InferenceConfig` (batching and stitch window) for inference."""
     if config is not None:
         if not isinstance(config, InferenceConfig):
             raise ConfigError(f"config: expected ptycho.config.config.InferenceConfig, found "
                               f"{type(config).__name__}; build one with InferenceConfig(model=ModelConfig(...))")
         check_backend(config.backend)
-    return core.InferenceConfig(stitch_window=stitch_window, neighbor_count=neighbor_count)
+    return core.InferenceConfig(stitch_window=stitch_window)

@@ -239,7 +239,7 @@ def reassemble_cdi_image(test_data: RawData | ScanData, model: PtychoPINN, flip_
     else:
         shape, origin = canvas_geometry(scan.positions + shift, n, window)
     stitcher = Stitcher(shape, window, origin=origin, device=device, taper=cfg.stitch_taper)
-    groups = scan_groups(scan.positions, model.config.gridsize, cfg.neighbor_count, cfg.seed)
+    groups = scan_groups(scan.positions, model.config.gridsize)
     for batch, member_pos in iter_predictions(model, scan, groups, batch_size=cfg.batch_size,
                                               precision=cfg.precision, device=device):
         stitcher.add(batch.reshape(-1, n, n), frame(member_pos.reshape(-1, 2)) + shift)

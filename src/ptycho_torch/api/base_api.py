@@ -39,7 +39,6 @@ from ptycho_torch.config_params import (
     resolve_hardware,
     to_core_configs,
 )
-from ptychopinn.data.grouping import effective_neighbor_count
 from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError, DataFormatError
 
@@ -371,8 +370,7 @@ class InferenceEngine:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             accelerator, _, _ = resolve_hardware(cm.training_config.device, 1, "auto")
-        cfg = CoreInference(batch_size=int(cm.inference_config.batch_size),
-                            neighbor_count=effective_neighbor_count(cm.data_config.K, cm.data_config.grid_size[0]))
+        cfg = CoreInference(batch_size=int(cm.inference_config.batch_size))
         device = resolve_device(accelerator)
         scan = loader.scan
         n = scan.N
@@ -382,7 +380,7 @@ class InferenceEngine:
         mid = 0.5 * (scan.positions.min(axis=0) + scan.positions.max(axis=0))
         shape, origin = centred_geometry(scan.positions + shift, window, centre=mid)
         stitcher = Stitcher(shape, window, origin=origin, device=device, taper=cfg.stitch_taper)
-        groups = scan_groups(scan.positions, core_model.config.gridsize, cfg.neighbor_count, cfg.seed)
+        groups = scan_groups(scan.positions, core_model.config.gridsize)
         core_model.eval()
         for patches, member_pos in iter_predictions(core_model, scan, groups, batch_size=cfg.batch_size,
                                                     precision=cfg.precision, device=device):

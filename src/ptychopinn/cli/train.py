@@ -58,14 +58,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("train", help="train a model on a scan (physics loss, no ground truth needed)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("train_file", metavar="TRAIN.npz", help="training scan (NPZ, HDF5 or CXI; see README 'Data')")
+    p.add_argument("train_file", metavar="TRAIN.npz", nargs="?",
+                   help="training scan (NPZ, HDF5 or CXI; see README 'Data'); required unless --print-config")
     p.add_argument("--test", metavar="TEST.npz",
                    help="validation scan (default: hold out --val-fraction of TRAIN)")
     p.add_argument("--probe", metavar="FILE|estimate",
                    help="probe: a file holding one (NPZ/HDF5 scan, reconstruction NPZ, ptychodus product, CXI) or "
                         "'estimate' (from the mean diffraction pattern); default: the scan's own")
-    p.add_argument("--output-dir", required=True, metavar="DIR",
-                   help="directory for the archive, checkpoints, logs and run.log (required; created)")
+    p.add_argument("--output-dir", metavar="DIR",
+                   help="directory for the archive, checkpoints, logs and run.log (required unless --print-config; "
+                        "created)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the fully resolved configuration (defaults, --config file, flags) as YAML and exit "
+                        "without training; save it and pass it back with --config")
     p.add_argument("--config", metavar="FILE",
                    help="JSON/YAML config with sections model/training/execution; flags override it "
                         "(default: none)")
@@ -135,17 +140,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def build_configs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    """ModelConfig, TrainingConfig, ExecutionConfig from defaults, ``--config`` and flags."""
-    from ptychopinn.config import ExecutionConfig, ModelConfig, TrainingConfig, load_config_file, sketch
+    """ModelConfig, TrainingConfig, ExecutionConfig from defaults, ``--config`` and flags.
+
+    The config file has the sections of :class:`~ptychopinn.config.RunConfig` (the one schema of a training
+    run: ``model``, ``training``, ``execution``), each validated by its dataclass, so an unknown section or
+    field is an error that lists the valid names; flags then override single fields.
+    """
+    from ptychopinn.config import RUN_SECTIONS, ExecutionConfig, ModelConfig, TrainingConfig, load_config_file, sketch
     from ptychopinn.errors import ConfigError
 
     base: dict[str, Any] = load_config_file(args.config) if args.config else {}
+    if "inference" in base:
+        raise ConfigError(f"config file {args.config}: section 'inference' is not used by `ptychopinn train`; "
+                          "remove it (inference settings are options of `ptychopinn infer`)")
     # keys of a YAML mapping may be of any type (numbers, null): sort by text, show a bounded sketch
-    unknown = sorted((k for k in base if k not in ("model", "training", "execution", "inference")), key=str)
+    unknown = sorted((k for k in base if k not in RUN_SECTIONS), key=str)
     if unknown:
         raise ConfigError(f"config file {args.config}: unknown section(s) {sketch(unknown)}; valid sections are "
-                          "['execution', 'inference', 'model', 'training']")
-    for section in ("model", "training", "execution", "inference"):
+                          f"{list(RUN_SECTIONS)}")
+    for section in RUN_SECTIONS:
         if base.get(section) is not None and not isinstance(base[section], dict):
             raise ConfigError(f"config file {args.config}: section '{section}' must be a mapping of field names "
                               f"to values, got {type(base[section]).__name__}")
@@ -165,7 +178,6 @@ def build_configs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
                       ("warmup_epochs", "warmup_epochs"), ("early_stop_patience", "early_stop_patience"),
                       ("val_fraction", "val_fraction"), ("seed", "seed")):
         set_if(training, key, getattr(args, attr))
-    training.setdefault("output_dir", str(args.output_dir))
     for key, attr in (("accelerator", "accelerator"), ("devices", "devices"), ("num_nodes", "num_nodes"),
                       ("strategy", "strategy"), ("precision", "precision"), ("num_workers", "num_workers"),
                       ("gradient_clip_val", "gradient_clip_val"),
@@ -188,6 +200,21 @@ def run(args: argparse.Namespace) -> int:
     from ptychopinn.io.registry import load_scan
     from ptychopinn.workflows import train_model
 
+    if args.print_config:
+        import yaml
+
+        from ptychopinn.config import RunConfig
+
+        model, training, execution = build_configs(args)
+        resolved = RunConfig(model=model, training=training, execution=execution).to_dict()
+        print("# ptychopinn train: resolved configuration (model.N is taken from the training data when it differs)")
+        print(yaml.safe_dump(resolved, sort_keys=False), end="")
+        return 0
+    if args.train_file is None or args.output_dir is None:
+        from ptychopinn.errors import ConfigError
+
+        raise ConfigError("train needs the training scan TRAIN.npz and --output-dir DIR (only --print-config "
+                          "runs without them); e.g. ptychopinn train scan.npz --output-dir run")
     # stacks above $PTYCHOPINN_MMAP_THRESHOLD bytes (default 1 GiB) stay on disk instead of in memory
     probe = args.probe
     train_scan = load_scan(args.train_file, units=args.units, probe=probe)

@@ -115,17 +115,17 @@ def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContex
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def scan_groups(positions: np.ndarray, gridsize: int, neighbor_count: int = 4, seed: int = 42) -> Groups:
+def scan_groups(positions: np.ndarray, gridsize: int) -> Groups:
     """Inference grouping: one group per scan point, the point itself as member 0.
 
     ``positions``: ``[M, 2]`` (x, y) px. gridsize 1 is the identity; for gridsize g > 1 each point
-    seeds a group with its C-1 nearest neighbours (deterministic), so every point is covered.
+    seeds a group with its C-1 nearest neighbours (deterministic, no setting changes it), so every point
+    is covered.
     """
     if gridsize == 1:
         return group_positions(positions, 1)
     return group_positions(positions, gridsize, n_groups=None,
-                           neighbor_count=effective_neighbor_count(neighbor_count, gridsize), seed=seed,
-                           sequential=True)
+                           neighbor_count=effective_neighbor_count(1, gridsize), sequential=True)
 
 
 def iter_predictions(
@@ -225,7 +225,7 @@ def reconstruct(
     mcfg = model.config
     check_scan_fits_model(mcfg, scan)
     dev = resolve_device(cfg.accelerator if device is None else device)
-    groups = scan_groups(scan.positions, mcfg.gridsize, cfg.neighbor_count, cfg.seed)
+    groups = scan_groups(scan.positions, mcfg.gridsize)
     window = cfg.window_for(scan.N)
     shape, origin = canvas_geometry(scan.positions, scan.N, window, object_shape)
     stitcher = Stitcher(shape, window, origin=origin, device=dev, taper=cfg.stitch_taper,

@@ -77,7 +77,8 @@ class PINNLightningModule(L.LightningModule):
         from ptychopinn.models.pinn import PtychoPINN
 
         mcfg = ModelConfig.from_dict(dict(model_config))
-        tcfg = TrainingConfig.from_dict(dict(training_config))
+        tcfg = TrainingConfig.from_dict({k: v for k, v in dict(training_config).items()
+                                         if k not in TrainingConfig.RETIRED_FIELDS})
         for name, v in (("intensity_scale", intensity_scale), ("input_scale", input_scale)):
             if not (isinstance(v, (int, float, np.floating)) and math.isfinite(float(v)) and float(v) > 0):
                 raise ConfigError(f"{name}: expected a finite number > 0, found {v!r}; "
