@@ -66,7 +66,13 @@ def build_args(argv: Sequence[str]) -> dict[str, Any]:
 
     Emits DeprecationWarning for ``--n_images``, ``--device`` and ``--disable_mlflow``; raises ConfigError for
     bad values (including 'tpu', 'MultiStage', checkpoint mode 'max', an unknown monitor metric)."""
-    from ptychopinn.config import REFERENCE_GENERATOR, ExecutionConfig, ModelConfig, TrainingConfig
+    from ptychopinn.config import (
+        REFERENCE_GENERATOR,
+        REFERENCE_N_FILTERS_SCALE,
+        ExecutionConfig,
+        ModelConfig,
+        TrainingConfig,
+    )
 
     a = build_parser().parse_args(list(argv))
     n_groups = a.n_groups
@@ -85,12 +91,12 @@ def build_args(argv: Sequence[str]) -> dict[str, Any]:
     if a.checkpoint_monitor not in ("val_loss", "train_loss", "loss", "poisson_val_loss", "poisson_train_loss"):
         raise ConfigError(f"--checkpoint-monitor: expected val_loss or train_loss, found {a.checkpoint_monitor!r}; "
                           "use val_loss")
-    model = ModelConfig(gridsize=a.gridsize, generator=REFERENCE_GENERATOR)
+    model = ModelConfig(gridsize=a.gridsize, generator=REFERENCE_GENERATOR, n_filters_scale=REFERENCE_N_FILTERS_SCALE)
     training = TrainingConfig(
         nepochs=a.max_epochs, batch_size=a.batch_size, n_groups=n_groups, learning_rate=a.learning_rate,
         scheduler=map_scheduler(a.scheduler), early_stop_patience=a.early_stop_patience,
         neighbor_count=max(4, a.gridsize * a.gridsize - 1),
-        enable_oversampling=n_groups is not None and a.gridsize > 1, output_dir=str(a.output_dir))
+        enable_oversampling=n_groups is not None and a.gridsize > 1)
     execution = ExecutionConfig(
         accelerator=accelerator, deterministic=bool(a.deterministic), num_workers=a.num_workers,
         accumulate_grad_batches=a.accumulate_grad_batches, logger=logger, enable_progress_bar=not quiet,

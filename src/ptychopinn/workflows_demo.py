@@ -94,7 +94,7 @@ def run_demo(output_dir: str | os.PathLike[str], *, epochs: int = 30, seed: int 
                           execution=execution)
     log(f"trained {trained.epochs_completed} epochs in {trained.seconds:.0f} s -> {trained.archive}")
     rec = reconstruct_scan(trained.archive, test_scan, output_dir=out / "reconstruction",
-                           inference=InferenceConfig(stitch_taper=10.0), progress=progress,
+                           inference=InferenceConfig(), progress=progress,
                            refine=RefineConfig(iterations=REFINE_ITERATIONS))
     log(f"reconstructed the unseen test scan in {rec.seconds:.1f} s (network, then {REFINE_ITERATIONS} "
         f"refinement iterations) -> {rec.npz}")

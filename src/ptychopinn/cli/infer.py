@@ -15,7 +15,7 @@ import argparse
 
 from ptychopinn.cli.common import add_common_options, command, nonneg_int, number, positive_int, show_progress, summary
 from ptychopinn.cli.refine import add_refine_options, refine_config
-from ptychopinn.config import ACCELERATORS, PRECISIONS, STITCH_SYNC, UNITS
+from ptychopinn.config import ACCELERATORS, PRECISIONS, STITCH_SYNC, UNITS, InferenceConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,8 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=64, help="patterns per batch (default 64)")
     p.add_argument("--stitch-window", type=positive_int,
                    help="side of the central region of each patch that is stitched (default N*5/16)")
-    p.add_argument("--stitch-taper", type=number, default=0.0,
-                   help="weight window centres up to 1+T times their edges (softens seams; demo uses 10)")
+    p.add_argument("--stitch-taper", type=number, default=InferenceConfig().stitch_taper,
+                   help="weight window centres up to 1+T times their edges (softens seams; 0 = plain average) "
+                        f"(default {InferenceConfig().stitch_taper:g})")
     p.add_argument("--stitch-sync", choices=STITCH_SYNC, default="off",
                    help="solve per-patch phase offsets (and amplitude gains) so overlapping patches agree before "
                         "averaging (default %(default)s: it did not improve the current network, see README)")
@@ -77,7 +78,6 @@ def check_model_argument(model: str) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from ptychopinn.config import InferenceConfig
     from ptychopinn.io.registry import load_scan
     from ptychopinn.workflows import reconstruct_scan
 
