@@ -55,7 +55,8 @@ def build_args(argv: Sequence[str]) -> dict[str, Any]:
     accelerator = resolve_accelerator(a.accelerator, a.device)
     return {"model_path": Path(a.model_path), "test_data": Path(a.test_data), "output_dir": Path(a.output_dir),
             "n_groups": n, "inference": InferenceConfig(batch_size=a.batch_size, accelerator=accelerator,
-                                                                   stitch_taper=REFERENCE_STITCH_TAPER),
+                                                                   stitch_taper=REFERENCE_STITCH_TAPER,
+                                                                   stitch_sync="off"),
             "quiet": bool(a.quiet)}
 
 

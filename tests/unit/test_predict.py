@@ -190,6 +190,25 @@ def test_object_shape_and_progress_bar(capsys) -> None:
     assert "reconstruct" in capsys.readouterr().err
 
 
+def test_phase_sync_falls_back_to_streaming_when_the_windows_would_not_fit(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    truth = _truth()
+    scan = _scan(truth, _raster(20, 18, 4, 15, 14))
+    model = TruthModel(truth, 1)
+    synced = reconstruct(model, scan, InferenceConfig(stitch_sync="phase"), device="cpu")
+    monkeypatch.setenv("PTYCHOPINN_MAX_MEMORY", "400K")  # the canvas fits, 210 windows of 10 x 10 do not
+    with caplog.at_level("WARNING", logger="ptychopinn.inference.predict"):
+        streamed = reconstruct(model, scan, InferenceConfig(stitch_sync="phase"), device="cpu")
+    assert "stitching without phase synchronisation" in caplog.text
+    plain = reconstruct(model, scan, InferenceConfig(stitch_sync="off"), device="cpu")
+    np.testing.assert_array_equal(streamed.obj, plain.obj)
+    # consistent (true) patches: synchronisation changes at most a global phase
+    region = plain.coverage > 0
+    ratio = synced.obj[region] / plain.obj[region]
+    np.testing.assert_allclose(np.abs(ratio), 1.0, atol=1e-4)
+    assert np.ptp(np.angle(ratio)) < 1e-3
+
+
 def test_real_model_batches_stream_into_the_same_object_and_bf16_is_close() -> None:
     from ptychopinn.models.pinn import PtychoPINN
 
@@ -199,7 +218,8 @@ def test_real_model_batches_stream_into_the_same_object_and_bf16_is_close() -> N
     model = PtychoPINN(ModelConfig(N=N, gridsize=2, n_filters_scale=1), probe=probe, intensity_scale=10.0)
     pos = _raster(20, 18, 5, 6, 5) + rng.uniform(-0.5, 0.5, (30, 2))
     scan = ScanData(diffraction=rng.uniform(0, 1, (30, N, N)).astype(np.float32), positions=pos, probe=probe)
-    rec = reconstruct(model, scan, InferenceConfig(batch_size=4), device="cpu")
+    plain = InferenceConfig(batch_size=4, stitch_taper=0.0, stitch_sync="off")  # what stitch_patches does
+    rec = reconstruct(model, scan, plain, device="cpu")
     assert np.isfinite(rec.obj).all() and np.abs(rec.obj).max() > 0
     out = list(iter_predictions(model, scan, scan_groups(pos, 2), batch_size=64))
     patches = torch.cat([p.reshape(-1, N, N) for p, _ in out])
@@ -209,8 +229,8 @@ def test_real_model_batches_stream_into_the_same_object_and_bf16_is_close() -> N
     np.testing.assert_allclose(obj, rec.obj, atol=1e-5)
     # bf16 on a CPU without bf16 units is slow: a few points suffice to check the autocast path.
     small = scan.subset(np.arange(6))
-    fp = reconstruct(model, small, device="cpu")
-    bf = reconstruct(model, small, InferenceConfig(precision="bf16-mixed"), device="cpu")
+    fp = reconstruct(model, small, plain, device="cpu")
+    bf = reconstruct(model, small, plain.replace(precision="bf16-mixed"), device="cpu")
     assert bf.obj.dtype == np.complex64
     rel_err = np.abs(bf.obj - fp.obj).mean() / np.abs(fp.obj).mean()
     assert 0 < rel_err < 0.05, rel_err

@@ -33,9 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stitch-taper", type=number, default=InferenceConfig().stitch_taper,
                    help="weight window centres up to 1+T times their edges (softens seams; 0 = plain average) "
                         f"(default {InferenceConfig().stitch_taper:g})")
-    p.add_argument("--stitch-sync", choices=STITCH_SYNC, default="off",
+    p.add_argument("--stitch-sync", choices=STITCH_SYNC, default=InferenceConfig().stitch_sync,
                    help="solve per-patch phase offsets (and amplitude gains) so overlapping patches agree before "
-                        "averaging (default %(default)s: it did not improve the current network, see README)")
+                        "averaging (default %(default)s; see README)")
     p.add_argument("--precision", choices=PRECISIONS, default="32",
                    help="numeric precision of the network (default %(default)s)")
     p.add_argument("--accelerator", choices=ACCELERATORS, default="auto", help="hardware (default %(default)s)")

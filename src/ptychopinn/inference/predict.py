@@ -23,6 +23,7 @@ geometry ``obj[y, x]`` is object pixel (row y, column x).
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,7 +40,10 @@ from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError, DataFormatError
 from ptychopinn.inference.stitch import Stitcher, canvas_geometry
 
-__all__ = ["Reconstruction", "iter_predictions", "reconstruct", "resolve_device", "scan_groups"]
+__all__ = ["Reconstruction", "check_scan_fits_model", "iter_predictions", "reconstruct", "resolve_device",
+           "scan_groups"]
+
+logger = logging.getLogger(__name__)
 
 
 class PatchPredictor(Protocol):
@@ -185,6 +189,20 @@ def iter_predictions(
             module.train(was_training)
 
 
+def _sync_fits(n_windows: int, window: int) -> bool:
+    """Whether phase synchronisation may keep every window (complex64) until the end: at most a quarter of
+    :func:`ptychopinn.limits.memory_limit`; otherwise stitching stays streaming and a warning says so."""
+    from ptychopinn.limits import format_bytes, memory_limit
+
+    need = n_windows * window * window * 8 * 2  # the windows and their weights, and the solver's copy
+    if need <= memory_limit() // 4:
+        return True
+    logger.warning("stitch_sync: keeping all %d windows would take about %s, over a quarter of the memory limit; "
+                   "stitching without phase synchronisation (raise PTYCHOPINN_MAX_MEMORY to keep it)",
+                   n_windows, format_bytes(need))
+    return False
+
+
 def check_scan_fits_model(model: ModelConfig, scan: ScanData) -> None:
     """The one check that a trained model can reconstruct ``scan``: its patterns are ``model.N`` pixels.
 
@@ -228,8 +246,9 @@ def reconstruct(
     groups = scan_groups(scan.positions, mcfg.gridsize)
     window = cfg.window_for(scan.N)
     shape, origin = canvas_geometry(scan.positions, scan.N, window, object_shape)
+    sync = cfg.stitch_sync != "off" and _sync_fits(groups.n_groups * mcfg.channels, window)
     stitcher = Stitcher(shape, window, origin=origin, device=dev, taper=cfg.stitch_taper,
-                        sync=cfg.stitch_sync != "off", sync_amplitude=cfg.stitch_sync == "phase+amplitude")
+                        sync=sync, sync_amplitude=cfg.stitch_sync == "phase+amplitude")
     a = float(compute_input_scale(scan.diffraction, weights=scan.pixel_weights()) if input_scale is None
               else input_scale)
     n_batches = math.ceil(groups.n_groups / cfg.batch_size)
