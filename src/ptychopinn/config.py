@@ -39,7 +39,7 @@ STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 LOGGERS = ("csv", "tensorboard", "mlflow", "none")
 CLIP_ALGORITHMS = ("norm", "value")
-STITCH_SYNC = ("off", "phase", "phase+amplitude")
+STITCH_SYNC = ("auto", "off", "phase", "phase+amplitude")
 UNITS = ("amplitude", "intensity", "auto")
 
 
@@ -332,17 +332,20 @@ class InferenceConfig(_Config):
     seams between neighbouring patches. ``stitch_sync``: ``'phase'`` multiplies each window by the
     phase offset that makes it agree with its overlapping neighbours, solved for the whole scan at once
     (phase synchronisation, :mod:`ptychopinn.inference.phase_sync`); ``'phase+amplitude'`` also
-    equalises amplitude gains; ``'off'`` averages the windows as predicted. The default ``'phase'`` raised
-    the network's phase SSIM on the benchmark's unseen scan by 0.06-0.18 for three trained networks at no
-    loss of amplitude (amplitude sync lowered it); a scan whose windows would need more than a quarter of
-    the memory limit to keep falls back to ``'off'`` with a warning. Grouping at inference
+    equalises amplitude gains; ``'off'`` averages the windows as predicted; ``'auto'`` (default) is
+    ``'phase'`` for gridsize 1 and ``'off'`` otherwise. A network that sees one pattern at a time is blind
+    to each patch's constant phase, and phase synchronisation raised its phase SSIM on the benchmark's
+    unseen scan by 0.06-0.18 for three trained networks at no loss of amplitude (amplitude sync lowered
+    it); at gridsize > 1 the overlap constraint already ties the phases of a group, and keeping every
+    window of every group would double the memory of a large scan. A scan whose windows would need more
+    than a quarter of the memory limit to keep falls back to ``'off'`` with a warning. Grouping at inference
     takes no settings: every point seeds one group of itself and its C-1 nearest neighbours.
     """
 
     batch_size: int = 64
     stitch_window: int | None = None
     stitch_taper: float = 10.0
-    stitch_sync: str = "phase"
+    stitch_sync: str = "auto"
     precision: str = "32"
     accelerator: str = "auto"
 

@@ -28,7 +28,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                  "--scheduler", "cosine", "--seed", "0", "--quiet"]) == 0
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "MPLBACKEND": "Agg"}
     proc = subprocess.run([sys.executable, "-m", "ptychopinn.cli", "infer", str(run), str(sim / "test.npz"),
-                           "--output-dir", str(rec), "--quiet", "--product"],
+                           "--output-dir", str(rec), "--quiet", "--product", "--refine", "0"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "reconstructed" in proc.stdout

@@ -209,6 +209,26 @@ def test_phase_sync_falls_back_to_streaming_when_the_windows_would_not_fit(
     assert np.ptp(np.angle(ratio)) < 1e-3
 
 
+@pytest.mark.parametrize(("gridsize", "mode", "synced"), [(1, "auto", True), (2, "auto", False), (2, "phase", True),
+                                                         (1, "off", False)])
+def test_auto_sync_synchronises_single_pattern_networks_only(monkeypatch: pytest.MonkeyPatch, gridsize: int,
+                                                              mode: str, synced: bool) -> None:
+    import ptychopinn.inference.phase_sync as phase_sync
+
+    calls: list[int] = []
+    real = phase_sync.synchronize
+
+    def counting(windows: torch.Tensor, corners: np.ndarray, **kw: object) -> np.ndarray:
+        calls.append(int(windows.shape[0]))
+        return real(windows, corners, **kw)
+
+    monkeypatch.setattr(phase_sync, "synchronize", counting)
+    truth = _truth()
+    scan = _scan(truth, _raster(20, 18, 4, 15, 14))
+    reconstruct(TruthModel(truth, gridsize), scan, InferenceConfig(stitch_sync=mode), device="cpu")
+    assert bool(calls) == synced
+
+
 def test_real_model_batches_stream_into_the_same_object_and_bf16_is_close() -> None:
     from ptychopinn.models.pinn import PtychoPINN
 

@@ -11,9 +11,10 @@ per-window amplitude gains by weighted least squares (gauge: geometric mean gain
 component of the overlap graph is solved on its own; the global phase is fixed so that the mean
 correction has phase 0.
 
-Cost: one pass over the overlapping pairs, grouped by their integer offset (a batched product per
-offset), then a sparse eigenvector and a sparse least-squares solve. Memory: all windows
-(``P * window**2`` complex values) plus the pair list.
+Windows at the same corner are linked only to the first window there, and distinct corners through those
+first windows (see :func:`_pairs`). Cost: one pass over the pairs, grouped by their integer offset (a
+batched product per offset, in chunks), then a sparse eigenvector and a sparse least-squares solve.
+Memory: all windows (``P * window**2`` complex values) plus the pair list.
 """
 
 from __future__ import annotations
@@ -23,16 +24,31 @@ import torch
 
 __all__ = ["synchronize"]
 
+_CHUNK = 8192  # pairs gathered at once: bounds the temporary copies of windows
+
 
 def _pairs(corners: np.ndarray, window: int) -> np.ndarray:
-    """``[E, 2]`` int64 index pairs ``i < j`` of windows whose ``window x window`` squares overlap."""
+    """``[E, 2]`` int64 index pairs ``i < j`` of overlapping windows: every pair of distinct corners whose
+    ``window x window`` squares overlap (linked through the first window at each corner), and every further
+    window at a corner linked to that first one. Windows at the same corner (gridsize > 1 predicts each
+    pattern in several groups) are thus linked once each instead of to every copy of every neighbour, which
+    keeps the pair list proportional to the number of distinct corners."""
     from scipy.spatial import cKDTree
 
-    if corners.shape[0] < 2:
+    p = corners.shape[0]
+    if p < 2:
         return np.zeros((0, 2), np.int64)
-    tree = cKDTree(corners.astype(np.float64))
-    pairs = tree.query_pairs(r=window - 1, p=np.inf, output_type="ndarray")
-    return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    uniq, first, inverse = np.unique(corners, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    rep = first[inverse]  # the first window at each window's corner
+    dup = np.flatnonzero(np.arange(p) != rep)
+    parts = [np.stack([rep[dup], dup], axis=1)]
+    if uniq.shape[0] >= 2:
+        tree = cKDTree(uniq.astype(np.float64))
+        up = np.asarray(tree.query_pairs(r=window - 1, p=np.inf, output_type="ndarray"), np.int64).reshape(-1, 2)
+        parts.append(np.stack([first[up[:, 0]], first[up[:, 1]]], axis=1))
+    pairs = np.concatenate(parts).astype(np.int64)
+    return np.stack([pairs.min(axis=1), pairs.max(axis=1)], axis=1)
 
 
 def _overlap_sums(windows: torch.Tensor, corners: np.ndarray, pairs: np.ndarray
@@ -46,19 +62,20 @@ def _overlap_sums(windows: torch.Tensor, corners: np.ndarray, pairs: np.ndarray
     npix = np.zeros(e)
     d = corners[pairs[:, 1]] - corners[pairs[:, 0]]  # (dx, dy) of j relative to i
     keys, inverse = np.unique(d, axis=0, return_inverse=True)
-    absw = windows.abs()
     for k, (dx, dy) in enumerate(keys):
-        sel = np.flatnonzero(inverse.reshape(-1) == k)
-        ii = torch.from_numpy(pairs[sel, 0])
-        jj = torch.from_numpy(pairs[sel, 1])
         ri, rj = slice(max(0, dy), w + min(0, dy)), slice(max(0, -dy), w + min(0, -dy))
         ci, cj = slice(max(0, dx), w + min(0, dx)), slice(max(0, -dx), w + min(0, -dx))
-        a = windows[ii][:, ri, ci]
-        b = windows[jj][:, rj, cj]
-        cross[sel] = (a * b.conj()).sum(dim=(-2, -1)).to(torch.complex128).numpy()
-        mag_i[sel] = absw[ii][:, ri, ci].sum(dim=(-2, -1)).double().numpy()
-        mag_j[sel] = absw[jj][:, rj, cj].sum(dim=(-2, -1)).double().numpy()
-        npix[sel] = (w - abs(int(dy))) * (w - abs(int(dx)))
+        all_sel = np.flatnonzero(inverse.reshape(-1) == k)
+        for s in range(0, all_sel.size, _CHUNK):
+            sel = all_sel[s:s + _CHUNK]
+            ii = torch.from_numpy(pairs[sel, 0])
+            jj = torch.from_numpy(pairs[sel, 1])
+            a = windows[ii][:, ri, ci]
+            b = windows[jj][:, rj, cj]
+            cross[sel] = (a * b.conj()).sum(dim=(-2, -1)).to(torch.complex128).numpy()
+            mag_i[sel] = a.abs().sum(dim=(-2, -1)).double().numpy()
+            mag_j[sel] = b.abs().sum(dim=(-2, -1)).double().numpy()
+        npix[all_sel] = (w - abs(int(dy))) * (w - abs(int(dx)))
     return cross, mag_i, mag_j, npix
 
 

@@ -246,9 +246,10 @@ def reconstruct(
     groups = scan_groups(scan.positions, mcfg.gridsize)
     window = cfg.window_for(scan.N)
     shape, origin = canvas_geometry(scan.positions, scan.N, window, object_shape)
-    sync = cfg.stitch_sync != "off" and _sync_fits(groups.n_groups * mcfg.channels, window)
+    mode = cfg.stitch_sync if cfg.stitch_sync != "auto" else ("phase" if mcfg.gridsize == 1 else "off")
+    sync = mode != "off" and _sync_fits(groups.n_groups * mcfg.channels, window)
     stitcher = Stitcher(shape, window, origin=origin, device=dev, taper=cfg.stitch_taper,
-                        sync=sync, sync_amplitude=cfg.stitch_sync == "phase+amplitude")
+                        sync=sync, sync_amplitude=mode == "phase+amplitude")
     a = float(compute_input_scale(scan.diffraction, weights=scan.pixel_weights()) if input_scale is None
               else input_scale)
     n_batches = math.ceil(groups.n_groups / cfg.batch_size)

@@ -266,11 +266,21 @@ class Stitcher:
         corner = torch.cat([c for _, c in self._pending])
         self._pending.clear()
         self._n_pending = 0
-        if self.sync:
-            from ptychopinn.inference.phase_sync import synchronize
+        if not self.sync:
+            self._place(win, corner)
+            return
+        from ptychopinn.inference.phase_sync import synchronize
 
-            self.gains = synchronize(win, corner.cpu().numpy(), amplitude=self.sync_amplitude)
-            win = win * torch.from_numpy(self.gains.astype(np.complex64)).to(self.device)[:, None, None]
+        self.gains = synchronize(win, corner.cpu().numpy(), amplitude=self.sync_amplitude)
+        gains = torch.from_numpy(self.gains.astype(np.complex64)).to(self.device)
+        # placed in chunks: the index and weight temporaries of all windows at once would be several times
+        # the size of the windows themselves
+        for s in range(0, int(win.shape[0]), self.flush_size):
+            self._place(win[s:s + self.flush_size] * gains[s:s + self.flush_size, None, None],
+                        corner[s:s + self.flush_size])
+
+    def _place(self, win: torch.Tensor, corner: torch.Tensor) -> None:
+        """Add windows ``[p, w, w]`` complex64 at integer canvas corners ``[p, 2]`` (col, row), weighted."""
         win = win * self.weight
         p, w = int(win.shape[0]), self.window
         h_c, w_c = self.shape
