@@ -1,22 +1,7 @@
 """The PtychoPINN NPZ scan file <-> :class:`~ptychopinn.data.ScanData`.
 
-Keys read (shapes after the layout fixes below; M = scan points, N = pattern size):
-
-==================  =============  =====================================================
-key                 shape          meaning
-==================  =============  =====================================================
-``diffraction``     [M, N, N]      patterns (amplitude or counts, see ``units``)
-or ``diff3d``                      legacy name; if both exist ``diffraction`` is used
-``probeGuess``      [N, N]         complex probe
-``xcoords``         [M]            x (column) of each probe centre, object pixels
-``ycoords``         [M]            y (row), object pixels
-``xcoords_start``   [M]            optional nominal x (both ``_start`` keys or neither)
-``ycoords_start``   [M]            optional nominal y
-``scan_index``      [M]            optional integer scan numbers
-``objectGuess``     [H, W]         optional complex ground-truth object
-``Y``               [M, N, N]      optional complex ground-truth patches
-``_metadata``       0-d str        optional JSON provenance
-==================  =============  =====================================================
+The keys, their shapes and the layouts tolerated are those of :mod:`ptychopinn.io.schema` (the one
+mapping from file keys to ``ScanData``, shared with the HDF5 format).
 
 Other keys (e.g. ptychodus's ``bad_pixels``) are ignored and never loaded.
 
