@@ -301,3 +301,24 @@ def test_atomic_write_mode_and_cleanup(tmp_path: Path) -> None:
         fh.write(b"half")
         raise RuntimeError("boom")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["m.json"]
+
+
+def test_cli_reads_cxi_with_crop_and_refuses_cxi_options_elsewhere(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from ptychopinn.cli import main
+
+    big = np.zeros((M, 40, 40), np.uint32)
+    big[:, 22 - 16:22 + 16, 17 - 16:17 + 16] = np.random.default_rng(5).poisson(50.0, (M, 32, 32))
+    big[:, 22, 17] = 100000
+    cxi = _cxi(tmp_path / "big.cxi", frames=big, n=40)
+    out = tmp_path / "refined"
+    assert main(["refine", str(cxi), "--crop", "32", "--probe", "estimate", "--flat", "--iterations", "2",
+                 "--output-dir", str(out), "--quiet"]) == 0
+    with np.load(out / "reconstruction.npz", allow_pickle=False) as z:
+        assert z["probe"].shape == (32, 32)
+    npz = save_npz(tmp_path / "s.npz", _scan())
+    assert main(["refine", str(npz), "--crop", "16", "--flat", "--iterations", "1",
+                 "--output-dir", str(tmp_path / "no")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "apply to CXI files only" in err and "\n" not in err
+    assert not (tmp_path / "no").exists()

@@ -63,6 +63,26 @@ def summary(text: str) -> None:
     print(text, file=sys.stdout, flush=True)
 
 
+def add_cxi_options(p: argparse.ArgumentParser) -> None:
+    """``--crop N``, ``--flip-x``, ``--flip-y``: how a CXI file's frames and translations are read."""
+    g = p.add_argument_group("CXI input")
+    g.add_argument("--crop", type=positive_int, metavar="N",
+                   help="cut CXI frames to N x N around the zero order (default: the frames as stored, square)")
+    g.add_argument("--flip-x", action="store_true", help="CXI translations use the opposite x sign (default: off)")
+    g.add_argument("--flip-y", action="store_true", help="CXI translations use the opposite y sign (default: off)")
+
+
+def cxi_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The CXI reader options the user gave (none for other formats; the reader refuses them there)."""
+    opts: dict[str, Any] = {}
+    if getattr(args, "crop", None) is not None:
+        opts["crop"] = args.crop
+    for name in ("flip_x", "flip_y"):
+        if getattr(args, name, False):
+            opts[name] = True
+    return opts
+
+
 def add_common_options(p: argparse.ArgumentParser) -> None:
     """``-v/--verbose`` and ``-q/--quiet``, the same on every command."""
     g = p.add_argument_group("messages")

@@ -14,7 +14,17 @@ from __future__ import annotations
 
 import argparse
 
-from ptychopinn.cli.common import add_common_options, command, nonneg_int, number, positive_int, show_progress, summary
+from ptychopinn.cli.common import (
+    add_common_options,
+    add_cxi_options,
+    command,
+    cxi_options,
+    nonneg_int,
+    number,
+    positive_int,
+    show_progress,
+    summary,
+)
 from ptychopinn.cli.refine import add_refine_options, refine_config
 from ptychopinn.config import ACCELERATORS, PRECISIONS, STITCH_SYNC, UNITS, InferenceConfig
 
@@ -52,6 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="then refine the network's image with K iterations on the physics; 0 keeps the network's "
                         "image alone (default %(default)s)")
     add_refine_options(p, iterations_flag="--refine")
+    add_cxi_options(p)
     add_common_options(p)
     p.set_defaults(func=command(run))
 
@@ -93,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
                           precision=args.precision, accelerator=args.accelerator)
     check_model_argument(args.model)
     refine = refine_config(args, args.refine) if args.refine > 0 else None
-    scan = load_scan(args.scan, units=args.units, probe=args.probe)
+    scan = load_scan(args.scan, units=args.units, probe=args.probe, **cxi_options(args))
     logging.getLogger("ptychopinn").info("probe: %s", scan.metadata["probe_source"])
     out = reconstruct_scan(args.model, scan, output_dir=args.output_dir, inference=cfg, units=args.units,
                            write_product=args.product, progress=show_progress(args), refine=refine)
