@@ -184,6 +184,10 @@ def reconstruct_scan(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = inference or InferenceConfig()
+    if refine is not None and cfg.stitch_sync == "auto":
+        # Synchronised phases look better alone but start refinement worse (benchmark, 20 iterations: phase
+        # SSIM 0.952 from the synchronised image, 0.971 from the unsynchronised one, 0.962 from a flat start).
+        cfg = cfg.replace(stitch_sync="off")
     object_shape = tuple(scan_data.obj.shape) if scan_data.obj is not None else None
     # the device comes from cfg.accelerator through inference.predict.resolve_device (the one mapping)
     recon = reconstruct(loaded.model, scan_data, cfg, object_shape=object_shape, progress=progress)

@@ -254,3 +254,25 @@ def test_real_model_batches_stream_into_the_same_object_and_bf16_is_close() -> N
     assert bf.obj.dtype == np.complex64
     rel_err = np.abs(bf.obj - fp.obj).mean() / np.abs(fp.obj).mean()
     assert 0 < rel_err < 0.05, rel_err
+
+
+@pytest.mark.parametrize("refine", [False, True])
+def test_auto_sync_is_off_when_the_image_starts_refinement(monkeypatch: pytest.MonkeyPatch, tmp_path,
+                                                           refine: bool) -> None:
+    from types import SimpleNamespace
+
+    import ptychopinn.inference.phase_sync as phase_sync
+    import ptychopinn.models.persist as persist
+    from ptychopinn.config import RefineConfig
+    from ptychopinn.workflows import reconstruct_scan
+
+    calls: list[int] = []
+    real = phase_sync.synchronize
+    monkeypatch.setattr(phase_sync, "synchronize", lambda w, c, **kw: calls.append(1) or real(w, c, **kw))
+    truth = _truth()
+    model = TruthModel(truth, 1)
+    monkeypatch.setattr(persist, "load_model", lambda path: SimpleNamespace(model=model, path=path))
+    scan = _scan(truth, _raster(20, 18, 4, 15, 14))
+    reconstruct_scan(tmp_path / "wts.h5.zip", scan, output_dir=tmp_path / "out", progress=False,
+                     refine=RefineConfig(iterations=1) if refine else None)
+    assert bool(calls) is not refine
