@@ -16,8 +16,8 @@ and phase SSIM, PSNR, FRC at 0.5):
   separately as ``train_seconds``);
 * ``refine_flat``: :mod:`ptychopinn.refine` from a flat object, scored after 1, 2, 5, 10, 20, 50
   iterations (``seconds`` = cumulative iteration time; scoring is not timed);
-* ``network+refine``: the same iterations started from the network's image (``seconds`` includes the
-  prediction and stitching).
+* ``network+refine``: the same iterations started from the network's image stitched as ``infer`` does
+  before refining (no phase synchronisation; ``seconds`` includes the prediction and stitching).
 
 No method sees the test scan's ground truth; the truth is read only by the scorer.
 
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                 train_s = time.perf_counter() - t0
             model = out.model
             t0 = time.perf_counter()
-            rec = reconstruct(model, blind(test), InferenceConfig(stitch_taper=10.0), device="cpu")
+            rec = reconstruct(model, blind(test), InferenceConfig(), device="cpu")  # the defaults, as infer --refine 0
             net_s = time.perf_counter() - t0
             net = {"dataset": dataset, "method": "network", "iterations": 0, "seconds": round(net_s, 3),
                    "train_seconds": round(train_s, 1), "patterns": test.n_points,
@@ -178,7 +178,11 @@ def main(argv: list[str] | None = None) -> int:
             emit(net)
             summary.append(net)
             run_refine(test, None, (0.0, 0.0), 0.0, "refine_flat", dataset, iterations, emit)
-            run_refine(test, rec.obj, rec.origin, net_s, "network+refine", dataset, iterations, emit)
+            # as infer refines: the start is stitched without phase synchronisation (InferenceConfig 'auto')
+            t0 = time.perf_counter()
+            start = reconstruct(model, blind(test), InferenceConfig(stitch_sync="off"), device="cpu")
+            start_s = time.perf_counter() - t0
+            run_refine(test, start.obj, start.origin, start_s, "network+refine", dataset, iterations, emit)
     emit({"summary": summary})
     return 0
 
