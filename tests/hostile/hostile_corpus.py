@@ -461,7 +461,8 @@ def _cfg_file(content: Any, name: str = "cfg.json") -> Callable[[Path, Shared], 
 
 
 def _run_config(p: Path, _s: Shared, _o: Path) -> Any:
-    from ptychopinn.config import RunConfig, load_config_file
+    from ptychopinn.config import RunConfig
+    from ptychopinn.config_files import load_config_file
 
     return RunConfig.from_dict(load_config_file(p))
 

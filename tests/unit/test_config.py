@@ -13,8 +13,8 @@ from ptychopinn.config import (
     RunConfig,
     SimulationConfig,
     TrainingConfig,
-    load_config_file,
 )
+from ptychopinn.config_files import load_config_file
 from ptychopinn.errors import ConfigError, PtychoInputError
 
 
