@@ -144,3 +144,26 @@ def test_lock_is_refused_in_process_too(tmp_path: Path) -> None:
     with output_lock(tmp_path), pytest.raises(ConfigError, match="in use by another training"), \
             output_lock(tmp_path):
         pass
+
+
+def test_first_ctrl_c_waits_for_a_safe_point_and_a_second_stops_at_once() -> None:
+    from ptychopinn.training.guards import (
+        StopOnInterrupt,
+        TrainingInterrupted,
+        interrupt_as_exception,
+        interrupt_requested,
+    )
+
+    stop = StopOnInterrupt()
+    before = signal.getsignal(signal.SIGINT)
+    with interrupt_as_exception():
+        stop.on_train_batch_end()  # nothing pressed yet: training goes on
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler runs between bytecodes; no exception here (e.g. inside a checkpoint write)
+        assert interrupt_requested()
+        with pytest.raises(TrainingInterrupted):
+            stop.on_train_batch_end()  # ... but at the next safe point
+        with pytest.raises(TrainingInterrupted):
+            os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C does not wait
+            time.sleep(0.05)
+    assert signal.getsignal(signal.SIGINT) is before

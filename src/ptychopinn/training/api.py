@@ -25,6 +25,7 @@ from ptychopinn.training.guards import (
     TrainingInterrupted,
     check_resume_checkpoint,
     interrupt_as_exception,
+    interrupt_requested,
     output_lock,
     rendezvous_error,
 )
@@ -231,6 +232,11 @@ def _train_locked(train_scan: ScanData, val_scan: ScanData | None, model: ModelC
         raise KeyboardInterrupt(_interrupted_message(trainer, resume_from)) from None
     except _RENDEZVOUS_ERRORS as exc:
         raise rendezvous_error(exc, execution) from None
+    except Exception:
+        # a second Ctrl-C inside C++ code (a checkpoint writer) comes out as some other error
+        if interrupt_requested():
+            raise KeyboardInterrupt(_interrupted_message(trainer, resume_from)) from None
+        raise
 
     best, last = checkpoint_paths(trainer)
     if last is None and resume and resume_from.is_file():

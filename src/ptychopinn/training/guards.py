@@ -4,8 +4,11 @@ the resume checkpoint checked before Lightning touches it, and a clear error whe
 * :func:`output_lock`: one training per output folder. The lock is ``DIR/.ptychopinn-train.lock``, held with
   ``flock`` (released by the kernel when the process dies, so a killed run never leaves a stale lock) and
   naming the holder (pid, host, start time) for the error of a second run.
-* :func:`interrupt_as_exception`: Ctrl-C (SIGINT) during ``fit`` raises :class:`TrainingInterrupted`, which
-  Lightning does not swallow (it turns a ``KeyboardInterrupt`` into ``sys.exit(1)``).
+* :func:`interrupt_as_exception` and :class:`StopOnInterrupt`: Ctrl-C (SIGINT) during ``fit`` stops training
+  at the next safe point (the end of a batch or an epoch) by raising :class:`TrainingInterrupted`, which
+  Lightning does not swallow (it turns a ``KeyboardInterrupt`` into ``sys.exit(1)``). Never in the middle of
+  writing a checkpoint: an exception raised inside torch's writer comes out as an unrelated RuntimeError. A
+  second Ctrl-C stops at once.
 * :func:`check_resume_checkpoint`: reads the checkpoint with ``weights_only=True`` (never unpickles code) and
   compares its weights with the model about to be trained.
 * :func:`rendezvous_error`: a one-line :class:`ConfigError` for a DDP process group that timed out.
@@ -24,12 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from ptychopinn.config import ExecutionConfig
 from ptychopinn.errors import ConfigError
 
-__all__ = ["LOCK_NAME", "TrainingInterrupted", "check_resume_checkpoint", "interrupt_as_exception",
-           "output_lock", "rendezvous_error"]
+__all__ = ["LOCK_NAME", "StopOnInterrupt", "TrainingInterrupted", "check_resume_checkpoint",
+           "interrupt_as_exception", "interrupt_requested", "output_lock", "rendezvous_error"]
 
 LOCK_NAME = ".ptychopinn-train.lock"
 _HOLDER_BYTES = 300  # the lock file holds one short line; never read more from it
@@ -88,16 +92,49 @@ def output_lock(output_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
+class _Interrupt:
+    requested = False  # set by the SIGINT handler, read at the safe points
+
+
+_INTERRUPT = _Interrupt()
+
+
+def interrupt_requested() -> bool:
+    """True once Ctrl-C was pressed inside the current (or last) :func:`interrupt_as_exception` block."""
+    return _INTERRUPT.requested
+
+
+class StopOnInterrupt(Callback):
+    """Raises :class:`TrainingInterrupted` at the end of a batch or epoch once Ctrl-C was pressed."""
+
+    def _check(self) -> None:
+        if _INTERRUPT.requested:
+            raise TrainingInterrupted()
+
+    def on_train_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        self._check()
+
+    def on_validation_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        self._check()
+
+    def on_train_epoch_start(self, *args: Any, **kwargs: Any) -> None:
+        self._check()
+
+
 @contextlib.contextmanager
 def interrupt_as_exception() -> Iterator[None]:
-    """Inside the block SIGINT raises :class:`TrainingInterrupted` (main thread only; elsewhere signals cannot
-    be handled and the block runs unchanged). The previous handler is restored afterwards."""
+    """Inside the block the first SIGINT asks training to stop at the next safe point (:class:`StopOnInterrupt`
+    raises :class:`TrainingInterrupted` there) and a second one raises it at once (main thread only; elsewhere
+    signals cannot be handled and the block runs unchanged). The previous handler is restored afterwards."""
+    _INTERRUPT.requested = False
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: Any) -> None:
-        raise TrainingInterrupted()
+        if _INTERRUPT.requested:
+            raise TrainingInterrupted()
+        _INTERRUPT.requested = True
 
     previous = signal.signal(signal.SIGINT, handler)
     try:

@@ -38,6 +38,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ptychopinn.config import ExecutionConfig, TrainingConfig
 from ptychopinn.errors import ConfigError
+from ptychopinn.training.guards import StopOnInterrupt
 
 __all__ = ["LAST_NAME", "AtomicCheckpointIO", "DivergenceGuardedCheckpoint", "EpochLog", "LossHistory",
            "StderrProgressBar", "build_trainer", "check_hardware", "check_logger_available", "is_distributed",
@@ -383,6 +384,7 @@ def build_trainer(execution: ExecutionConfig, training: TrainingConfig, output_d
         from ptychopinn.training.images import ValidationImages
 
         callbacks.append(ValidationImages(figure_path=out / "checkpoints" / "validation_patch.png"))
+    callbacks.append(StopOnInterrupt())  # Ctrl-C stops at the end of a batch, never inside a checkpoint write
 
     # Strict deterministic algorithms raise on CUDA for the scatter-add (index_add_) with which the overlap
     # constraint places patches; 'warn' keeps every other op deterministic there. On CPU everything is.
