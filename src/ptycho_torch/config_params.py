@@ -331,7 +331,7 @@ def to_core_configs(data: DataConfig, model: ModelConfig, training: TrainingConf
     ``n_subsample`` groups per point into the core's ``n_groups``. Hardware: 'cuda' without CUDA runs on the
     CPU with a warning; one device never spawns processes.
     """
-    from ptychopinn.config import REFERENCE_GENERATOR, REFERENCE_STITCH_TAPER, ExecutionConfig
+    from ptychopinn.config import REFERENCE_GENERATOR, ExecutionConfig
     from ptychopinn.config import InferenceConfig as CoreInference
     from ptychopinn.config import ModelConfig as CoreModel
     from ptychopinn.config import TrainingConfig as CoreTraining
@@ -367,8 +367,7 @@ def to_core_configs(data: DataConfig, model: ModelConfig, training: TrainingConf
         accelerator=accelerator, devices=devices, strategy=strategy, num_workers=int(training.num_workers),
         gradient_clip_val=training.gradient_clip_val, accumulate_grad_batches=int(training.accum_steps),
         logger="csv", enable_progress_bar=False, deterministic=True)
-    core_inference = CoreInference(batch_size=int(inference.batch_size), accelerator=accelerator,
-                                   stitch_taper=REFERENCE_STITCH_TAPER)
+    core_inference = CoreInference.reference(batch_size=int(inference.batch_size), accelerator=accelerator)
     return {"model": core_model, "training": core_training, "execution": execution, "inference": core_inference}
 
 

@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_args(argv: Sequence[str]) -> dict[str, Any]:
     """Parse ``argv`` into ``{'model_path', 'test_data', 'output_dir', 'n_groups', 'inference', 'quiet'}``."""
-    from ptychopinn.config import REFERENCE_STITCH_TAPER, InferenceConfig
+    from ptychopinn.config import InferenceConfig
 
     a = build_parser().parse_args(list(argv))
     n = a.n_groups
@@ -54,9 +54,7 @@ def build_args(argv: Sequence[str]) -> dict[str, Any]:
         n = a.n_images
     accelerator = resolve_accelerator(a.accelerator, a.device)
     return {"model_path": Path(a.model_path), "test_data": Path(a.test_data), "output_dir": Path(a.output_dir),
-            "n_groups": n, "inference": InferenceConfig(batch_size=a.batch_size, accelerator=accelerator,
-                                                                   stitch_taper=REFERENCE_STITCH_TAPER,
-                                                                   stitch_sync="off"),
+            "n_groups": n, "inference": InferenceConfig.reference(batch_size=a.batch_size, accelerator=accelerator),
             "quiet": bool(a.quiet)}
 
 

@@ -29,9 +29,6 @@ REFERENCE_GENERATOR = "cnn"
 because the settings they receive (filter scale, CBAM, amplitude activation) describe that network."""
 REFERENCE_N_FILTERS_SCALE = 2
 """The reference network's width multiplier, for compatibility surfaces that receive none."""
-REFERENCE_STITCH_TAPER = 0.0
-"""The reference stitches by a plain average of the windows; the compatibility surfaces keep it (a centre
-taper traded phase for amplitude on their gridsize-2 defaults: phase correlation 0.61 -> 0.46)."""
 MODEL_TYPES = ("pinn", "supervised")
 SCHEDULERS = ("constant", "exponential", "cosine", "plateau")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
@@ -358,6 +355,13 @@ class InferenceConfig(_Config):
         _check_choice("stitch_sync", self.stitch_sync, STITCH_SYNC)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("accelerator", self.accelerator, ACCELERATORS)
+
+    @classmethod
+    def reference(cls, **changes: Any) -> InferenceConfig:
+        """The reference system's stitching, for the compatibility surfaces: a plain average of the windows,
+        no phase synchronisation (a centre taper traded phase for amplitude on their gridsize-2 defaults:
+        phase correlation 0.61 -> 0.46). ``changes``: other fields."""
+        return cls(**{"stitch_taper": 0.0, "stitch_sync": "off", **changes})
 
     def window_for(self, N: int) -> int:
         """Stitch window in pixels for patch size ``N`` (clipped to N)."""

@@ -279,4 +279,4 @@ def to_core_inference(config: InferenceConfig | None = None, *,
             raise ConfigError(f"config: expected ptycho.config.config.InferenceConfig, found "
                               f"{type(config).__name__}; build one with InferenceConfig(model=ModelConfig(...))")
         check_backend(config.backend)
-    return core.InferenceConfig(stitch_window=stitch_window, stitch_taper=core.REFERENCE_STITCH_TAPER)
+    return core.InferenceConfig.reference(stitch_window=stitch_window)

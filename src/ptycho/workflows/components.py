@@ -29,7 +29,7 @@ from ptycho.config.config import TrainingConfig, to_core_training, usable_output
 from ptycho.raw_data import RawData
 from ptycho.tf_helper import scan_frame, window_for
 from ptycho.workflows.inference_model import InferenceModel
-from ptychopinn.config import REFERENCE_STITCH_TAPER, ExecutionConfig, InferenceConfig
+from ptychopinn.config import ExecutionConfig, InferenceConfig
 from ptychopinn.config import ModelConfig as CoreModelConfig
 from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError, DataFormatError
@@ -219,7 +219,7 @@ def reassemble_cdi_image(test_data: RawData | ScanData, model: PtychoPINN, flip_
         obj_shape = tuple(test_data.objectGuess.shape)
     elif scan.obj is not None:
         obj_shape = tuple(scan.obj.shape)
-    cfg = InferenceConfig(stitch_window=window, stitch_taper=REFERENCE_STITCH_TAPER)
+    cfg = InferenceConfig.reference(stitch_window=window)
     device = resolve_device(cfg.accelerator)
     centre = scan.positions.mean(axis=0)
 

@@ -360,7 +360,6 @@ class InferenceEngine:
         ``(row, col)`` is object point ``(mid_y - (H-1)/2 + row, mid_x - (W-1)/2 + col)``, sampled exactly
         (sub-pixel Fourier placement). Pixels no patch reached are 0. Deterministic: grouping is seeded.
         """
-        from ptychopinn.config import REFERENCE_STITCH_TAPER
         from ptychopinn.config import InferenceConfig as CoreInference
         from ptychopinn.inference.predict import check_scan_fits_model, iter_predictions, resolve_device, scan_groups
         from ptychopinn.inference.stitch import Stitcher, centred_geometry
@@ -371,7 +370,7 @@ class InferenceEngine:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             accelerator, _, _ = resolve_hardware(cm.training_config.device, 1, "auto")
-        cfg = CoreInference(batch_size=int(cm.inference_config.batch_size), stitch_taper=REFERENCE_STITCH_TAPER)
+        cfg = CoreInference.reference(batch_size=int(cm.inference_config.batch_size))
         device = resolve_device(accelerator)
         scan = loader.scan
         n = scan.N

@@ -154,13 +154,7 @@ def probe_layout(probe: np.ndarray, path: Path | str, key: str = "probeGuess") -
             probe = probe[0]
         elif probe.shape[0] == probe.shape[1] and probe.shape[2] == 1:
             probe = probe[..., 0]
-    if probe.ndim != 2:
-        raise DataFormatError(f"{path}: '{key}' must be (N, N) complex, found {describe_array(probe)}; "
-                              "store a single 2-D probe")
-    if probe.dtype.kind not in "iufc":
-        raise DataFormatError(f"{path}: '{key}' must be a complex array, found {describe_array(probe)}; store the "
-                              "complex probe field")
-    return probe
+    return _single_complex_2d(probe, path, key, "(N, N)", "a single 2-D probe", "the complex probe field")
 
 
 def object_layout(obj: np.ndarray, path: Path | str, key: str = "objectGuess") -> np.ndarray:
@@ -169,13 +163,17 @@ def object_layout(obj: np.ndarray, path: Path | str, key: str = "objectGuess") -
         obj = obj[0]
     elif obj.ndim == 3 and obj.shape[2] == 1:
         obj = obj[..., 0]
-    if obj.ndim != 2:
-        raise DataFormatError(f"{path}: '{key}' must be (H, W) complex, found {describe_array(obj)}; "
-                              "store a single 2-D object layer")
-    if obj.dtype.kind not in "iufc":
-        raise DataFormatError(f"{path}: '{key}' must be a complex array, found {describe_array(obj)}; store the "
-                              "complex object transmission")
-    return obj
+    return _single_complex_2d(obj, path, key, "(H, W)", "a single 2-D object layer",
+                              "the complex object transmission")
+
+
+def _single_complex_2d(arr: np.ndarray, path: Path | str, key: str, shape: str, single: str, field: str) -> np.ndarray:
+    """``arr`` if it is 2-D and numeric (real or complex), else a one-line :class:`DataFormatError`."""
+    if arr.ndim != 2:
+        raise DataFormatError(f"{path}: '{key}' must be {shape} complex, found {describe_array(arr)}; store {single}")
+    if arr.dtype.kind not in "iufc":
+        raise DataFormatError(f"{path}: '{key}' must be a complex array, found {describe_array(arr)}; store {field}")
+    return arr
 
 
 def diffraction_key(src: ArraySource) -> str:
