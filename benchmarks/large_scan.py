@@ -4,9 +4,9 @@
    uncompressed NPZ, chunk by chunk: the ``diff3d.npy`` member is streamed into a ZIP_STORED zip entry
    (header from ``numpy.lib.format``, then the data in chunks), so neither memory nor a temporary copy of
    the stack is needed (disk = 16 KiB per pattern).
-2. In a fresh child process per measurement: opens it with :func:`ptychopinn.io.lazy.open_npz_mmap`
+2. In a fresh child process per measurement: opens it with :func:`ptychopinn.io.npz.open_npz_mmap`
    and runs (a) ``reconstruct`` (predict + stitch, default N=64 model, untrained) end to end and (b) one
-   training epoch (``ptychopinn.training.api.train``, nepochs=1, no validation split).
+   training epoch (``ptychopinn.training.run.train``, nepochs=1, no validation split).
    Reported per child: wall time, patterns/s, ``VmHWM`` (peak resident, includes file-backed pages of the
    memory map, which are clean page cache the kernel can reclaim) and the peak of ``RssAnon`` (anonymous
    memory: model + batch + canvas; sampled every 20 ms by a thread).
@@ -120,7 +120,7 @@ def run_infer(path: str, width: int, batch: int) -> dict[str, Any]:
 
     from ptychopinn.config import InferenceConfig, ModelConfig
     from ptychopinn.inference.predict import reconstruct
-    from ptychopinn.io.lazy import open_npz_mmap
+    from ptychopinn.io.npz import open_npz_mmap
     from ptychopinn.models.pinn import PtychoPINN
 
     torch.manual_seed(0)
@@ -142,8 +142,8 @@ def run_infer(path: str, width: int, batch: int) -> dict[str, Any]:
 def run_train(path: str, width: int, batch: int, n_subsample: int | None) -> dict[str, Any]:
     """One training epoch over the memory-mapped scan (in THIS process)."""
     from ptychopinn.config import ExecutionConfig, ModelConfig, TrainingConfig
-    from ptychopinn.io.lazy import open_npz_mmap
-    from ptychopinn.training.api import train
+    from ptychopinn.io.npz import open_npz_mmap
+    from ptychopinn.training.run import train
 
     with PeakSampler() as sampler, tempfile.TemporaryDirectory() as out:
         scan = open_npz_mmap(path)

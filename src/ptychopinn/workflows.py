@@ -89,7 +89,7 @@ def train_model(
     """
     from ptychopinn.io.archive import ARCHIVE_NAME
     from ptychopinn.models.persist import save_model
-    from ptychopinn.training.api import train as _train
+    from ptychopinn.training.run import train as _train
     from ptychopinn.training.trainer import remove_stale_temp_files, with_filename
 
     t0 = time.perf_counter()

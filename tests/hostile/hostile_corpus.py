@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ptychopinn.errors import ArchiveError, ConfigError, DataFormatError
-from ptychopinn.training.api import TrainingDivergedError
+from ptychopinn.training.run import TrainingDivergedError
 
 N = 32
 M = 4

@@ -15,7 +15,7 @@ from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError
 from ptychopinn.models.pinn import PtychoPINN
 from ptychopinn.simulate.simulator import simulate_scan
-from ptychopinn.training.api import TrainingDivergedError, train
+from ptychopinn.training.run import TrainingDivergedError, train
 
 N = 32
 MODEL = ModelConfig(N=N, n_filters_scale=1)

@@ -17,7 +17,7 @@ import torch
 from ptychopinn.config import ExecutionConfig, ModelConfig, SimulationConfig, TrainingConfig
 from ptychopinn.inference.predict import reconstruct
 from ptychopinn.simulate import simulate_scan
-from ptychopinn.training.api import train
+from ptychopinn.training.run import train
 
 N = 32
 MODEL = ModelConfig(N=N, n_filters_scale=1)

@@ -1,4 +1,4 @@
-"""Memory-mapped scans (ptychopinn.io.lazy) and chunked ScanData validation."""
+"""Memory-mapped scans (open_npz_mmap, open_h5_scan) and chunked ScanData validation."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 from ptychopinn.config import InferenceConfig, ModelConfig, TrainingConfig
 from ptychopinn.data.scan import VALIDATION_CHUNK, ScanData
 from ptychopinn.errors import ConfigError, DataFormatError
-from ptychopinn.io.lazy import npz_is_mappable, open_h5_scan, open_npz_mmap, should_mmap
-from ptychopinn.io.npz import load_npz, save_npz
+from ptychopinn.io.hdf5 import open_h5_scan
+from ptychopinn.io.npz import load_npz, npz_is_mappable, open_npz_mmap, save_npz, should_mmap
 from ptychopinn.training.data import PtychoDataModule, _memmap_spec
 
 N = 32
@@ -188,8 +188,7 @@ def sample():
 t = threading.Thread(target=sample, daemon=True); t.start()
 mode, path = sys.argv[1], sys.argv[2]
 from ptychopinn.config import ModelConfig, TrainingConfig
-from ptychopinn.io.lazy import open_npz_mmap
-from ptychopinn.io.npz import load_npz
+from ptychopinn.io.npz import load_npz, open_npz_mmap
 from ptychopinn.training.data import PtychoDataModule
 base = kb('VmHWM')
 scan = open_npz_mmap(path) if mode.startswith('mmap') else load_npz(path, units='amplitude')

@@ -151,8 +151,7 @@ def test_probe_refinement_improves_probe_and_object() -> None:
 
 
 def test_streaming_over_a_memory_mapped_scan_equals_in_memory(tmp_path: Path) -> None:
-    from ptychopinn.io.lazy import open_npz_mmap
-    from ptychopinn.io.npz import save_npz
+    from ptychopinn.io.npz import open_npz_mmap, save_npz
 
     scan = _blind(_sim())
     path = save_npz(tmp_path / "scan.npz", scan)

@@ -303,7 +303,7 @@ class Trainer:
     def train(self, orchestration: str = "lightning", experiment_name: str = "") -> dict[str, Any]:
         """Fit; returns ``{'run_dir', 'epochs_completed'}``. Raises ``TrainingDivergedError`` on a non-finite loss."""
 
-        from ptychopinn.training.api import TrainingDivergedError, training_session
+        from ptychopinn.training.run import TrainingDivergedError, training_session
 
         with training_session():
             self._trainer.fit(self.model.model, datamodule=self.datamodule)

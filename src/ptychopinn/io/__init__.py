@@ -6,9 +6,10 @@ Submodules (import them explicitly; this package imports nothing so that it stay
   reader of scans (format picked from the file's content), plus ``load_probe``, ``load_object`` and
   ``describe_file``.
 * ``ptychopinn.io.schema``: the scan keys -> :class:`ptychopinn.data.ScanData` mapping and its checks.
-* ``ptychopinn.io.npz``, ``ptychopinn.io.hdf5``, ``ptychopinn.io.cxi``: the scan containers.
+* ``ptychopinn.io.npz``, ``ptychopinn.io.hdf5``, ``ptychopinn.io.cxi``: the scan containers (the first two also
+  with the diffraction stack memory-mapped: ``open_npz_mmap``, ``open_h5_scan``).
 * ``ptychopinn.io.reconstruction``: reconstruction NPZ files; ``ptychopinn.io.product_h5``: ptychodus products.
-* ``ptychopinn.io.lazy``: memory-mapped readers; ``ptychopinn.io.probe``: probe estimate from the data.
+* ``ptychopinn.io.probe``: probe estimate from the data.
 * ``ptychopinn.io.files``: regular-file, container and memory-limit checks; ``ptychopinn.io.atomic``: atomic
   writes; ``ptychopinn.io.units``: amplitude/intensity detection and conversion.
 """

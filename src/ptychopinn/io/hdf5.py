@@ -176,6 +176,17 @@ def load_h5_scan(path: str | os.PathLike[str], units: str = "auto", *, probe: np
         return scan_from_source(H5Source(Path(path), f), units, probe=probe, mapping=mapping, threshold=threshold)
 
 
+def open_h5_scan(path: str | os.PathLike[str], units: str = "amplitude") -> ScanData:
+    """Open an HDF5 scan (module docstring) with the diffraction stack memory-mapped, as
+    :func:`ptychopinn.io.npz.open_npz_mmap` does for an NPZ.
+
+    Raises:
+        DataFormatError: chunked/compressed diffraction (read those with ``load_scan``), not float32
+            amplitude, or any ScanData validation failure.
+    """
+    return load_h5_scan(path, units=units, mapping="require")
+
+
 def _filter_kwargs(compression: str) -> dict[str, Any]:
     if compression == "none":
         return {}

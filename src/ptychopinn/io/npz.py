@@ -45,12 +45,13 @@ import numpy as np
 from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import DataFormatError, PtychoInputError
 from ptychopinn.io.atomic import atomic_write
-from ptychopinn.io.files import check_allocation, container, regular_file
+from ptychopinn.io.files import DEFAULT_MMAP_THRESHOLD, check_allocation, container, regular_file
 from ptychopinn.io.schema import REQUIRED_KEYS, UNITS_METADATA_KEY, check_units, scan_from_source
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["REQUIRED_KEYS", "UNITS_METADATA_KEY", "NpzSource", "describe_npz", "load_npz", "save_npz"]
+__all__ = ["REQUIRED_KEYS", "UNITS_METADATA_KEY", "NpzSource", "describe_npz", "load_npz", "npz_is_mappable",
+           "open_npz_mmap", "save_npz", "should_mmap"]
 
 _SUPPORTED_COMPRESSION = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate",
                           zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma"}
@@ -278,6 +279,49 @@ def load_npz(path: str | os.PathLike[str], units: str = "auto", *, probe: np.nda
     check_units(units)
     with NpzSource(path) as src:
         return scan_from_source(src, units, probe=probe, mapping=mapping, threshold=threshold)
+
+
+def open_npz_mmap(path: str | os.PathLike[str], units: str = "amplitude") -> ScanData:
+    """Open a scan NPZ with its diffraction stack memory-mapped (read-only) instead of loaded.
+
+    For scans larger than memory: training gathers one batch at a time from the map and inference streams
+    batches. Pages read count as file-backed resident memory (clean page cache the kernel reclaims under
+    pressure), so a file larger than RAM can be processed.
+
+    Args:
+        path: an uncompressed ``.npz`` (:func:`numpy.savez` or :func:`save_npz`) following the contract of
+            :mod:`ptychopinn.io.schema`.
+        units: ``'amplitude'`` or ``'auto'`` (accepted when the stack is float32 and ``_metadata`` does not
+            say intensity). Counts cannot be mapped (the square root would copy the stack).
+
+    Returns:
+        A validated :class:`ScanData` whose ``diffraction`` is a read-only ``np.memmap`` ``[M, N, N]``
+        float32 (``Y``, if stored uncompressed as complex64, is mapped too).
+
+    Raises:
+        FileNotFoundError: no such file. ConfigError: unsupported ``units``.
+        DataFormatError: compressed member (re-save with ``np.savez``), not float32 amplitude, bad layout,
+            missing keys, or any ScanData validation failure.
+    """
+    return load_npz(path, units=units, mapping="require")
+
+
+def npz_is_mappable(path: str | os.PathLike[str]) -> bool:
+    """True when the NPZ's diffraction member is stored uncompressed (so it can be memory-mapped)."""
+    try:
+        with NpzSource(path) as src:
+            return any(src.is_mappable(k) for k in ("diffraction", "diff3d") if k in src.members)
+    except (PtychoInputError, OSError):
+        return False
+
+
+def should_mmap(path: str | os.PathLike[str], threshold: int = DEFAULT_MMAP_THRESHOLD) -> bool:
+    """True for an uncompressed NPZ larger than ``threshold`` bytes (default 1 GiB)."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return False
+    return size > threshold and npz_is_mappable(path)
 
 
 # ---------------------------------------------------------------------------------------- writing

@@ -15,9 +15,9 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "train": "ptychopinn.training.api",
-    "TrainResult": "ptychopinn.training.api",
-    "TrainingDivergedError": "ptychopinn.training.api",
+    "train": "ptychopinn.training.run",
+    "TrainResult": "ptychopinn.training.run",
+    "TrainingDivergedError": "ptychopinn.training.run",
     "GroupedDataset": "ptychopinn.training.data",
     "PtychoDataModule": "ptychopinn.training.data",
     "PINNLightningModule": "ptychopinn.training.module",
