@@ -1,8 +1,9 @@
 """The object API that ptychodus's PtychoPINN-Torch plugin drives: configs, data, model, trainer, inference.
 
 Thin adapters over :mod:`ptychopinn`: data become a core :class:`~ptychopinn.data.scan.ScanData` (patterns are
-detector counts; the square root is taken), training is the core data module + Lightning module + Trainer, and
-reconstruction is :func:`ptychopinn.inference.predict.reconstruct`.
+detector counts; the square root is taken), training is the core's training run
+(:func:`ptychopinn.training.run.prepare_training`) with the reference Lightning module, and reconstruction is
+:func:`ptychopinn.inference.predict.reconstruct`.
 
 Typical use (what the plugin does)::
 
@@ -25,7 +26,7 @@ import logging
 import math
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,6 +42,9 @@ from ptycho_torch.config_params import (
 )
 from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError, DataFormatError
+
+if TYPE_CHECKING:
+    from ptychopinn.training.run import TrainingRun
 
 __all__ = ["ConfigManager", "DataloaderFormats", "InferenceEngine", "PtychoDataLoader", "PtychoModel", "Trainer"]
 
@@ -255,28 +259,27 @@ class PtychoModel:
 
 
 class Trainer:
-    """Lightning training of a :class:`PtychoModel` on a :class:`PtychoDataLoader`.
+    """Lightning training of a :class:`PtychoModel` on a :class:`PtychoDataLoader`: the core's two-step
+    training run (:func:`ptychopinn.training.run.prepare_training`, then ``fit``) with the reference module.
 
     Attributes:
         _trainer: the ``lightning.pytorch.Trainer`` (callbacks may be appended before :meth:`train`).
         datamodule: the core data module; run_dir: where checkpoints and logs go.
     """
 
-    def __init__(self, trainer: Any, model: PtychoModel, datamodule: Any, run_dir: Path) -> None:
-        self._trainer = trainer
+    def __init__(self, run: TrainingRun, model: PtychoModel) -> None:
+        self._run = run
+        self._trainer = run.trainer
         self.model = model
-        self.datamodule = datamodule
-        self.run_dir = run_dir
+        self.datamodule = run.datamodule
+        self.run_dir = run.output_dir
 
     @classmethod
     def _from_lightning(cls, model: PtychoModel, dataloader: PtychoDataLoader, orchestration: str = "lightning",
                         config_manager: ConfigManager | None = None) -> Trainer:
         """Bind the data: group, normalise, build the module (assigned to ``model.model``) and the Trainer."""
-        import lightning as L
-
         from ptycho_torch.model import PtychoPINN_Lightning
-        from ptychopinn.training.data import PtychoDataModule
-        from ptychopinn.training.trainer import build_trainer
+        from ptychopinn.training.run import prepare_training
 
         if str(orchestration).lower() != "lightning":
             raise ConfigError(f"orchestration: expected 'lightning', found {orchestration!r}")
@@ -285,34 +288,28 @@ class Trainer:
                               "inference loader; build PtychoDataLoader(data_dir=..., output_dir=...)")
         cm = config_manager or dataloader.config_manager
         core = cm.core_configs(n_points=dataloader.scan.n_points)
-        L.seed_everything(core["training"].seed, workers=True, verbose=False)
-        dm = PtychoDataModule(dataloader.scan, core["model"], core["training"], core["execution"], val=None)
         module_cls = model.module_class or PtychoPINN_Lightning
-        module = module_cls(model_config=cm.model_config, data_config=cm.data_config,
-                            training_config=cm.training_config, inference_config=cm.inference_config,
-                            core={"model": core["model"].to_dict(), "training": core["training"].to_dict(),
-                                  "intensity_scale": float(dm.intensity_scale), "input_scale": float(dm.input_scale),
-                                  "has_validation": bool(dm.has_val)},
-                            probe=dataloader.scan.probe)
-        model.model = module
-        _report_photon_scale(cm.model_config, dm)
-        run_dir = Path(dataloader.output_dir)
-        trainer = build_trainer(core["execution"], core["training"], run_dir, has_val=dm.has_val)
-        return cls(trainer, model, dm, run_dir)
+
+        def reference_module(dm: Any) -> Any:
+            return module_cls(model_config=cm.model_config, data_config=cm.data_config,
+                              training_config=cm.training_config, inference_config=cm.inference_config,
+                              core={"model": core["model"].to_dict(), "training": core["training"].to_dict(),
+                                    "intensity_scale": float(dm.intensity_scale),
+                                    "input_scale": float(dm.input_scale), "has_validation": bool(dm.has_val)},
+                              probe=dataloader.scan.probe)
+
+        run = prepare_training(dataloader.scan, model=core["model"], training=core["training"],
+                               execution=core["execution"], output_dir=Path(dataloader.output_dir),
+                               module_factory=reference_module)
+        model.model = run.module
+        _report_photon_scale(cm.model_config, run.datamodule)
+        return cls(run, model)
 
     def train(self, orchestration: str = "lightning", experiment_name: str = "") -> dict[str, Any]:
-        """Fit; returns ``{'run_dir', 'epochs_completed'}``. Raises ``TrainingDivergedError`` on a non-finite loss."""
-
-        from ptychopinn.training.run import TrainingDivergedError, training_session
-
-        with training_session():
-            self._trainer.fit(self.model.model, datamodule=self.datamodule)
-        module = self.model.model
-        if module.diverged:
-            raise TrainingDivergedError(f"training diverged (non-finite loss) at epoch {module.diverged_epoch}; "
-                                        "lower the learning rate or set gradient_clip_val")
-        module.model.to("cpu").eval()
-        return {"run_dir": self.run_dir, "epochs_completed": int(self._trainer.current_epoch)}
+        """Fit; returns ``{'run_dir', 'epochs_completed'}``. Raises ``TrainingDivergedError`` on a non-finite loss
+        (naming the last good checkpoint)."""
+        result = self._run.fit(loss_plot=False)
+        return {"run_dir": self.run_dir, "epochs_completed": result.epochs_completed}
 
 
 _DEFAULT_INTENSITY_SCALE = 10000.0  # what ptychodus sends unless the user changes it
