@@ -6,22 +6,30 @@ PtychoPINN system where it has them (``N``, ``gridsize``, ``n_filters_scale``, `
 message naming the field, the allowed values and the value found. ``from_dict`` rejects unknown
 keys (so a typo in a config file is an error, not a silently ignored setting).
 
+The field checks and the shared base class (dict/JSON round trip, ``replace``) are in
+:mod:`ptychopinn.config_fields`; reading config files is :mod:`ptychopinn.config_files`.
+
 Importing this module is cheap (standard library only).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
-import reprlib
-from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
+from ptychopinn.config_fields import (
+    MAX_INT,
+    ConfigBase,
+    check_bool,
+    check_choice,
+    check_int,
+    check_num,
+    is_int,
+    is_num,
+    require,
+)
 from ptychopinn.errors import ConfigError
-
-T = TypeVar("T", bound="_Config")
 
 AMP_ACTIVATIONS = ("sigmoid", "swish", "softplus", "relu")
 REFERENCE_GENERATOR = "cnn"
@@ -40,113 +48,8 @@ STITCH_SYNC = ("auto", "off", "phase", "phase+amplitude")
 UNITS = ("amplitude", "intensity", "auto")
 
 
-MAX_INT = 2**31 - 1
-"""Largest integer any config field accepts (larger values overflow torch and numpy index types)."""
-
-# A value from a config file can be huge (a 400-digit number, a list of a million items, a structure whose
-# repr grows exponentially through YAML aliases): messages show a bounded sketch of it, never the whole.
-_SKETCH = reprlib.Repr()
-_SKETCH.maxlevel, _SKETCH.maxlist, _SKETCH.maxtuple, _SKETCH.maxdict = 2, 4, 4, 4
-_SKETCH.maxstring, _SKETCH.maxother, _SKETCH.maxlong = 60, 60, 40
-
-
-def sketch(value: Any) -> str:
-    """A repr of ``value`` of at most ~100 characters, however large or deep the value is."""
-    try:
-        text = _SKETCH.repr(value)
-    except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the real error
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
-def _require(cond: bool, name: str, expected: str, value: Any) -> None:
-    if not cond:
-        raise ConfigError(f"config field '{name}': expected {expected}, got {sketch(value)}")
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    if not isinstance(v, (int, float)) or isinstance(v, bool):
-        return False
-    try:
-        return math.isfinite(float(v))
-    except OverflowError:  # an integer beyond the float range (a 400-digit number)
-        return False
-
-
-def _check_int(name: str, v: Any, lo: int | None = None, hi: int | None = None,
-               optional: bool = False) -> None:
-    if optional and v is None:
-        return
-    rng = ""
-    if lo is not None and hi is not None:
-        rng = f" in [{lo}, {hi}]"
-    elif lo is not None:
-        rng = f" >= {lo}"
-    if _is_int(v) and hi is None and v > MAX_INT:
-        rng += f" and at most {MAX_INT}"
-    ok = _is_int(v) and (lo is None or v >= lo) and v <= (MAX_INT if hi is None else hi)
-    _require(ok, name, f"an integer{rng}" + (" or null" if optional else ""), v)
-
-
-def _check_num(name: str, v: Any, lo: float | None = None, strict: bool = False,
-               optional: bool = False) -> None:
-    if optional and v is None:
-        return
-    ok = _is_num(v)
-    if ok and lo is not None:
-        ok = v > lo if strict else v >= lo
-    rel = ">" if strict else ">="
-    rng = f" {rel} {lo}" if lo is not None else ""
-    _require(ok, name, f"a finite number{rng}" + (" or null" if optional else ""), v)
-
-
-def _check_choice(name: str, v: Any, choices: tuple[str, ...]) -> None:
-    _require(v in choices, name, f"one of {list(choices)}", v)
-
-
-def _check_bool(name: str, v: Any) -> None:
-    _require(isinstance(v, bool), name, "true or false", v)
-
-
 @dataclass(frozen=True)
-class _Config:
-    """Shared behaviour: dict/JSON round trip and a ``replace`` that re-validates."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain, JSON-serialisable dict (paths become strings)."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = str(v) if isinstance(v, Path) else v
-        return out
-
-    @classmethod
-    def from_dict(cls: type[T], d: dict[str, Any]) -> T:
-        """Build from a dict; unknown keys are a :class:`ConfigError` that lists the valid ones."""
-        if not isinstance(d, dict):
-            raise ConfigError(f"{cls.__name__}: expected a mapping of field names to values, got "
-                              f"{type(d).__name__}")
-        names = {f.name for f in fields(cls)}
-        unknown = sorted((k for k in d if k not in names), key=str)
-        if unknown:
-            raise ConfigError(f"{cls.__name__}: unknown key(s) {sketch(unknown)}; valid keys are {sorted(names)}")
-        return cls(**d)
-
-    def replace(self: T, **changes: Any) -> T:
-        """Copy with some fields changed (validated again); unknown names are a ConfigError."""
-        names = {f.name for f in fields(self)}
-        unknown = sorted(set(changes) - names)
-        if unknown:
-            raise ConfigError(f"{type(self).__name__}: unknown field(s) {unknown}")
-        return dataclasses.replace(self, **changes)
-
-
-@dataclass(frozen=True)
-class ModelConfig(_Config):
+class ModelConfig(ConfigBase):
     """Architecture and physics of the model.
 
     ``N`` is the patch / detector size in pixels (a multiple of 8 from 32 to 256). ``gridsize`` g
@@ -177,19 +80,19 @@ class ModelConfig(_Config):
     cbam_encoder: bool = False
 
     def __post_init__(self) -> None:
-        _check_int("N", self.N, 32, 256)
-        _require(self.N % 8 == 0, "N", "a multiple of 8 from 32 to 256", self.N)
-        _check_int("gridsize", self.gridsize, 1, 8)
-        _check_int("n_filters_scale", self.n_filters_scale, 1, 64)
-        _check_choice("model_type", self.model_type, MODEL_TYPES)
-        _require(isinstance(self.generator, str) and bool(self.generator), "generator",
+        check_int("N", self.N, 32, 256)
+        require(self.N % 8 == 0, "N", "a multiple of 8 from 32 to 256", self.N)
+        check_int("gridsize", self.gridsize, 1, 8)
+        check_int("n_filters_scale", self.n_filters_scale, 1, 64)
+        check_choice("model_type", self.model_type, MODEL_TYPES)
+        require(isinstance(self.generator, str) and bool(self.generator), "generator",
                  "a registered generator name such as 'cnn'", self.generator)
-        _check_choice("amp_activation", self.amp_activation, AMP_ACTIVATIONS)
+        check_choice("amp_activation", self.amp_activation, AMP_ACTIVATIONS)
         for name in ("object_big", "probe_big", "probe_mask", "pad_object", "probe_trainable",
                      "intensity_scale_trainable", "cbam_encoder"):
-            _check_bool(name, getattr(self, name))
-        _check_num("probe_scale", self.probe_scale, 0.0, strict=True)
-        _check_num("gaussian_smoothing_sigma", self.gaussian_smoothing_sigma, 0.0)
+            check_bool(name, getattr(self, name))
+        check_num("probe_scale", self.probe_scale, 0.0, strict=True)
+        check_num("gaussian_smoothing_sigma", self.gaussian_smoothing_sigma, 0.0)
 
     @property
     def channels(self) -> int:
@@ -198,7 +101,7 @@ class ModelConfig(_Config):
 
 
 @dataclass(frozen=True)
-class TrainingConfig(_Config):
+class TrainingConfig(ConfigBase):
     """Data selection, loss and optimisation.
 
     ``nphotons`` is the mean total photon count per pattern used by the Poisson likelihood
@@ -234,41 +137,41 @@ class TrainingConfig(_Config):
     seed: int = 42
 
     def __post_init__(self) -> None:
-        _check_int("batch_size", self.batch_size, 1)
-        _check_int("nepochs", self.nepochs, 1)
-        _check_num("nphotons", self.nphotons, 0.0, strict=True, optional=True)
+        check_int("batch_size", self.batch_size, 1)
+        check_int("nepochs", self.nepochs, 1)
+        check_num("nphotons", self.nphotons, 0.0, strict=True, optional=True)
         for name in ("nll_weight", "mae_weight", "realspace_weight", "realspace_mae_weight"):
-            _check_num(name, getattr(self, name), 0.0)
-        _require(self.nll_weight + self.mae_weight + self.realspace_weight > 0, "nll_weight",
+            check_num(name, getattr(self, name), 0.0)
+        require(self.nll_weight + self.mae_weight + self.realspace_weight > 0, "nll_weight",
                  "at least one of nll_weight, mae_weight, realspace_weight > 0",
                  (self.nll_weight, self.mae_weight, self.realspace_weight))
-        _check_int("n_groups", self.n_groups, 1, optional=True)
-        _check_int("n_subsample", self.n_subsample, 1, optional=True)
-        _check_int("subsample_seed", self.subsample_seed, 0)
-        _check_int("neighbor_count", self.neighbor_count, 1)
+        check_int("n_groups", self.n_groups, 1, optional=True)
+        check_int("n_subsample", self.n_subsample, 1, optional=True)
+        check_int("subsample_seed", self.subsample_seed, 0)
+        check_int("neighbor_count", self.neighbor_count, 1)
         for name in ("sequential_sampling", "enable_oversampling"):
-            _check_bool(name, getattr(self, name))
-        _check_num("learning_rate", self.learning_rate, 0.0, strict=True)
-        _check_choice("scheduler", self.scheduler, SCHEDULERS)
-        _check_num("scheduler_gamma", self.scheduler_gamma, 0.0, strict=True)
-        _require(self.scheduler_gamma <= 1.0, "scheduler_gamma", "a number in (0, 1]",
+            check_bool(name, getattr(self, name))
+        check_num("learning_rate", self.learning_rate, 0.0, strict=True)
+        check_choice("scheduler", self.scheduler, SCHEDULERS)
+        check_num("scheduler_gamma", self.scheduler_gamma, 0.0, strict=True)
+        require(self.scheduler_gamma <= 1.0, "scheduler_gamma", "a number in (0, 1]",
                  self.scheduler_gamma)
-        _check_int("warmup_epochs", self.warmup_epochs, 0)
-        _check_num("plateau_factor", self.plateau_factor, 0.0, strict=True)
-        _require(self.plateau_factor < 1.0, "plateau_factor", "a number in (0, 1)", self.plateau_factor)
-        _check_int("plateau_patience", self.plateau_patience, 0)
-        _check_num("min_learning_rate", self.min_learning_rate, 0.0)
-        _check_int("early_stop_patience", self.early_stop_patience, 1, optional=True)
-        _check_num("val_fraction", self.val_fraction, 0.0)
-        _require(self.val_fraction < 0.9, "val_fraction", "a number in [0, 0.9)", self.val_fraction)
-        _check_int("seed", self.seed, 0)
+        check_int("warmup_epochs", self.warmup_epochs, 0)
+        check_num("plateau_factor", self.plateau_factor, 0.0, strict=True)
+        require(self.plateau_factor < 1.0, "plateau_factor", "a number in (0, 1)", self.plateau_factor)
+        check_int("plateau_patience", self.plateau_patience, 0)
+        check_num("min_learning_rate", self.min_learning_rate, 0.0)
+        check_int("early_stop_patience", self.early_stop_patience, 1, optional=True)
+        check_num("val_fraction", self.val_fraction, 0.0)
+        require(self.val_fraction < 0.9, "val_fraction", "a number in [0, 0.9)", self.val_fraction)
+        check_int("seed", self.seed, 0)
 
     # fields of earlier versions that nothing read; checkpoints written then still carry them
     RETIRED_FIELDS: ClassVar[frozenset[str]] = frozenset({"positions_provided", "output_dir"})
 
 
 @dataclass(frozen=True)
-class ExecutionConfig(_Config):
+class ExecutionConfig(ConfigBase):
     """How training runs: hardware, precision, parallelism, logging and checkpoints.
 
     Passed straight to the Lightning ``Trainer``. ``accelerator='gpu'`` and ``'cuda'`` are the same.
@@ -296,29 +199,29 @@ class ExecutionConfig(_Config):
     rendezvous_timeout: float = 300.0
 
     def __post_init__(self) -> None:
-        _check_choice("accelerator", self.accelerator, ACCELERATORS)
-        _require(self.devices == "auto" or (_is_int(self.devices) and 1 <= self.devices <= MAX_INT), "devices",
+        check_choice("accelerator", self.accelerator, ACCELERATORS)
+        require(self.devices == "auto" or (is_int(self.devices) and 1 <= self.devices <= MAX_INT), "devices",
                  "a positive integer or 'auto'", self.devices)
-        _check_int("num_nodes", self.num_nodes, 1)
-        _check_choice("strategy", self.strategy, STRATEGIES)
-        _check_choice("precision", self.precision, PRECISIONS)
-        _check_bool("deterministic", self.deterministic)
-        _check_num("gradient_clip_val", self.gradient_clip_val, 0.0, strict=True, optional=True)
-        _check_choice("gradient_clip_algorithm", self.gradient_clip_algorithm, CLIP_ALGORITHMS)
-        _check_int("accumulate_grad_batches", self.accumulate_grad_batches, 1)
-        _check_int("num_workers", self.num_workers, 0)
-        _check_choice("logger", self.logger, LOGGERS)
-        _check_bool("enable_progress_bar", self.enable_progress_bar)
-        _check_bool("enable_checkpointing", self.enable_checkpointing)
-        _check_int("checkpoint_save_top_k", self.checkpoint_save_top_k, 0)
-        _check_int("num_threads", self.num_threads, 1, optional=True)
-        _check_num("rendezvous_timeout", self.rendezvous_timeout, 0.0, strict=True)
-        _require(self.rendezvous_timeout <= 86400, "rendezvous_timeout", "at most 86400 seconds",
+        check_int("num_nodes", self.num_nodes, 1)
+        check_choice("strategy", self.strategy, STRATEGIES)
+        check_choice("precision", self.precision, PRECISIONS)
+        check_bool("deterministic", self.deterministic)
+        check_num("gradient_clip_val", self.gradient_clip_val, 0.0, strict=True, optional=True)
+        check_choice("gradient_clip_algorithm", self.gradient_clip_algorithm, CLIP_ALGORITHMS)
+        check_int("accumulate_grad_batches", self.accumulate_grad_batches, 1)
+        check_int("num_workers", self.num_workers, 0)
+        check_choice("logger", self.logger, LOGGERS)
+        check_bool("enable_progress_bar", self.enable_progress_bar)
+        check_bool("enable_checkpointing", self.enable_checkpointing)
+        check_int("checkpoint_save_top_k", self.checkpoint_save_top_k, 0)
+        check_int("num_threads", self.num_threads, 1, optional=True)
+        check_num("rendezvous_timeout", self.rendezvous_timeout, 0.0, strict=True)
+        require(self.rendezvous_timeout <= 86400, "rendezvous_timeout", "at most 86400 seconds",
                  self.rendezvous_timeout)
 
 
 @dataclass(frozen=True)
-class InferenceConfig(_Config):
+class InferenceConfig(ConfigBase):
     """Reconstruction: batching, precision and stitching.
 
     ``stitch_window`` is the side in pixels of the central region of each predicted patch that is
@@ -349,12 +252,12 @@ class InferenceConfig(_Config):
     accelerator: str = "auto"
 
     def __post_init__(self) -> None:
-        _check_int("batch_size", self.batch_size, 1)
-        _check_int("stitch_window", self.stitch_window, 2, optional=True)
-        _check_num("stitch_taper", self.stitch_taper, 0.0)
-        _check_choice("stitch_sync", self.stitch_sync, STITCH_SYNC)
-        _check_choice("precision", self.precision, PRECISIONS)
-        _check_choice("accelerator", self.accelerator, ACCELERATORS)
+        check_int("batch_size", self.batch_size, 1)
+        check_int("stitch_window", self.stitch_window, 2, optional=True)
+        check_num("stitch_taper", self.stitch_taper, 0.0)
+        check_choice("stitch_sync", self.stitch_sync, STITCH_SYNC)
+        check_choice("precision", self.precision, PRECISIONS)
+        check_choice("accelerator", self.accelerator, ACCELERATORS)
 
     @classmethod
     def reference(cls, **changes: Any) -> InferenceConfig:
@@ -373,7 +276,7 @@ NOISE_MODELS = ("gaussian", "poisson")
 
 
 @dataclass(frozen=True)
-class RefineConfig(_Config):
+class RefineConfig(ConfigBase):
     """Iterative refinement of a reconstruction on the physics (:mod:`ptychopinn.refine`).
 
     ``iterations``: passes over all patterns (each pattern is used once per pass, in mini-batches of
@@ -405,27 +308,27 @@ class RefineConfig(_Config):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_int("iterations", self.iterations, 1)
-        _check_num("time_limit", self.time_limit, 0.0, strict=True, optional=True)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_choice("noise", self.noise, NOISE_MODELS)
-        _check_num("alpha", self.alpha, 0.0, strict=True)
-        _require(self.alpha <= 1.0, "alpha", "a number in (0, 1]", self.alpha)
-        _check_num("step", self.step, 0.0, strict=True)
-        _require(self.step <= 2.0, "step", "a number in (0, 2]", self.step)
-        _check_num("momentum", self.momentum, 0.0)
-        _require(self.momentum < 1.0, "momentum", "a number in [0, 1)", self.momentum)
+        check_int("iterations", self.iterations, 1)
+        check_num("time_limit", self.time_limit, 0.0, strict=True, optional=True)
+        check_int("batch_size", self.batch_size, 1)
+        check_choice("noise", self.noise, NOISE_MODELS)
+        check_num("alpha", self.alpha, 0.0, strict=True)
+        require(self.alpha <= 1.0, "alpha", "a number in (0, 1]", self.alpha)
+        check_num("step", self.step, 0.0, strict=True)
+        require(self.step <= 2.0, "step", "a number in (0, 2]", self.step)
+        check_num("momentum", self.momentum, 0.0)
+        require(self.momentum < 1.0, "momentum", "a number in [0, 1)", self.momentum)
         for name in ("refine_probe", "refine_positions"):
-            _check_bool(name, getattr(self, name))
-        _check_int("probe_start", self.probe_start, 0)
-        _check_int("position_start", self.position_start, 0)
-        _check_num("max_position_step", self.max_position_step, 0.0, strict=True)
-        _check_choice("accelerator", self.accelerator, ACCELERATORS)
-        _check_int("seed", self.seed, 0)
+            check_bool(name, getattr(self, name))
+        check_int("probe_start", self.probe_start, 0)
+        check_int("position_start", self.position_start, 0)
+        check_num("max_position_step", self.max_position_step, 0.0, strict=True)
+        check_choice("accelerator", self.accelerator, ACCELERATORS)
+        check_int("seed", self.seed, 0)
 
 
 @dataclass(frozen=True)
-class SimulationConfig(_Config):
+class SimulationConfig(ConfigBase):
     """A simulated scan: object, probe, scan pattern and dose.
 
     ``object_kind``: 'lines', 'grf' (Gaussian random field) or 'image' (a bundled natural image,
@@ -459,32 +362,32 @@ class SimulationConfig(_Config):
     oversample: int = 1
 
     def __post_init__(self) -> None:
-        _check_int("N", self.N, 16, 512)
-        _check_int("oversample", self.oversample, 1, 8)
-        _require(self.N % 2 == 0, "N", "an even integer", self.N)
-        _check_int("object_size", self.object_size, self.N + 2)
-        _check_choice("object_kind", self.object_kind, ("lines", "grf", "image"))
-        _require(isinstance(self.image_name, str), "image_name", "a string", self.image_name)
-        _require(self.phase_image is None or isinstance(self.phase_image, str), "phase_image",
+        check_int("N", self.N, 16, 512)
+        check_int("oversample", self.oversample, 1, 8)
+        require(self.N % 2 == 0, "N", "an even integer", self.N)
+        check_int("object_size", self.object_size, self.N + 2)
+        check_choice("object_kind", self.object_kind, ("lines", "grf", "image"))
+        require(isinstance(self.image_name, str), "image_name", "a string", self.image_name)
+        require(self.phase_image is None or isinstance(self.phase_image, str), "phase_image",
                  "a bundled image name or null", self.phase_image)
         for name in ("amplitude_range", "phase_range"):
             v = getattr(self, name)
-            ok = isinstance(v, (tuple, list)) and len(v) == 2 and all(_is_num(x) for x in v) \
+            ok = isinstance(v, (tuple, list)) and len(v) == 2 and all(is_num(x) for x in v) \
                 and v[0] <= v[1]
-            _require(ok, name, "a pair (low, high) with low <= high", v)
+            require(ok, name, "a pair (low, high) with low <= high", v)
             object.__setattr__(self, name, (float(v[0]), float(v[1])))
-        _require(self.amplitude_range[0] >= 0.0, "amplitude_range", "non-negative amplitudes",
+        require(self.amplitude_range[0] >= 0.0, "amplitude_range", "non-negative amplitudes",
                  self.amplitude_range)
-        _check_choice("probe_kind", self.probe_kind, ("focused", "gaussian"))
-        _check_num("probe_diameter", self.probe_diameter, 0.0, strict=True, optional=True)
-        _check_choice("scan", self.scan, ("raster", "spiral"))
-        _check_num("overlap", self.overlap, 0.0)
-        _require(self.overlap < 0.95, "overlap", "a fraction in [0, 0.95)", self.overlap)
-        _check_num("jitter", self.jitter, 0.0)
-        _check_int("n_points", self.n_points, 1, optional=True)
-        _check_num("nphotons", self.nphotons, 0.0, strict=True)
-        _check_bool("poisson", self.poisson)
-        _check_int("seed", self.seed, 0)
+        check_choice("probe_kind", self.probe_kind, ("focused", "gaussian"))
+        check_num("probe_diameter", self.probe_diameter, 0.0, strict=True, optional=True)
+        check_choice("scan", self.scan, ("raster", "spiral"))
+        check_num("overlap", self.overlap, 0.0)
+        require(self.overlap < 0.95, "overlap", "a fraction in [0, 0.95)", self.overlap)
+        check_num("jitter", self.jitter, 0.0)
+        check_int("n_points", self.n_points, 1, optional=True)
+        check_num("nphotons", self.nphotons, 0.0, strict=True)
+        check_bool("poisson", self.poisson)
+        check_int("seed", self.seed, 0)
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
@@ -498,7 +401,7 @@ RUN_SECTIONS = ("model", "training", "execution")
 
 
 @dataclass(frozen=True)
-class RunConfig(_Config):
+class RunConfig(ConfigBase):
     """Everything a training run needs, nested: model, training and execution (the schema of the config
     files of ``ptychopinn train --config`` and of ``--print-config``)."""
 

@@ -9,7 +9,7 @@ image that training sends to TensorBoard / MLflow.
 - :func:`patch_figure_rgb`: ``[H, W, 3]`` uint8 image of one measured pattern next to the predicted
   amplitude and phase of its patch.
 
-matplotlib is imported lazily; figures use the Agg canvas of :mod:`ptychopinn.plots`.
+matplotlib is imported lazily; figures use the Agg canvas of :mod:`ptychopinn.drawing`.
 """
 
 from __future__ import annotations
@@ -21,21 +21,20 @@ from typing import Any
 
 import numpy as np
 
-from ptychopinn.errors import DataFormatError, describe_array
-from ptychopinn.plots import (
+from ptychopinn.drawing import (
     MASKED_COLOUR,
-    _covered,
-    _draw_scale_bar,
-    _figure,
-    _image,
-    _limits,
-    _panel,
-    _phase_style,
-    _save_atomic,
-    _write_atomic,
-    save_amplitude_png,
-    save_phase_png,
+    check_image,
+    colour_limits,
+    covered_mask,
+    draw_scale_bar,
+    image_panel,
+    new_figure,
+    phase_style,
+    save_figure,
+    write_atomic,
 )
+from ptychopinn.errors import DataFormatError, describe_array
+from ptychopinn.plots import save_amplitude_png, save_phase_png
 
 __all__ = ["complex_to_rgb", "patch_figure_rgb", "save_complex_png", "save_object_images", "save_tiff"]
 
@@ -48,11 +47,11 @@ def complex_to_rgb(obj: np.ndarray, covered: np.ndarray | None = None,
 
     Hue = phase (``-pi`` and ``pi`` meet: the hue circle is cyclic like the phase), saturation 1, value =
     ``|obj| / amplitude_max`` clipped to [0, 1] (default ``amplitude_max``: the largest covered amplitude).
-    Pixels outside ``covered`` (``[H, W]`` bool) are :data:`~ptychopinn.plots.MASKED_COLOUR` grey.
+    Pixels outside ``covered`` (``[H, W]`` bool) are :data:`~ptychopinn.drawing.MASKED_COLOUR` grey.
     """
     from matplotlib.colors import hsv_to_rgb
 
-    o = _image("obj", obj)
+    o = check_image("obj", obj)
     amp = np.abs(o).astype(np.float64)
     top = amplitude_max if amplitude_max is not None else float(np.max(amp if covered is None else amp[covered]))
     value = np.clip(amp / top, 0.0, 1.0) if top > 0 else np.zeros_like(amp)
@@ -90,9 +89,9 @@ def save_complex_png(
 ) -> Path:
     """The :func:`complex_to_rgb` view of ``obj`` (``[H, W]`` complex) with a colour-wheel legend and a scale
     bar; ``coverage`` / ``pixel_size_m`` / ``origin_xy`` as in :func:`ptychopinn.plots.save_amplitude_png`."""
-    o = _image("obj", obj)
-    covered = _covered(coverage, o.shape)
-    fig = _figure((6.4, 4.6))
+    o = check_image("obj", obj)
+    covered = covered_mask(coverage, o.shape)
+    fig = new_figure((6.4, 4.6))
     ax, key = fig.subplots(1, 2, gridspec_kw={"width_ratios": [5, 1]})
     extent = None
     if origin_xy is not None:
@@ -103,10 +102,10 @@ def save_complex_png(
     ax.set_xlabel("x (object px)", fontsize=8)
     ax.set_ylabel("y (object px)", fontsize=8)
     ax.tick_params(labelsize=7)
-    _draw_scale_bar(ax, o.shape[1], pixel_size_m)
+    draw_scale_bar(ax, o.shape[1], pixel_size_m)
     _colour_wheel(key)
     key.set_box_aspect(1)
-    return _save_atomic(fig, path, dpi)
+    return save_figure(fig, path, dpi)
 
 
 def save_tiff(image: np.ndarray, path: str | os.PathLike[str], *, description: str = "") -> Path:
@@ -121,7 +120,7 @@ def save_tiff(image: np.ndarray, path: str | os.PathLike[str], *, description: s
         raise DataFormatError(f"image: expected a real 2-D array [H, W], found {describe_array(arr)}; "
                               "write amplitude and phase (np.abs, np.angle) separately")
     data = np.ascontiguousarray(arr, dtype=np.float32)
-    return _write_atomic(Path(path), lambda tmp: tifffile.imwrite(
+    return write_atomic(Path(path), lambda tmp: tifffile.imwrite(
         tmp, data, photometric="minisblack", description=description or None, metadata=None))
 
 
@@ -146,8 +145,8 @@ def save_object_images(
         origin_xy: object-pixel ``(x, y)`` of ``obj[0, 0]`` (axes in object pixels).
         title: first word of the image titles (e.g. "Refined").
     """
-    o = _image("obj", obj)
-    covered = _covered(coverage, o.shape)
+    o = check_image("obj", obj)
+    covered = covered_mask(coverage, o.shape)
     out = Path(out_dir)
     kw: dict[str, Any] = {"coverage": covered, "pixel_size_m": pixel_size_m, "origin_xy": origin_xy}
     nan_outside = (lambda a: a) if covered is None else (lambda a: np.where(covered, a, np.nan))
@@ -178,10 +177,10 @@ def patch_figure_rgb(pattern: np.ndarray, patch: np.ndarray, *, title: str = "",
     from matplotlib.colors import LogNorm
 
     pat = np.asarray(pattern, dtype=np.float64)
-    o = _image("patch", patch)
+    o = check_image("patch", patch)
     if pat.ndim != 2 or not np.all(np.isfinite(pat)):
         raise DataFormatError(f"pattern: expected a finite [N, N] array, found {describe_array(pat)}")
-    fig = _figure((10.5, 3.3))
+    fig = new_figure((10.5, 3.3))
     ax_d, ax_a, ax_p = fig.subplots(1, 3)
     top = float(pat.max())
     shown = np.where(pat > 0, pat, np.nan)
@@ -192,9 +191,9 @@ def patch_figure_rgb(pattern: np.ndarray, patch: np.ndarray, *, title: str = "",
     ax_d.set_axis_off()
     fig.colorbar(im, ax=ax_d, shrink=0.8).ax.tick_params(labelsize=6)
     amp = np.abs(o)
-    _panel(fig, ax_a, amp, "Predicted amplitude", "gray", *_limits(amp), "amplitude")
+    image_panel(fig, ax_a, amp, "Predicted amplitude", "gray", *colour_limits(amp), "amplitude")
     ph = np.angle(o)
-    _panel(fig, ax_p, ph, "Predicted phase", *_phase_style(ph), "phase (rad)")
+    image_panel(fig, ax_p, ph, "Predicted phase", *phase_style(ph), "phase (rad)")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.canvas.draw()

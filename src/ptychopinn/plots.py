@@ -1,9 +1,7 @@
 """Figures for people: objects, comparisons with ground truth, FRC curves, loss curves, scan previews.
 
-Every image panel has a title and a colour bar. Colour maps: amplitude ``'gray'``; phase ``'twilight'``
-(cyclic) over ``[-pi, pi]`` when the phase spans more than pi (it may wrap), otherwise ``'viridis'``
-over the data range (a cyclic map over a partial range would give both ends one colour); errors
-``'magma'``. Images are drawn with ``origin='upper'``: row 0 at the top, x = column, y = row.
+Every image panel has a title and a colour bar; colour maps and orientation are those of
+:mod:`ptychopinn.drawing` (amplitude ``'gray'``, phase ``'twilight'`` or ``'viridis'``), errors ``'magma'``.
 
 matplotlib is imported lazily inside the functions and only through ``matplotlib.figure.Figure`` with
 an Agg canvas, so no pyplot state or interactive backend is ever touched. Every file is written
@@ -12,20 +10,26 @@ atomically: rendered to a temporary file in the destination folder, then moved i
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from ptychopinn.drawing import (
+    amplitude_panel,
+    check_image,
+    colour_limits,
+    covered_mask,
+    draw_scale_bar,
+    image_panel,
+    new_figure,
+    phase_panel,
+    phase_style,
+    save_figure,
+)
 from ptychopinn.errors import DataFormatError, describe_array
-from ptychopinn.io.atomic import atomic_path
-
-if TYPE_CHECKING:
-    from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
 
 __all__ = [
     "save_amplitude_png",
@@ -36,186 +40,6 @@ __all__ = [
     "save_phase_png",
     "save_scan_preview",
 ]
-
-
-# ------------------------------------------------------------------------------------------- plumbing
-def _figure(figsize: tuple[float, float]) -> Figure:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, layout="constrained")
-    FigureCanvasAgg(fig)  # attaches itself to the figure; no pyplot, no global backend switch
-    return fig
-
-
-def _save_atomic(fig: Figure, path: str | os.PathLike[str], dpi: float) -> Path:
-    """Render ``fig`` to a temp file next to ``path`` and move it into place; returns ``Path(path)``."""
-    out = Path(path)
-    fmt = out.suffix.lower().lstrip(".") or "png"
-    supported = fig.canvas.get_supported_filetypes()
-    if fmt not in supported:
-        raise DataFormatError(
-            f"figure path {str(out)!r}: expected a suffix matplotlib can write "
-            f"({', '.join(sorted(supported))}), found {out.suffix!r}; use e.g. .png"
-        )
-    if not dpi > 0:
-        raise DataFormatError(f"dpi: expected a positive number, found {dpi!r}; use e.g. dpi=120")
-    return _write_atomic(out, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi))
-
-
-def _write_atomic(out: Path, write: Callable[[str], object]) -> Path:
-    """Call ``write(temp_path)`` for a temp file next to ``out``, then move it into place
-    (:func:`ptychopinn.io.atomic.atomic_path`: fsync, the mode a normal ``open`` gives)."""
-    with atomic_path(out) as tmp:
-        write(str(tmp))
-    return out
-
-
-def _image(name: str, a: Any) -> np.ndarray:
-    """Validate a 2-D finite (real or complex) image; returns it as an ndarray."""
-    arr = np.asarray(a)
-    if arr.ndim != 2 or min(arr.shape) < 1 or not np.issubdtype(arr.dtype, np.number):
-        raise DataFormatError(
-            f"{name}: expected a 2-D numeric array [H, W], found {describe_array(arr)}; squeeze it to 2-D"
-        )
-    if not np.all(np.isfinite(arr)):
-        raise DataFormatError(f"{name}: expected finite values, found NaN/inf; clean the array first")
-    return arr
-
-
-MASKED_COLOUR = "#c8c8c8"
-"""Colour of pixels no scan position covered: a neutral grey that none of the colour maps here uses."""
-
-
-def _covered(coverage: Any, shape: tuple[int, ...]) -> np.ndarray | None:
-    """``[H, W]`` bool, True where ``coverage`` (``[H, W]`` float weights or bool) is > 0; None for None."""
-    if coverage is None:
-        return None
-    c = np.asarray(coverage)
-    if c.shape != shape or not (np.issubdtype(c.dtype, np.number) or c.dtype == bool):
-        raise DataFormatError(
-            f"coverage: expected a numeric array of the object's shape {shape}, found {describe_array(c)}; "
-            f"pass the 'coverage' of the reconstruction"
-        )
-    m = np.isfinite(c) & (c > 0) if c.dtype != bool else c
-    if not m.any():
-        raise DataFormatError("coverage: expected some covered pixels (> 0), found none; pass coverage=None "
-                              "to show the whole canvas")
-    return m
-
-
-def _masked(img: np.ndarray, covered: np.ndarray | None) -> np.ndarray:
-    """``img`` with uncovered pixels masked (drawn in :data:`MASKED_COLOUR`)."""
-    return img if covered is None else np.ma.masked_array(img, mask=~covered)
-
-
-def _cmap(name: Any) -> Any:
-    from matplotlib import colormaps
-
-    cm = colormaps[name] if isinstance(name, str) else name
-    return cm.with_extremes(bad=MASKED_COLOUR)
-
-
-def _limits(a: np.ndarray, covered: np.ndarray | None = None) -> tuple[float, float]:
-    if covered is not None:
-        a = a[covered]
-    lo, hi = float(np.min(a)), float(np.max(a))
-    if hi <= lo:  # a constant image still needs a non-degenerate colour bar
-        pad = max(abs(lo), 1.0) * 1e-3
-        return lo - pad, hi + pad
-    return lo, hi
-
-
-def _phase_style(*phases: np.ndarray, covered: np.ndarray | None = None) -> tuple[str, float, float]:
-    """Colour map and limits shared by phase images (see module docstring), over the covered pixels."""
-    sel = [p if covered is None else p[covered] for p in phases]
-    lo = min(float(np.min(p)) for p in sel)
-    hi = max(float(np.max(p)) for p in sel)
-    if hi - lo > math.pi:
-        return "twilight", -math.pi, math.pi
-    return ("viridis", *_limits(np.array([lo, hi])))
-
-
-def _panel(
-    fig: Figure,
-    ax: Axes,
-    img: np.ndarray,
-    title: str,
-    cmap: Any,
-    vmin: float,
-    vmax: float,
-    label: str,
-    *,
-    covered: np.ndarray | None = None,
-    origin_xy: tuple[float, float] | None = None,
-    **kw: Any,
-) -> None:
-    if origin_xy is not None:  # axes in object pixels: pixel centres at origin + index
-        h, w = img.shape[:2]
-        x0, y0 = origin_xy
-        kw["extent"] = (x0 - 0.5, x0 + w - 0.5, y0 + h - 0.5, y0 - 0.5)
-    im = ax.imshow(_masked(img, covered), cmap=_cmap(cmap), vmin=vmin, vmax=vmax, origin="upper",
-                   interpolation="nearest", **kw)
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel("x (object px)", fontsize=8)
-    ax.set_ylabel("y (object px)", fontsize=8)
-    ax.tick_params(labelsize=7)
-    cb = fig.colorbar(im, ax=ax, shrink=0.85)
-    cb.set_label(label, fontsize=8)
-    cb.ax.tick_params(labelsize=7)
-
-
-def _amp_panel(
-    fig: Figure, ax: Axes, obj: np.ndarray, title: str, lim: tuple[float, float] | None = None, **kw: Any
-) -> None:
-    amp = np.abs(obj)
-    _panel(fig, ax, amp, title, "gray", *(lim or _limits(amp, kw.get("covered"))), "amplitude (a.u.)", **kw)
-
-
-def _phase_panel(
-    fig: Figure, ax: Axes, obj: np.ndarray, title: str, style: tuple[str, float, float] | None = None, **kw: Any
-) -> None:
-    ph = np.angle(obj)
-    _panel(fig, ax, ph, title, *(style or _phase_style(ph, covered=kw.get("covered"))), "phase (rad)", **kw)
-
-
-def _nice_length(x: float) -> float:
-    """The largest 1, 2 or 5 times a power of ten that is <= ``x`` (``x`` > 0)."""
-    k = math.floor(math.log10(x))
-    for m in (5.0, 2.0, 1.0):
-        if m * 10.0**k <= x:
-            return m * 10.0**k
-    return 10.0**k
-
-
-def scale_bar(width_px: float, pixel_size_m: float | None = None) -> tuple[float, str]:
-    """``(length in pixels, label)`` of a scale bar about a fifth of an image ``width_px`` wide: a round
-    number of pixels, or of nm / µm / mm when the object pixel size ``pixel_size_m`` (metres) is known."""
-    target = max(width_px / 5.0, 1.0)
-    if pixel_size_m is None:
-        length = _nice_length(target)
-        return length, f"{length:g} px"
-    if not (math.isfinite(pixel_size_m) and pixel_size_m > 0):
-        raise DataFormatError(f"pixel_size_m: expected a positive number of metres, found {pixel_size_m!r}; "
-                              "pass e.g. 1e-8 for 10 nm, or None for a bar in pixels")
-    metres = target * pixel_size_m
-    unit, scale = next(((u, f) for u, f in (("mm", 1e-3), ("µm", 1e-6), ("nm", 1e-9)) if metres >= f),
-                       ("nm", 1e-9))
-    length = _nice_length(metres / scale)
-    return length * scale / pixel_size_m, f"{length:g} {unit}"
-
-
-def _draw_scale_bar(ax: Axes, width_px: int, pixel_size_m: float | None) -> None:
-    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
-
-    length, label = scale_bar(width_px, pixel_size_m)
-    bar = AnchoredSizeBar(ax.transData, length, label, "lower right", pad=0.4, borderpad=0.6, sep=3,
-                          color="white", frameon=True, size_vertical=max(width_px / 120.0, 0.5),
-                          fontproperties={"size": 8})
-    bar.patch.set_facecolor("black")
-    bar.patch.set_alpha(0.55)
-    bar.patch.set_edgecolor("none")
-    ax.add_artist(bar)
 
 
 # -------------------------------------------------------------------------------------------- objects
@@ -232,14 +56,14 @@ def save_object_figure(
     Returns:
         ``Path(path)``.
     """
-    o = _image("obj", obj)
-    fig = _figure((10.0, 4.4))
+    o = check_image("obj", obj)
+    fig = new_figure((10.0, 4.4))
     ax_a, ax_p = fig.subplots(1, 2)
-    _amp_panel(fig, ax_a, o, "Amplitude")
-    _phase_panel(fig, ax_p, o, "Phase")
+    amplitude_panel(fig, ax_a, o, "Amplitude")
+    phase_panel(fig, ax_p, o, "Phase")
     if title:
         fig.suptitle(title)
-    return _save_atomic(fig, path, dpi)
+    return save_figure(fig, path, dpi)
 
 
 def save_amplitude_png(
@@ -259,22 +83,22 @@ def save_amplitude_png(
         obj: ``[H, W]`` complex or real.
         path: output file; the suffix picks the format.
         coverage: ``[H, W]`` probe coverage (float weights or bool): pixels with none are drawn in
-            :data:`MASKED_COLOUR` and left out of the colour limits. None = every pixel counts.
+            :data:`~ptychopinn.drawing.MASKED_COLOUR` and left out of the colour limits. None = every pixel counts.
         pixel_size_m: object pixel size in metres: the scale bar in nm/µm/mm (None: in pixels).
         origin_xy: object-pixel ``(x, y)`` of ``obj[0, 0]`` (a reconstruction's ``origin_xy``), so the axes
             are in object pixels; None = array indices.
 
     Returns ``Path(path)``.
     """
-    o = _image("obj", obj)
-    covered = _covered(coverage, o.shape)
-    fig = _figure((5.5, 4.6))
+    o = check_image("obj", obj)
+    covered = covered_mask(coverage, o.shape)
+    fig = new_figure((5.5, 4.6))
     amp = np.abs(o)
     ax = fig.subplots()
-    _panel(fig, ax, amp, title, cmap, *_limits(amp, covered), "amplitude (a.u.)", covered=covered,
+    image_panel(fig, ax, amp, title, cmap, *colour_limits(amp, covered), "amplitude (a.u.)", covered=covered,
            origin_xy=origin_xy)
-    _draw_scale_bar(ax, o.shape[1], pixel_size_m)
-    return _save_atomic(fig, path, dpi)
+    draw_scale_bar(ax, o.shape[1], pixel_size_m)
+    return save_figure(fig, path, dpi)
 
 
 def save_phase_png(
@@ -292,13 +116,13 @@ def save_phase_png(
     ``coverage``, ``pixel_size_m`` and ``origin_xy`` as in :func:`save_amplitude_png`; the colour map is cyclic when the
     covered phase spans more than pi. Returns ``Path(path)``.
     """
-    o = _image("obj", obj)
-    covered = _covered(coverage, o.shape)
-    fig = _figure((5.5, 4.6))
+    o = check_image("obj", obj)
+    covered = covered_mask(coverage, o.shape)
+    fig = new_figure((5.5, 4.6))
     ax = fig.subplots()
-    _phase_panel(fig, ax, o, title, covered=covered, origin_xy=origin_xy)
-    _draw_scale_bar(ax, o.shape[1], pixel_size_m)
-    return _save_atomic(fig, path, dpi)
+    phase_panel(fig, ax, o, title, covered=covered, origin_xy=origin_xy)
+    draw_scale_bar(ax, o.shape[1], pixel_size_m)
+    return save_figure(fig, path, dpi)
 
 
 def save_comparison_figure(
@@ -324,40 +148,42 @@ def save_comparison_figure(
         path: output file. metrics: optional :func:`~ptychopinn.metrics.evaluate` result; MAE, SSIM and
             Pearson of both channels are printed in the title. title: prefix of the figure title.
         mask: ``[h, w]`` bool, pixels the reconstruction covers (``AlignmentInfo.mask``); the others are
-            drawn in :data:`MASKED_COLOUR` and left out of every colour limit. None = all pixels.
+            drawn in :data:`~ptychopinn.drawing.MASKED_COLOUR` and left out of every colour limit. None = all pixels.
         origin_xy: object-pixel coordinates ``(x, y)`` of the crop's top-left pixel (from
             ``AlignmentInfo.region``), so that the axes are in object pixels.
 
     Returns:
         ``Path(path)``.
     """
-    r, t = _image("recon", recon), _image("truth", truth)
+    r, t = check_image("recon", recon), check_image("truth", truth)
     if r.shape != t.shape:
         raise DataFormatError(
             f"recon and truth: expected one shape, found {r.shape} and {t.shape}; "
             f"align them first with ptychopinn.metrics.align_for_comparison"
         )
-    cov = _covered(mask, r.shape)
+    cov = covered_mask(mask, r.shape)
     kw: dict[str, Any] = {"covered": cov, "origin_xy": (float(origin_xy[0]), float(origin_xy[1]))}
     sel = (lambda a: a) if cov is None else (lambda a: a[cov])
-    fig = _figure((14.0, 8.0))
+    fig = new_figure((14.0, 8.0))
     axes = fig.subplots(2, 3)
-    amp_lim = _limits(np.concatenate([sel(np.abs(r)).ravel(), sel(np.abs(t)).ravel()]))
-    _amp_panel(fig, axes[0, 0], r, "Reconstruction amplitude", amp_lim, **kw)
-    _amp_panel(fig, axes[0, 1], t, "Ground-truth amplitude", amp_lim, **kw)
+    amp_lim = colour_limits(np.concatenate([sel(np.abs(r)).ravel(), sel(np.abs(t)).ravel()]))
+    amplitude_panel(fig, axes[0, 0], r, "Reconstruction amplitude", amp_lim, **kw)
+    amplitude_panel(fig, axes[0, 1], t, "Ground-truth amplitude", amp_lim, **kw)
     amp_err = np.abs(np.abs(r) - np.abs(t))
-    _panel(fig, axes[0, 2], amp_err, "|amplitude error|", "magma", 0.0, _limits(amp_err, cov)[1], "a.u.", **kw)
-    style = _phase_style(np.angle(r), np.angle(t), covered=cov)
-    _phase_panel(fig, axes[1, 0], r, "Reconstruction phase", style, **kw)
-    _phase_panel(fig, axes[1, 1], t, "Ground-truth phase", style, **kw)
+    image_panel(fig, axes[0, 2], amp_err, "|amplitude error|", "magma", 0.0, colour_limits(amp_err, cov)[1], "a.u.",
+                **kw)
+    style = phase_style(np.angle(r), np.angle(t), covered=cov)
+    phase_panel(fig, axes[1, 0], r, "Reconstruction phase", style, **kw)
+    phase_panel(fig, axes[1, 1], t, "Ground-truth phase", style, **kw)
     ph_err = np.abs(np.angle(r * np.conj(t)))  # wrapped to [0, pi]
-    _panel(fig, axes[1, 2], ph_err, "|phase error| (wrapped)", "magma", 0.0, _limits(ph_err, cov)[1], "rad", **kw)
+    image_panel(fig, axes[1, 2], ph_err, "|phase error| (wrapped)", "magma", 0.0, colour_limits(ph_err, cov)[1],
+                "rad", **kw)
     parts = [title] if title else []
     if metrics is not None:
         parts.append(_metrics_line(metrics))
     if parts:
         fig.suptitle("\n".join(parts), fontsize=11)
-    return _save_atomic(fig, path, dpi)
+    return save_figure(fig, path, dpi)
 
 
 def _fmt(v: Any) -> str:
@@ -412,7 +238,7 @@ def save_frc_figure(metrics: Mapping[str, Any], path: str | os.PathLike[str], *,
             f"metrics['frc']: expected 1-D lists of one length >= 2, found shapes "
             f"{ {k: v.shape for k, v in curves.items()} }; pass the result of ptychopinn.metrics.evaluate"
         )
-    fig = _figure((7.5, 4.8))
+    fig = new_figure((7.5, 4.8))
     ax = fig.subplots()
     f = curves["freq"]
     for ch, colour in (("amplitude", "tab:blue"), ("phase", "tab:orange")):
@@ -429,7 +255,7 @@ def save_frc_figure(metrics: Mapping[str, Any], path: str | os.PathLike[str], *,
     ax.set_title("Fourier ring correlation (resolution = 1 / crossing frequency)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper right")
-    return _save_atomic(fig, path, dpi)
+    return save_figure(fig, path, dpi)
 
 
 # ----------------------------------------------------------------------------------------------- loss
@@ -473,7 +299,7 @@ def save_loss_curves(
             )
         series[str(name)] = np.where(np.isfinite(arr), arr, np.nan)
     finite = np.concatenate([v[np.isfinite(v)] for v in series.values()])
-    fig = _figure((7.5, 4.8))
+    fig = new_figure((7.5, 4.8))
     ax = fig.subplots()
     for name, v in series.items():
         epochs = np.arange(1, v.size + 1)
@@ -489,7 +315,7 @@ def save_loss_curves(
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    return _save_atomic(fig, path, dpi)
+    return save_figure(fig, path, dpi)
 
 
 # ------------------------------------------------------------------------------------------ scan view
@@ -520,7 +346,7 @@ def save_scan_preview(
     from matplotlib import colormaps
     from matplotlib.colors import LogNorm, Normalize
 
-    o, p = _image("obj", obj), _image("probe", probe)
+    o, p = check_image("obj", obj), check_image("probe", probe)
     pos = np.asarray(positions)
     if pos.ndim != 2 or pos.shape[1] != 2 or pos.shape[0] < 1 or not np.all(np.isfinite(pos)):
         raise DataFormatError(
@@ -533,15 +359,15 @@ def save_scan_preview(
             f"patterns: expected a finite real [K, N, N] array with K >= 1, found {describe_array(pats)}; "
             f"pass the diffraction amplitudes of the scan"
         )
-    fig = _figure((14.0, 8.5))
+    fig = new_figure((14.0, 8.5))
     axes = fig.subplots(2, 3)
-    _amp_panel(fig, axes[0, 0], o, f"Object amplitude + {pos.shape[0]} scan positions")
+    amplitude_panel(fig, axes[0, 0], o, f"Object amplitude + {pos.shape[0]} scan positions")
     axes[0, 0].plot(pos[:, 0], pos[:, 1], ".", color="tab:red", ms=3, alpha=0.8, label="scan position")
     axes[0, 0].plot(pos[:1, 0], pos[:1, 1], "o", mfc="none", mec="cyan", ms=8, label="first position")
     axes[0, 0].legend(fontsize=7, loc="lower right")
-    _phase_panel(fig, axes[0, 1], o, "Object phase")
-    _amp_panel(fig, axes[0, 2], p, "Probe amplitude")
-    _phase_panel(fig, axes[1, 0], p, "Probe phase")
+    phase_panel(fig, axes[0, 1], o, "Object phase")
+    amplitude_panel(fig, axes[0, 2], p, "Probe amplitude")
+    phase_panel(fig, axes[1, 0], p, "Probe phase")
     cmap = colormaps["viridis"].with_extremes(bad=colormaps["viridis"](0.0))
     for ax, k in zip(axes[1, 1:], (0, pats.shape[0] // 2), strict=True):
         pat = pats[k].astype(np.float64)
@@ -564,4 +390,4 @@ def save_scan_preview(
         cb.set_label("amplitude (a.u.)", fontsize=8)
     if title:
         fig.suptitle(title)
-    return _save_atomic(fig, path, dpi)
+    return save_figure(fig, path, dpi)

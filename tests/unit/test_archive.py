@@ -17,6 +17,7 @@ import torch
 import ptychopinn
 from ptychopinn.errors import ArchiveError, PtychoInputError
 from ptychopinn.io import archive as A
+from ptychopinn.io import archive_container as AC
 from ptychopinn.io.archive import (
     ARCHIVE_NAME,
     FORMAT_VERSION,
@@ -366,7 +367,7 @@ def test_zip_bomb_declared_size_refused_before_reading(
     def no_read(*_: Any, **__: Any) -> None:
         raise AssertionError("a member was decompressed before the size check")
 
-    monkeypatch.setattr(A, "_read_bounded", no_read)
+    monkeypatch.setattr(AC, "_read_bounded", no_read)
     with pytest.raises(ArchiveError, match=r"declares 4194304 bytes.*max_member_bytes.*zip bomb"):
         load_archive(bomb, max_member_bytes=1 << 20)
     with pytest.raises(ArchiveError, match=r"max_total_bytes.*zip bomb"):
@@ -398,9 +399,9 @@ def test_lying_size_header_is_refused(saved: Path, tmp_path: Path) -> None:
 def test_read_bounded_stops_a_stream_longer_than_declared(tmp_path: Path) -> None:
     stream = io.BytesIO(b"\x00" * (3 << 20))
     with pytest.raises(ArchiveError, match="decompresses to more than its declared 10 bytes"):
-        A._read_bounded(stream, name="m.json", declared=10, limit=1 << 30, where=tmp_path)
+        AC._read_bounded(stream, name="m.json", declared=10, limit=1 << 30, where=tmp_path)
     assert stream.tell() <= 1 << 20  # stopped after the first chunk
-    assert A._read_bounded(io.BytesIO(b"abc"), name="m", declared=3, limit=3, where=tmp_path) == b"abc"
+    assert AC._read_bounded(io.BytesIO(b"abc"), name="m", declared=3, limit=3, where=tmp_path) == b"abc"
 
 
 def test_reference_tensorflow_archive(tmp_path: Path) -> None:

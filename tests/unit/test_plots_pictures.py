@@ -12,9 +12,10 @@ import pytest
 import tifffile
 from matplotlib.image import imread
 
+from ptychopinn.drawing import MASKED_COLOUR, scale_bar
 from ptychopinn.errors import DataFormatError
 from ptychopinn.pictures import complex_to_rgb, patch_figure_rgb, save_object_images, save_tiff
-from ptychopinn.plots import MASKED_COLOUR, save_amplitude_png, save_comparison_figure, scale_bar
+from ptychopinn.plots import save_amplitude_png, save_comparison_figure
 
 GREY = np.array([int(MASKED_COLOUR[i:i + 2], 16) for i in (1, 3, 5)]) / 255.0
 

@@ -149,7 +149,8 @@ def build_configs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     run: ``model``, ``training``, ``execution``), each validated by its dataclass, so an unknown section or
     field is an error that lists the valid names; flags then override single fields.
     """
-    from ptychopinn.config import RUN_SECTIONS, ExecutionConfig, ModelConfig, TrainingConfig, sketch
+    from ptychopinn.config import RUN_SECTIONS, ExecutionConfig, ModelConfig, TrainingConfig
+    from ptychopinn.config_fields import sketch
     from ptychopinn.config_files import load_config_file
     from ptychopinn.errors import ConfigError
 

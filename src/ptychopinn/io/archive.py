@@ -5,18 +5,17 @@ A zip (named ``wts.h5.zip``, the name the ptychodus ecosystem looks for) holding
 ``members: {name: {size, sha256}}`` and optionally ``complex_tensors``), ``config.json`` (the caller's
 configuration object), ``weights.safetensors`` (tensors only) and optionally ``metadata.json``.
 
-Loading never unpickles or executes anything. It refuses unsafe member names (absolute, drive letter,
-``..``, backslash), duplicates, declared or actual sizes over the limits (zip bombs), encrypted members,
-the reference PtychoPINN TensorFlow/PyTorch archives (dill/Keras/torch pickles), members named like
-pickles or whose bytes start with a pickle protocol header, unknown member types (tolerated extras:
-``.json``, ``.safetensors``, ``.txt``, ``.png``; screened, never returned) and size/sha256 mismatches.
+This module writes archives and reads their contents: the manifest (validated), the members' sizes and
+sha256 against it, the JSON objects and the tensors. Locating an archive and reading its members without
+trusting the container (names, sizes, zip bombs, pickles, reference-system archives) is
+:mod:`ptychopinn.io.archive_container`'s job. Loading never unpickles or executes anything.
 
 Complex tensors: safetensors stores ``complex64`` natively; ``complex128``/``complex32`` are stored as
 ``torch.view_as_real`` views (trailing dimension 2) under the same name, listed in the manifest's
 ``complex_tensors``, and restored on load, so callers get back the dtype they saved.
 
 A directory of extracted members is accepted wherever an archive is (ptychodus extracts archives saved
-under another name); its files (walked recursively; links, devices and pipes refused) get the same checks.
+under another name).
 """
 
 from __future__ import annotations
@@ -26,16 +25,13 @@ import hashlib
 import json
 import os
 import re
-import stat
-import struct
 import tempfile
 import zipfile
-import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -44,29 +40,25 @@ from safetensors.torch import save as _safetensors_save
 
 import ptychopinn
 from ptychopinn.errors import ArchiveError
-from ptychopinn.limits import check_memory, file_kind, nesting_depth, open_regular
+from ptychopinn.io.archive_container import (
+    ARCHIVE_NAME,
+    CONFIG_MEMBER,
+    MANIFEST_MEMBER,
+    METADATA_MEMBER,
+    RESAVE_HINT,
+    WEIGHTS_MEMBER,
+    corrupt_error,
+    read_members,
+    resolve_archive_path,
+)
+from ptychopinn.limits import nesting_depth
 
-ARCHIVE_NAME = "wts.h5.zip"
 FORMAT_NAME = "ptychopinn-archive"
 FORMAT_VERSION = 1
 BACKEND = "pytorch"
-MANIFEST_MEMBER = "manifest.json"
-CONFIG_MEMBER = "config.json"
-WEIGHTS_MEMBER = "weights.safetensors"
-METADATA_MEMBER = "metadata.json"
-REQUIRED_MEMBERS = (MANIFEST_MEMBER, CONFIG_MEMBER, WEIGHTS_MEMBER)
-ALLOWED_EXTRA_SUFFIXES = (".json", ".safetensors", ".txt", ".png")
-PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".dill", ".ckpt", ".joblib")
-
-_CHUNK = 1 << 20
-_DRIVE = re.compile(r"^[A-Za-z]:")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-# Basenames only the reference system's archives contain (reference notes, section 7).
-_REFERENCE_TF_MARKERS = frozenset({"manifest.dill", "model.keras", "custom_objects.dill", "params.dill"})
-_REFERENCE_TORCH_MARKERS = frozenset({"model.pth", "torch_scaling_metadata.pt"})
-_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, struct.error)
-_RESAVE = "re-save it with ptychopinn"
 MAX_JSON_DEPTH = 32  # manifest/config/metadata written by ptychopinn nest 4 levels at most
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -78,24 +70,6 @@ class Archive:
     config: dict[str, Any]
     tensors: dict[str, torch.Tensor]
     metadata: dict[str, Any]
-
-
-def _corrupt(where: Path, detail: str) -> ArchiveError:
-    return ArchiveError(f"{where} is corrupt or truncated ({detail}); re-copy the archive or {_RESAVE}")
-
-
-def _pickle_error(where: Path, name: str) -> ArchiveError:
-    return ArchiveError(
-        f"{where} member {name!r} contains a pickle; refusing to load (pickles can execute "
-        "code); use an archive written by ptychopinn"
-    )
-
-
-def _bomb(where: Path, detail: str) -> ArchiveError:
-    return ArchiveError(
-        f"{where} {detail}; refusing to decompress it (possible zip bomb); raise "
-        "max_member_bytes/max_total_bytes only for a trusted archive"
-    )
 
 
 # --------------------------------------------------------------------------------------------- saving
@@ -235,245 +209,19 @@ def save_archive(
     return target
 
 
-# --------------------------------------------------------------------------------------------- locating
-
-
-def _reference_backend(names: Sequence[str]) -> str | None:
-    """'tensorflow'/'pytorch' when ``names`` look like a reference-system archive, else None."""
-    basenames = {n.rstrip("/").rsplit("/", 1)[-1] for n in names}
-    if basenames & _REFERENCE_TORCH_MARKERS:
-        return "pytorch"
-    return "tensorflow" if basenames & _REFERENCE_TF_MARKERS else None
-
-
-def _reference_error(where: Path, backend: str) -> ArchiveError:
-    what = (
-        "the reference PtychoPINN TensorFlow backend (dill/Keras)"
-        if backend == "tensorflow"
-        else "the reference PtychoPINN PyTorch backend (dill/torch pickles)"
-    )
-    return ArchiveError(
-        f"{where}: this is a model archive of {what}; ptychopinn reads only PyTorch archives written by "
-        "ptychopinn; retrain with `ptychopinn train` (its files are pickles and are not opened, for safety)"
-    )
-
-
-def _walk_dir(directory: Path) -> list[str]:
-    """Relative posix names of every entry under ``directory`` (directories end with '/')."""
-    names: list[str] = []
-    for root, dirs, files in os.walk(directory, followlinks=False):
-        rel = Path(root).relative_to(directory)
-        names += [(rel / d).as_posix() + "/" for d in dirs] + [(rel / f).as_posix() for f in files]
-    return sorted(names)
-
-
-def _irregular(p: Path) -> ArchiveError:
-    return ArchiveError(f"model archive {p} is {file_kind(os.stat(p).st_mode)}; expected a regular file (pipes "
-                        f"and devices never end or block); pass the {ARCHIVE_NAME} file")
-
-
-def resolve_archive_path(path: str | Path) -> Path:
-    """A file -> itself; a directory holding ``wts.h5.zip`` -> that file; a directory holding the
-    extracted members (manifest.json, config.json, weights.safetensors) -> the directory; a missing
-    ``X`` whose ``X.zip`` exists (the reference system's ``.../wts.h5`` convention) -> ``X.zip``.
-
-    Raises FileNotFoundError when nothing fits, ArchiveError for a reference-system archive directory or for
-    a pipe, device or socket (only regular files are read: those would block or never end).
-    """
-    p = Path(path)
-    if p.is_file():
-        return p
-    if not p.exists():
-        # The reference loaders take the archive path without '.zip' ('.../wts.h5') and append it.
-        if p.with_name(p.name + ".zip").is_file():
-            return p.with_name(p.name + ".zip")
-        raise FileNotFoundError(f"model archive not found: {p}")
-    if not p.is_dir():
-        raise _irregular(p)
-    if (p / ARCHIVE_NAME).is_file():
-        return p / ARCHIVE_NAME
-    if (p / ARCHIVE_NAME).exists():
-        raise _irregular(p / ARCHIVE_NAME)
-    if all((p / m).is_file() for m in REQUIRED_MEMBERS):
-        return p
-    # Two levels are enough to recognise an extracted reference archive without walking a whole tree.
-    listing = sorted(q.relative_to(p).as_posix() for q in [*p.glob("*"), *p.glob("*/*")])
-    backend = _reference_backend(listing)
-    if backend is not None:
-        raise _reference_error(p, backend)
-    raise FileNotFoundError(
-        f"no model archive in directory {p}: looked for {ARCHIVE_NAME} or the extracted members "
-        f"{', '.join(REQUIRED_MEMBERS)}; found {listing[:20] or 'nothing'}; pass the archive file"
-    )
-
-
 # --------------------------------------------------------------------------------------------- reading
-
-
-@dataclass(frozen=True)
-class _Entry:
-    name: str
-    size: int  # declared (zip header) or on-disk size
-    is_dir: bool
-    encrypted: bool = False
-    irregular: bool = False  # directory form: a symbolic link, device, pipe or socket
-
-
-def _read_bounded(stream: BinaryIO, *, name: str, declared: int, limit: int, where: Path) -> bytes:
-    """Read ``stream`` in chunks, refusing as soon as it yields more than ``declared`` or ``limit`` bytes
-    (a header that lies about the size must not make us decompress without bound)."""
-    buf = bytearray()
-    while chunk := stream.read(_CHUNK):
-        buf += chunk
-        if len(buf) > min(declared, limit):
-            raise _bomb(
-                where,
-                f"member {name!r} decompresses to more than its declared {declared} bytes "
-                f"or the limit of {limit} bytes",
-            )
-    return bytes(buf)
-
-
-def _check_entries(entries: Sequence[_Entry], where: Path, max_member: int, max_total: int) -> None:
-    """Name, type and declared-size checks; they run before any member is decompressed."""
-    names = [e.name for e in entries]
-    for e in entries:
-        parts = e.name.rstrip("/").split("/")
-        unsafe = not e.name or e.name.startswith("/") or "\\" in e.name or _DRIVE.match(e.name) is not None
-        if unsafe or ".." in parts or any(ord(c) < 32 for c in e.name):
-            raise ArchiveError(
-                f"{where} contains an unsafe member name {e.name!r} (absolute path, drive "
-                f"letter, '..' or backslash); expected plain relative names; {_RESAVE}"
-            )
-        if e.irregular:
-            raise ArchiveError(
-                f"{where} contains an unsafe member {e.name!r} (a symbolic link, device or "
-                "pipe); expected regular files; replace or remove it"
-            )
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ArchiveError(f"{where} contains duplicate member names {dupes}; expected each once; {_RESAVE}")
-    backend = _reference_backend(names)
-    if backend is not None:
-        raise _reference_error(where, backend)
-    files = [e for e in entries if not e.is_dir]
-    for e in files:
-        if e.name.lower().endswith(PICKLE_SUFFIXES):
-            raise _pickle_error(where, e.name)
-        if e.name not in REQUIRED_MEMBERS and not e.name.lower().endswith(ALLOWED_EXTRA_SUFFIXES):
-            raise ArchiveError(
-                f"{where} contains unexpected member {e.name!r}; expected only "
-                f"{', '.join(REQUIRED_MEMBERS)} and {'/'.join(ALLOWED_EXTRA_SUFFIXES)} extras; "
-                "remove it"
-            )
-        if e.encrypted:
-            raise ArchiveError(f"{where} member {e.name!r} is encrypted; expected plain members; {_RESAVE}")
-    present = {e.name for e in files}
-    for required in REQUIRED_MEMBERS:
-        if required not in present:
-            raise ArchiveError(
-                f"{where} has no member {required!r}; found {sorted(names) or 'nothing'}; "
-                f"expected {', '.join(REQUIRED_MEMBERS)}; {_RESAVE}"
-            )
-    for e in files:
-        if e.size > max_member:
-            raise _bomb(
-                where, f"member {e.name!r} declares {e.size} bytes, more than max_member_bytes={max_member}"
-            )
-    total = sum(e.size for e in files)
-    if total > max_total:
-        raise _bomb(where, f"declares {total} bytes in all, more than max_total_bytes={max_total}")
-    # the member bytes, then the tensors built from them
-    check_memory(2 * total, f"model archive {where} (members declaring {total} bytes)",
-                 "check that this is the right archive", ArchiveError)
-
-
-def _open_member_file(directory: Path, name: str) -> BinaryIO:
-    """Open an extracted member that passed the checks; a file swapped for a link, pipe or device since then is
-    refused, never followed or waited on (O_NOFOLLOW, O_NONBLOCK, fstat of the open descriptor)."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    fd = os.open(directory / name, flags)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise ArchiveError(f"{directory} member {name!r} is not a regular file; expected regular files; "
-                           "replace or remove it")
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
-
-
-@contextlib.contextmanager
-def _open_source(path: Path) -> Iterator[tuple[list[_Entry], Callable[[str], BinaryIO]]]:
-    """Yield the entries of a zip archive or extracted-members directory and an opener name -> stream."""
-    if path.is_dir():
-        entries = []
-        for name in _walk_dir(path):
-            st = os.lstat(path / name.rstrip("/"))
-            regular = stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)
-            entries.append(_Entry(name, st.st_size, stat.S_ISDIR(st.st_mode), irregular=not regular))
-        yield entries, lambda name: _open_member_file(path, name)
-        return
-    # Opened once, as a regular file (a pipe or device swapped in after resolve_archive_path would block).
-    with open_regular(path, "model archive", ArchiveError) as fh:
-        if not zipfile.is_zipfile(fh):
-            fh.seek(0)
-            if fh.read(4) == b"PK\x03\x04":  # starts like a zip but its central directory is gone
-                raise _corrupt(path, "no zip central directory")
-            raise ArchiveError(
-                f"{path} is not a zip archive; expected a ptychopinn model archive ({ARCHIVE_NAME}) "
-                "written by `ptychopinn train`; pass that file or the directory holding it"
-            )
-        try:
-            zf = zipfile.ZipFile(fh)
-        except _READ_ERRORS as exc:
-            raise _corrupt(path, str(exc)) from None
-        with zf:
-            infos = zf.infolist()
-            yield (
-                [_Entry(i.filename, i.file_size, i.is_dir(), encrypted=bool(i.flag_bits & 0x1)) for i in infos],
-                lambda name: zf.open(name),  # type: ignore[return-value]
-            )
-
-
-def _read_members(
-    path: Path, wanted: Callable[[str], bool], max_member: int, max_total: int
-) -> dict[str, bytes]:
-    """Check the archive or directory at ``path``; return the bytes of the member files ``wanted``."""
-    out: dict[str, bytes] = {}
-    with _open_source(path) as (entries, opener):
-        _check_entries(entries, path, max_member, max_total)
-        remaining = max_total
-        for e in entries:
-            if e.is_dir or not wanted(e.name):
-                continue
-            try:
-                with opener(e.name) as stream:
-                    limit = min(max_member, remaining)
-                    data = _read_bounded(stream, name=e.name, declared=e.size, limit=limit, where=path)
-            except _READ_ERRORS as exc:
-                raise _corrupt(path, f"member {e.name!r}: {exc}") from None
-            except NotImplementedError as exc:
-                raise ArchiveError(
-                    f"{path} member {e.name!r} uses an unsupported compression ({exc}); "
-                    f"expected deflate or stored; {_RESAVE}"
-                ) from None
-            remaining -= len(data)
-            # 0x80 then 0x02..0x05 opens every pickle of protocol 2+ (torch.save, dill, joblib).
-            if len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5:
-                raise _pickle_error(path, e.name)
-            out[e.name] = data
-    return out
 
 
 def _json_object(data: bytes, name: str, where: Path) -> dict[str, Any]:
     too_deep = ArchiveError(
         f"{name} in {where} nests values more than {MAX_JSON_DEPTH} levels deep; expected the flat objects "
-        f"ptychopinn writes; the archive is corrupt or hostile; {_RESAVE}"
+        f"ptychopinn writes; the archive is corrupt or hostile; {RESAVE_HINT}"
     )
     try:
         obj = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ArchiveError(
-            f"{name} in {where} is not valid JSON ({str(exc)[:200]}); the archive is corrupt; {_RESAVE}"
+            f"{name} in {where} is not valid JSON ({str(exc)[:200]}); the archive is corrupt; {RESAVE_HINT}"
         ) from None
     except RecursionError:
         raise too_deep from None
@@ -481,7 +229,7 @@ def _json_object(data: bytes, name: str, where: Path) -> dict[str, Any]:
         raise too_deep
     if not isinstance(obj, dict):
         raise ArchiveError(
-            f"{name} in {where} must hold a JSON object; found {type(obj).__name__}; {_RESAVE}"
+            f"{name} in {where} must hold a JSON object; found {type(obj).__name__}; {RESAVE_HINT}"
         )
     return obj
 
@@ -498,7 +246,7 @@ def _validate_manifest(m: dict[str, Any], where: Path) -> None:
     def field_error(field: str, expected: str) -> ArchiveError:
         return ArchiveError(
             f"manifest.json in {where}: field {field!r} must be {expected}; found "
-            f"{m.get(field)!r}; the archive is corrupt or not from ptychopinn; {_RESAVE}"
+            f"{m.get(field)!r}; the archive is corrupt or not from ptychopinn; {RESAVE_HINT}"
         )
 
     if m.get("format") != FORMAT_NAME:
@@ -540,12 +288,12 @@ def _load_checked(
 ) -> tuple[Path, dict[str, Any], dict[str, bytes]]:
     """Resolve, screen and read the ``wanted`` members; validate the manifest and the members' hashes."""
     where = resolve_archive_path(path)
-    raw = _read_members(where, wanted, max_member, max_total)
+    raw = read_members(where, wanted, max_member, max_total)
     manifest = _json_object(raw[MANIFEST_MEMBER], MANIFEST_MEMBER, where)
     _validate_manifest(manifest, where)
     for name in manifest["members"]:
         if wanted(name) and name not in raw:
-            raise _corrupt(where, f"manifest.json lists member {name!r}, which is missing")
+            raise corrupt_error(where, f"manifest.json lists member {name!r}, which is missing")
     for name, data in raw.items():
         # What the caller receives must be listed and intact; other tolerated extras were screened for
         # pickles above and are verified only when the manifest lists them.
@@ -553,10 +301,10 @@ def _load_checked(
             continue
         entry = manifest["members"].get(name)
         if entry is None and name in (CONFIG_MEMBER, WEIGHTS_MEMBER, METADATA_MEMBER):
-            raise _corrupt(where, f"member {name!r} is not listed in manifest.json")
+            raise corrupt_error(where, f"member {name!r} is not listed in manifest.json")
         digest = hashlib.sha256(data).hexdigest()
         if entry is not None and (entry["size"] != len(data) or entry["sha256"] != digest):
-            raise _corrupt(
+            raise corrupt_error(
                 where,
                 f"member {name!r} fails its sha256 check: manifest {entry['size']} bytes "
                 f"{entry['sha256'][:12]}..., found {len(data)} bytes {digest[:12]}...",
@@ -589,12 +337,12 @@ def load_archive(
     try:
         tensors = _safetensors_load(raw[WEIGHTS_MEMBER])
     except (SafetensorError, ValueError, RuntimeError, TypeError) as exc:
-        raise _corrupt(where, f"{WEIGHTS_MEMBER} has an invalid safetensors header or body: {exc}") from None
+        raise corrupt_error(where, f"{WEIGHTS_MEMBER} has an invalid safetensors header or body: {exc}") from None
     for name in manifest.get("complex_tensors", []):
         t = tensors.get(name)
         if t is None or not t.is_floating_point() or t.ndim == 0 or t.shape[-1] != 2:
             found = None if t is None else (tuple(t.shape), t.dtype)
-            raise _corrupt(
+            raise corrupt_error(
                 where,
                 f"manifest marks {name!r} complex but {WEIGHTS_MEMBER} holds {found}, not "
                 "a float tensor with trailing dimension 2",

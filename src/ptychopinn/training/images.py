@@ -147,10 +147,10 @@ class ValidationImages(Callback):
             _log.info("hp_metric (best %s loss): %.5g", "validation" if "val_loss" in trainer.callback_metrics
                       else "training", self._best)
         if self._last_image is not None and self.figure_path is not None:
-            from ptychopinn.plots import _write_atomic
+            from ptychopinn.drawing import write_atomic
 
             img = self._last_image
             import matplotlib.image
 
-            _write_atomic(self.figure_path, lambda tmp: matplotlib.image.imsave(tmp, img, format="png"))
+            write_atomic(self.figure_path, lambda tmp: matplotlib.image.imsave(tmp, img, format="png"))
             send_artifacts(trainer.loggers, [self.figure_path])
