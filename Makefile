@@ -23,12 +23,13 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/ptychopinn demo --output-dir demo_output
 
-test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+test: lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
+# ruff on everything; mypy on the core (src/ptychopinn, settings in pyproject.toml's [tool.mypy])
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m mypy
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

@@ -14,7 +14,7 @@ import math
 import reprlib
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 from ptychopinn.errors import ConfigError
 
@@ -48,7 +48,7 @@ def require(cond: bool, name: str, expected: str, value: Any) -> None:
         raise ConfigError(f"config field '{name}': expected {expected}, got {sketch(value)}")
 
 
-def is_int(v: Any) -> bool:
+def is_int(v: Any) -> TypeGuard[int]:
     """An int that is not a bool."""
     return isinstance(v, int) and not isinstance(v, bool)
 

@@ -92,7 +92,7 @@ def frc(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def frc_resolution(
-    freq: np.ndarray, curve: np.ndarray, n_pixels_per_ring: np.ndarray, threshold: Literal[0.5, "half-bit"]
+    freq: np.ndarray, curve: np.ndarray, n_pixels_per_ring: np.ndarray, threshold: Literal["0.5", "half-bit"]
 ) -> float:
     """Resolution in pixels where an FRC curve first falls below a threshold.
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from ptychopinn.drawing import (
 )
 from ptychopinn.errors import DataFormatError, describe_array
 from ptychopinn.plots import save_amplitude_png, save_phase_png
+
+if TYPE_CHECKING:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 __all__ = ["complex_to_rgb", "patch_figure_rgb", "save_complex_png", "save_object_images", "save_tiff"]
 
@@ -196,6 +199,7 @@ def patch_figure_rgb(pattern: np.ndarray, patch: np.ndarray, *, title: str = "",
     image_panel(fig, ax_p, ph, "Predicted phase", *phase_style(ph), "phase (rad)")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.canvas.draw()
-    rgba = np.asarray(fig.canvas.buffer_rgba())
+    canvas = cast("FigureCanvasAgg", fig.canvas)  # new_figure attaches an Agg canvas
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba())
     return np.ascontiguousarray(rgba[..., :3]).copy()

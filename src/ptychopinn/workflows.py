@@ -204,7 +204,7 @@ def reconstruct_scan(
                                   reconstruction=recon, refined=result)
     npz = save_reconstruction_npz(out / "reconstruction.npz", recon,
                                   extra={"model": str(loaded.path), **_physical_extra(scan_data)})
-    images = save_object_images(recon.obj, out, coverage=recon.coverage, origin_xy=tuple(recon.origin),
+    images = save_object_images(recon.obj, out, coverage=recon.coverage, origin_xy=recon.origin,
                                 pixel_size_m=scan_data.pixel_size_m, title="Reconstructed")
     amp, phase = images["amplitude.png"], images["phase.png"]
     product = None

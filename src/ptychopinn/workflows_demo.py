@@ -85,6 +85,7 @@ def run_demo(output_dir: str | os.PathLike[str], *, epochs: int = 30, seed: int 
     test_scan = simulate_scan(test_sim, progress=progress)
     save_npz(out / "train.npz", train_scan)
     save_npz(out / "test.npz", test_scan)
+    assert train_scan.obj is not None  # a simulated scan always holds its object
     save_scan_preview(train_scan.obj, train_scan.probe, train_scan.positions, train_scan.diffraction[:4],
                       out / "preview.png")
     log(f"simulated {train_scan.n_points} training and {test_scan.n_points} test patterns "

@@ -20,7 +20,7 @@ DEMO_EPOCHS = 30
 QUICK_EPOCHS = 3
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="simulate, train, reconstruct and evaluate on built-in data",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output-dir", default="demo_output", help="where to write everything (default demo_output)")

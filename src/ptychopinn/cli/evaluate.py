@@ -12,11 +12,12 @@ thresholds, in pixels) are written to ``DIR/metrics.json`` with ``DIR/comparison
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from ptychopinn.cli.common import add_common_options, command, summary
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("evaluate", help="compare a reconstruction with the ground truth",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("reconstruction", metavar="RECONSTRUCTION.npz", help="output of `ptychopinn infer`")
@@ -27,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=command(run))
 
 
-def format_metrics(m: dict) -> str:
+def format_metrics(m: dict[str, Any]) -> str:
     """One line with the key numbers of a metrics dict."""
     def f(v: object) -> str:
         return "n/a" if v is None else f"{v:.3g}"

@@ -34,7 +34,7 @@ DEFAULT_REFINE_ITERATIONS = 20
 ``infer`` refines by default."""
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("infer", help="reconstruct a scan with a trained model",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL", help="wts.h5.zip archive or training output directory")

@@ -17,7 +17,7 @@ from typing import Any
 from ptychopinn.cli.common import add_common_options, command
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("info", help="describe a model archive, scan, reconstruction or product file",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", metavar="FILE", help="wts.h5.zip / training directory / scan (.npz, .h5, .cxi) / "

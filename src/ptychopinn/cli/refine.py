@@ -52,7 +52,7 @@ def refine_config(args: argparse.Namespace, iterations: int) -> object:
                         batch_size=args.refine_batch_size, accelerator=accel)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from ptychopinn.config import ACCELERATORS, UNITS
 
     p = sub.add_parser("refine", help="refine a reconstruction (or a flat start) on the physics",

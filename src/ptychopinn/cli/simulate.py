@@ -15,7 +15,7 @@ from pathlib import Path
 from ptychopinn.cli.common import add_common_options, command, number, show_progress, summary
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``simulate`` sub-command (cheap: imports nothing heavy)."""
     p = subparsers.add_parser(
         "simulate",

@@ -40,7 +40,7 @@ def _defaults() -> dict[str, Any]:
     return out
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from ptychopinn.config import (
         ACCELERATORS,
         AMP_ACTIVATIONS,

@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from ptychopinn.errors import ArchiveError
 from ptychopinn.limits import check_memory, file_kind, open_regular
@@ -106,7 +106,7 @@ def _irregular(p: Path) -> ArchiveError:
                         f"and devices never end or block); pass the {ARCHIVE_NAME} file")
 
 
-def resolve_archive_path(path: str | Path) -> Path:
+def resolve_archive_path(path: str | os.PathLike[str]) -> Path:
     """A file -> itself; a directory holding ``wts.h5.zip`` -> that file; a directory holding the
     extracted members (manifest.json, config.json, weights.safetensors) -> the directory; a missing
     ``X`` whose ``X.zip`` exists (the reference system's ``.../wts.h5`` convention) -> ``X.zip``.
@@ -153,7 +153,7 @@ class _Entry:
     irregular: bool = False  # directory form: a symbolic link, device, pipe or socket
 
 
-def _read_bounded(stream: BinaryIO, *, name: str, declared: int, limit: int, where: Path) -> bytes:
+def _read_bounded(stream: IO[bytes], *, name: str, declared: int, limit: int, where: Path) -> bytes:
     """Read ``stream`` in chunks, refusing as soon as it yields more than ``declared`` or ``limit`` bytes
     (a header that lies about the size must not make us decompress without bound)."""
     buf = bytearray()
@@ -222,7 +222,7 @@ def _check_entries(entries: Sequence[_Entry], where: Path, max_member: int, max_
                  "check that this is the right archive", ArchiveError)
 
 
-def _open_member_file(directory: Path, name: str) -> BinaryIO:
+def _open_member_file(directory: Path, name: str) -> IO[bytes]:
     """Open an extracted member that passed the checks; a file swapped for a link, pipe or device since then is
     refused, never followed or waited on (O_NOFOLLOW, O_NONBLOCK, fstat of the open descriptor)."""
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
@@ -236,7 +236,7 @@ def _open_member_file(directory: Path, name: str) -> BinaryIO:
 
 
 @contextlib.contextmanager
-def _open_source(path: Path) -> Iterator[tuple[list[_Entry], Callable[[str], BinaryIO]]]:
+def _open_source(path: Path) -> Iterator[tuple[list[_Entry], Callable[[str], IO[bytes]]]]:
     """Yield the entries of a zip archive or extracted-members directory and an opener name -> stream."""
     if path.is_dir():
         entries = []
@@ -264,7 +264,7 @@ def _open_source(path: Path) -> Iterator[tuple[list[_Entry], Callable[[str], Bin
             infos = zf.infolist()
             yield (
                 [_Entry(i.filename, i.file_size, i.is_dir(), encrypted=bool(i.flag_bits & 0x1)) for i in infos],
-                lambda name: zf.open(name),  # type: ignore[return-value]
+                lambda name: zf.open(name),
             )
 
 

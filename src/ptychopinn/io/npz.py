@@ -344,7 +344,8 @@ def save_npz(path: str | os.PathLike[str], scan: ScanData, *, legacy_names: bool
     optional ``objectGuess`` [H, W] complex64 and ``Y`` [M, N, N] complex64, and ``_metadata`` (a 0-d
     unicode array holding JSON, readable without pickle; it also carries the physical metadata).
     """
-    arrays = scan_arrays(scan, legacy_names=legacy_names)
+    # Any: numpy's stub lets ** keyword arrays fill its allow_pickle: bool parameter
+    arrays: dict[str, Any] = scan_arrays(scan, legacy_names=legacy_names)
     with atomic_write(path) as fh:
         # writing through a file object keeps numpy from appending '.npz' to the name
         np.savez(fh, **arrays)

@@ -154,7 +154,7 @@ def metres_to_pixels(positions_m: np.ndarray, shape_hw: tuple[int, int], pixel_s
 
 
 def _pair(name: str, value: float | Sequence[float], *, positive: bool) -> tuple[float, float]:
-    vals = (value, value) if np.isscalar(value) else tuple(value)  # type: ignore[arg-type]
+    vals: tuple[Any, ...] = (value, value) if np.isscalar(value) else tuple(value)  # type: ignore[arg-type]
     try:
         pair = (float(vals[0]), float(vals[1]))
     except (TypeError, ValueError, IndexError) as exc:
@@ -352,10 +352,10 @@ def _read_product(f: Any, path: Path) -> Product:
         if key not in attrs:
             raise DataFormatError(f"{path}: the root lacks the attribute '{key}'; not a complete ptychodus "
                                   "product file (write one with save_product_h5)")
-    for key, default in _STR_ATTRS.items():
-        meta[key] = _attr_str(attrs[key]) if key in attrs else default
-    for key, default in _FLOAT_ATTRS.items():
-        meta[key] = _attr_float(_Attrs(attrs), key, "the root", path, None if key in _REQUIRED_ROOT_ATTRS else default)
+    for key, text in _STR_ATTRS.items():
+        meta[key] = _attr_str(attrs[key]) if key in attrs else text
+    for key, number in _FLOAT_ATTRS.items():
+        meta[key] = _attr_float(_Attrs(attrs), key, "the root", path, None if key in _REQUIRED_ROOT_ATTRS else number)
     if _EXTRA_ATTR in f.attrs:
         try:
             extra = json.loads(_attr_str(f.attrs[_EXTRA_ATTR]))

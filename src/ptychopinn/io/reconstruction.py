@@ -44,7 +44,8 @@ def save_reconstruction_npz(path: str | os.PathLike[str], recon: Any, *, extra: 
     """
     meta = {k: getattr(recon, k) for k in ("n_patterns", "n_groups", "input_scale") if hasattr(recon, k)}
     meta.update(extra or {})
-    more = {name: np.asarray(v) for name, v in (arrays or {}).items()}
+    # Any: numpy's stub lets ** keyword arrays fill its allow_pickle: bool parameter
+    more: dict[str, Any] = {name: np.asarray(v) for name, v in (arrays or {}).items()}
     with atomic_write(path) as fh:
         np.savez(fh, obj=np.asarray(recon.obj).astype(np.complex64), coverage=np.asarray(recon.coverage, np.float32),
                  origin_xy=np.asarray(recon.origin, dtype=np.float64),

@@ -332,6 +332,7 @@ def amplitude_stack(src: ArraySource, key: str, m: int, units: str, metadata: di
             return amplitude
     rows = _rows_per_batch(shape, max(dtype.itemsize, 8))
     fh = None
+    out: np.ndarray
     if big:
         out, fh = _spill_file(src.path, shape)
     else:

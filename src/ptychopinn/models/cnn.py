@@ -41,6 +41,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -190,12 +191,13 @@ class CBAM(nn.Module):
 
         The channel gate's logit is the sum of the MLP on the average- and the max-pooled descriptor, so
         each half of it carries half the bias."""
-        nn.init.xavier_uniform_(self.mlp[0].weight)
-        nn.init.zeros_(self.mlp[0].bias)
-        nn.init.zeros_(self.mlp[2].weight)
-        nn.init.constant_(self.mlp[2].bias, CBAM_GATE_BIAS / 2)
+        hidden, gate = cast(nn.Linear, self.mlp[0]), cast(nn.Linear, self.mlp[2])
+        nn.init.xavier_uniform_(hidden.weight)
+        nn.init.zeros_(hidden.bias)
+        nn.init.zeros_(gate.weight)
+        nn.init.constant_(gate.bias, CBAM_GATE_BIAS / 2)
         nn.init.zeros_(self.spatial.weight)
-        nn.init.constant_(self.spatial.bias, CBAM_GATE_BIAS)
+        nn.init.constant_(cast(torch.Tensor, self.spatial.bias), CBAM_GATE_BIAS)  # built with bias=True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c = x.shape[:2]

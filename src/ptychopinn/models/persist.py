@@ -19,6 +19,7 @@ a fresh process needs nothing but the archive.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,7 +122,7 @@ def state_mismatch(expected: Mapping[str, torch.Tensor], tensors: Mapping[str, A
     return "; ".join(parts) or None
 
 
-def load_model(path: str | Path) -> LoadedModel:
+def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     """Rebuild a :class:`PtychoPINN` from an archive (file, output directory holding ``wts.h5.zip``,
     or a directory of extracted members).
 

@@ -47,6 +47,9 @@ class PtychoPINN(nn.Module):
     and ``log_data_intensity_scale`` (everything inference needs besides the config).
     """
 
+    log_intensity_scale: torch.Tensor
+    log_data_intensity_scale: torch.Tensor
+
     def __init__(self, config: ModelConfig, probe: torch.Tensor | np.ndarray, intensity_scale: float) -> None:
         super().__init__()
         if not isinstance(config, ModelConfig):

@@ -33,6 +33,9 @@ class ForwardModel(nn.Module):
     state dict, moved with ``.to()``) or, with ``probe_trainable``, a parameter.
     """
 
+    probe: torch.Tensor
+    mask: torch.Tensor
+
     def __init__(self, probe: torch.Tensor, *, probe_scale: float = 4.0, probe_mask: bool = False,
                  gaussian_smoothing_sigma: float = 0.0, probe_trainable: bool = False) -> None:
         super().__init__()

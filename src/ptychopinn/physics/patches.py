@@ -70,7 +70,8 @@ def extract_patches(
     if images.dim() == 2:
         images = images[None]
     h, w = (size, size) if isinstance(size, int) else size
-    flat, valid, fy, fx = _sampling_grid(positions, (h, w), tuple(images.shape), image_index)
+    k, ih, iw = images.shape
+    flat, valid, fy, fx = _sampling_grid(positions, (h, w), (k, ih, iw), image_index)
     win = images.reshape(-1)[flat]
     win = win * valid.to(win.real.dtype if win.is_complex() else win.dtype)
     if images.is_complex():
@@ -94,7 +95,7 @@ def place_patches(
     Returns ``[K, H, W]`` (``[H, W]`` if a 2-D shape was given and ``out`` is None).
     """
     squeeze = len(image_shape) == 2 and out is None
-    shape3 = (1, *image_shape) if len(image_shape) == 2 else tuple(image_shape)
+    shape3 = (1, *image_shape) if len(image_shape) == 2 else image_shape
     p, h, w = patches.shape
     flat, valid, fy, fx = _sampling_grid(positions, (h, w), shape3, image_index)
     real_dtype = patches.real.dtype if patches.is_complex() else patches.dtype

@@ -23,6 +23,8 @@ Random kinds are reproducible from ``seed`` (``numpy.random.default_rng``; no gl
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ptychopinn.errors import ConfigError
@@ -148,9 +150,9 @@ def load_image(name: str, size: int) -> np.ndarray:
 
 
 # -------------------------------------------------------------------------------------------- public
-def _check_pair(name: str, pair: object) -> tuple[float, float]:
+def _check_pair(name: str, pair: Any) -> tuple[float, float]:
     try:
-        lo, hi = (float(v) for v in pair)  # type: ignore[union-attr]
+        lo, hi = (float(v) for v in pair)
     except (TypeError, ValueError):
         lo, hi = float("nan"), float("nan")
     if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):

@@ -56,7 +56,7 @@ def _memmap_spec(arr: np.ndarray) -> tuple[str, int, str] | None:
     return str(base.filename), int(base.offset) + int(start), mode
 
 
-class GroupedDataset(Dataset):
+class GroupedDataset(Dataset[Batch]):
     """Groups of normalised diffraction amplitudes (and optional true patches) for training.
 
     Args:
@@ -288,7 +288,7 @@ class PtychoDataModule(L.LightningDataModule):
     def n_val_groups(self) -> int:
         return 0 if self.val_dataset is None else len(self.val_dataset)
 
-    def _loader(self, dataset: GroupedDataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: GroupedDataset, shuffle: bool) -> DataLoader[Batch]:
         workers = self.execution_config.num_workers
         gen = torch.Generator()
         gen.manual_seed(self.training_config.seed)
@@ -300,8 +300,9 @@ class PtychoDataModule(L.LightningDataModule):
         if world > 1 and not shuffle:
             # Lightning always builds a SHUFFLING DistributedSampler for the training loader; an explicit
             # non-shuffling one keeps `sequential_sampling` (rank r gets groups r, r+W, r+2W, ...).
-            sampler = DistributedSampler(dataset, num_replicas=world, rank=int(trainer.global_rank),
-                                         shuffle=False)
+            rank = int(getattr(trainer, "global_rank", 0))
+            sampler: DistributedSampler[int] = DistributedSampler(dataset, num_replicas=world, rank=rank,
+                                                                  shuffle=False)
             return DataLoader(
                 dataset, batch_size=self.training_config.batch_size, sampler=sampler,
                 num_workers=workers, persistent_workers=workers > 0, collate_fn=passthrough_collate,
@@ -313,11 +314,11 @@ class PtychoDataModule(L.LightningDataModule):
             pin_memory=pin,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader[Batch]:
         """Shuffled (seeded by ``training.seed``) unless ``sequential_sampling``."""
         return self._loader(self.train_dataset, shuffle=not self.training_config.sequential_sampling)
 
-    def val_dataloader(self) -> DataLoader | list[Any]:
+    def val_dataloader(self) -> DataLoader[Batch] | list[Any]:
         """In-order loader over the validation groups; an empty list when there is no validation set."""
         if self.val_dataset is None:
             return []

@@ -77,7 +77,7 @@ class ValidationImages(Callback):
     # ------------------------------------------------------------------------------------------ sample
     def _fixed_sample(self, trainer: L.Trainer) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self._sample is None:
-            dm = trainer.datamodule
+            dm = getattr(trainer, "datamodule", None)  # set by Lightning during fit
             loader = None
             if dm is not None:
                 loader = dm.val_dataloader() if getattr(dm, "has_val", False) else dm.train_dataloader()
@@ -131,7 +131,8 @@ class ValidationImages(Callback):
             if tb is not None:
                 tb.add_image(_TAG, img, global_step=epoch, dataformats="HWC")
             else:
-                _mlflow(logger).log_image(logger.run_id, img, artifact_file=f"{_TAG}/epoch_{epoch:04d}.png")
+                run_id = getattr(logger, "run_id", None)  # an MLFlowLogger (checked by _mlflow)
+                _mlflow(logger).log_image(run_id, img, artifact_file=f"{_TAG}/epoch_{epoch:04d}.png")
             self.sent += 1
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightning as L
 import torch
@@ -42,6 +43,9 @@ from ptychopinn.training.trainer import (
     checkpoint_paths,
     find_callback,
 )
+
+if TYPE_CHECKING:
+    from ptychopinn.models.pinn import PtychoPINN
 
 __all__ = ["ModuleFactory", "TrainResult", "TrainingDivergedError", "TrainingRun", "prepare_training", "train"]
 
@@ -83,7 +87,7 @@ class TrainResult:
         epochs_completed: number of finished epochs (including those before a resume).
     """
 
-    model: torch.nn.Module = field(repr=False)
+    model: PtychoPINN = field(repr=False)
     history: dict[str, list[float]]
     input_scale: float
     intensity_scale: float
@@ -346,9 +350,9 @@ class TrainingRun:
         best, last = checkpoint_paths(trainer)
         if last is None and self.resume and resume_from.is_file():
             last = resume_from
-        spawned_epoch = trainer.callback_metrics.get("diverged_epoch")
+        spawned_epoch = trainer.callback_metrics.get("diverged_epoch")  # set by spawned DDP workers
         if module.diverged or spawned_epoch is not None:
-            epoch = module.diverged_epoch if module.diverged else int(spawned_epoch)
+            epoch = module.diverged_epoch if module.diverged or spawned_epoch is None else int(spawned_epoch)
             if last is None:
                 _remove_run_logs(trainer, out)  # nothing usable was produced: leave nothing behind
             raise TrainingDivergedError(_diverged_message(epoch, module.diverged_step, last, self.training))

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -388,7 +388,7 @@ def build_trainer(execution: ExecutionConfig, training: TrainingConfig, output_d
 
     # Strict deterministic algorithms raise on CUDA for the scatter-add (index_add_) with which the overlap
     # constraint places patches; 'warn' keeps every other op deterministic there. On CPU everything is.
-    deterministic: bool | str = False
+    deterministic: bool | Literal["warn"] = False
     if execution.deterministic:
         deterministic = "warn" if _uses_cuda(map_accelerator(execution.accelerator)) else True
 
@@ -403,7 +403,7 @@ def build_trainer(execution: ExecutionConfig, training: TrainingConfig, output_d
 
 
 def _make_trainer(execution: ExecutionConfig, training: TrainingConfig, out: Path, callbacks: list[Callback],
-                  logger: Any, deterministic: bool | str, quiet: bool, has_val: bool) -> L.Trainer:
+                  logger: Any, deterministic: bool | Literal["warn"], quiet: bool, has_val: bool) -> L.Trainer:
     return L.Trainer(
         accelerator=map_accelerator(execution.accelerator),
         devices=execution.devices,
