@@ -1,11 +1,12 @@
-"""Fixtures for the compatibility tests (helpers live in ``compat_helpers``)."""
+"""Fixtures for the compatibility tests (helpers live in ``tests/helpers.py``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from compat_helpers import untrained_model
+
+from helpers import untrained_model
 
 
 @pytest.fixture(scope="session")

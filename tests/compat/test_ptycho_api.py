@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from compat_helpers import N, compare_with_truth, counts_of, sim_scan, untrained_model, write_ptychodus_npz
+
+from helpers import N, compare_with_truth, counts_of, sim_scan, untrained_model, write_ptychodus_npz
 
 PTYCHODUS_MODEL_KWARGS = dict(N=0, gridsize=1, n_filters_scale=2, model_type="pinn", amp_activation="sigmoid",
                               object_big=True, probe_big=True, probe_mask=False, pad_object=True, probe_scale=4.0,

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from compat_helpers import N, compare_with_truth, counts_of, sim_scan, write_ptychodus_npz
+
+from helpers import N, compare_with_truth, counts_of, sim_scan, write_ptychodus_npz
 
 pytestmark = pytest.mark.slow
 

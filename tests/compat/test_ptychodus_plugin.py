@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from compat_helpers import N, compare_with_truth, counts_of, sim_scan
+
+from helpers import N, compare_with_truth, counts_of, sim_scan
 
 pytest.importorskip("ptychodus")
 

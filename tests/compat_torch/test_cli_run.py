@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from torch_helpers import norm_corr
+
+from helpers import norm_corr
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from torch_helpers import N, counts_of, sim_scan, write_export_npz
 
+from helpers import N, counts_of, sim_scan, write_ptychodus_npz
 from ptycho_torch.config_params import (
     DataConfig,
     DatagenConfig,
@@ -78,9 +78,9 @@ def test_unimplemented_knobs_raise(cls: type, kw: dict) -> None:
 def test_loader_checks_n_and_reads_every_npz(tmp_path: Path) -> None:
     from ptycho_torch.api.base_api import ConfigManager, DataloaderFormats, PtychoDataLoader
 
-    s = sim_scan(1)
-    write_export_npz(tmp_path / "a.npz", s, counts_of(s))
-    write_export_npz(tmp_path / "b.npz", s, counts_of(s, np.int32))
+    s = sim_scan(1, size=96)
+    write_ptychodus_npz(tmp_path / "a.npz", s, counts_of(s))
+    write_ptychodus_npz(tmp_path / "b.npz", s, counts_of(s, np.int32))
     bad = ConfigManager(data_config=DataConfig(N=128), model_config=ModelConfig(), training_config=TrainingConfig(),
                         inference_config=InferenceConfig())
     with pytest.raises(ConfigError, match="model_size"):
@@ -127,9 +127,9 @@ def test_intensity_scale_is_reported_as_unused(tmp_path: Path, monkeypatch: pyte
     from ptycho_torch.api.base_api import ConfigManager, DataloaderFormats, PtychoDataLoader, PtychoModel, Trainer
     from ptycho_torch.model import PtychoPINN_Lightning
 
-    s = sim_scan(1)
+    s = sim_scan(1, size=96)
     counts = counts_of(s, np.int32)
-    write_export_npz(tmp_path / "a.npz", s, counts)
+    write_ptychodus_npz(tmp_path / "a.npz", s, counts)
     dose = float(counts.astype(np.float64).sum(axis=(1, 2)).mean())
     monkeypatch.setattr(base_api, "_warned", set())
 

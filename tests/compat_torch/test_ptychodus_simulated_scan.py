@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from torch_helpers import norm_corr
+
+from helpers import compare_on_scan_box
 
 pytest.importorskip("ptychodus")
 pytest.importorskip("lightning")
@@ -98,26 +99,6 @@ def ptychodus_scan(seed: int) -> tuple[ReconstructInput, np.ndarray, np.ndarray]
             truth, xy)
 
 
-def compare(canvas: np.ndarray, truth: np.ndarray, xy: np.ndarray) -> dict[str, float]:
-    """Amplitude and phase correlation with the truth over the box spanned by the scan positions.
-
-    ``canvas`` is the object's own grid (same shape as ``truth``), or a PtychoPINN-Torch canvas: odd sides
-    with its centre pixel on the midpoint of the scan's bounding box (README pixel-convention table). The
-    phase is compared after removing the global phase offset."""
-    if canvas.shape == truth.shape:
-        r0 = c0 = 0
-    else:
-        mid = 0.5 * (xy.min(axis=0) + xy.max(axis=0))
-        r0 = int(round(mid[1] - (canvas.shape[0] - 1) / 2))
-        c0 = int(round(mid[0] - (canvas.shape[1] - 1) / 2))
-    (x_lo, y_lo), (x_hi, y_hi) = np.ceil(xy.min(axis=0)).astype(int), np.floor(xy.max(axis=0)).astype(int)
-    rec = canvas[y_lo - r0:y_hi - r0 + 1, x_lo - c0:x_hi - c0 + 1]
-    t = truth[y_lo:y_hi + 1, x_lo:x_hi + 1]
-    assert rec.shape == t.shape and (np.abs(rec) > 0).mean() > 0.99
-    rec = rec * np.exp(-1j * np.angle(np.sum(rec * np.conj(t))))
-    return {"amp": norm_corr(np.abs(rec), np.abs(t)), "phase": norm_corr(np.angle(rec), np.angle(t))}
-
-
 @pytest.mark.slow
 def test_ptychopinn_torch_plugin_reconstructs_a_ptychodus_simulated_scan(tmp_path: Path) -> None:
     """Export -> train -> reconstruct another scan through the real plugin (spawned children).
@@ -141,7 +122,7 @@ def test_ptychopinn_torch_plugin_reconstructs_a_ptychodus_simulated_scan(tmp_pat
     outputs = list(rec.train(tmp_path, tmp_path))
     target, truth, xy = ptychodus_scan(2)
     canvas = list(rec.reconstruct(target))[0].product.object_.get_layer(0)
-    q = compare(canvas, truth, xy)
+    q = compare_on_scan_box(canvas, truth, xy)
     print(f"PtychoPINN-Torch: {q}, final loss {outputs[-1].training_loss[-1].value:.4f}, "
           f"{time.perf_counter() - start:.1f} s")
     assert q["phase"] >= 0.5 and q["amp"] >= 0.3, q
@@ -165,6 +146,6 @@ def test_ptychopinn_plugin_reconstructs_the_same_scan(tmp_path: Path) -> None:
     target, truth, xy = ptychodus_scan(2)
     canvas = list(pinn.reconstruct(target))[0].product.object_.get_layer(0)
     assert canvas.shape == truth.shape
-    q = compare(canvas, truth, xy)
+    q = compare_on_scan_box(canvas, truth, xy)
     print(f"PtychoPINN: {q}, {time.perf_counter() - start:.1f} s")
     assert q["phase"] >= 0.5 and q["amp"] >= 0.5, q

@@ -1,8 +1,0 @@
-"""Make ``torch_helpers`` importable for the ``ptycho_torch`` compatibility tests."""
-
-from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent))
