@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 import torch
 
-from ptychopinn.data.scan import ScanData
+from helpers import raster_poisson_scan
 from ptychopinn.io.npz import save_npz
 
 pytestmark = pytest.mark.slow
@@ -43,17 +43,10 @@ GLOBAL_BATCH = 8
 
 
 def _scan(path: Path, interleaved: bool = False) -> Path:
-    rng = np.random.default_rng(0)
-    side = 8
-    i = np.arange(M)
-    pos = np.stack([(i % side) * 3.0 + 20, (i // side) * 3.0 + 20], axis=1)
-    yy, xx = np.mgrid[:N, :N] - N / 2
-    probe = np.exp(-(xx**2 + yy**2) / 40.0).astype(np.complex64)
-    diff = np.sqrt(rng.poisson(5.0, size=(M, N, N))).astype(np.float32)
     order = np.arange(M)
     if interleaved:  # batches of GLOBAL_BATCH/2 in file order = the per-rank halves of each DDP step
         order = order.reshape(-1, GLOBAL_BATCH // 2, 2).transpose(0, 2, 1).reshape(-1)
-    return save_npz(path, ScanData(diffraction=diff[order], positions=pos[order], probe=probe))
+    return save_npz(path, raster_poisson_scan(M, with_obj=False).subset(order))
 
 
 def _train(data: Path, out: Path, config: Path, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import raster_poisson_scan
 from ptychopinn.config import InferenceConfig, ModelConfig, TrainingConfig
 from ptychopinn.data.scan import VALIDATION_CHUNK, ScanData
 from ptychopinn.errors import ConfigError, DataFormatError
@@ -20,18 +21,7 @@ from ptychopinn.io.npz import load_npz, npz_is_mappable, open_npz_mmap, save_npz
 from ptychopinn.training.data import PtychoDataModule, _memmap_spec
 
 N = 32
-
-
-def _scan(m: int = 80, seed: int = 0, with_obj: bool = True) -> ScanData:
-    rng = np.random.default_rng(seed)
-    side = int(np.ceil(np.sqrt(m)))
-    i = np.arange(m)
-    pos = np.stack([(i % side) * 3.0 + 20, (i // side) * 3.0 + 20], axis=1)
-    yy, xx = np.mgrid[:N, :N] - N / 2
-    probe = np.exp(-(xx**2 + yy**2) / 40.0).astype(np.complex64)
-    obj = np.exp(1j * rng.uniform(-1, 1, (90, 90))).astype(np.complex64) if with_obj else None
-    diff = np.sqrt(rng.poisson(5.0, size=(m, N, N))).astype(np.float32)
-    return ScanData(diffraction=diff, positions=pos, probe=probe, obj=obj, metadata={"source": "test"})
+M = 80  # points of the default test scan
 
 
 def _is_mapped(arr: np.ndarray) -> bool:
@@ -39,7 +29,7 @@ def _is_mapped(arr: np.ndarray) -> bool:
 
 
 def test_open_npz_mmap_equals_load_npz(tmp_path: Path) -> None:
-    path = save_npz(tmp_path / "s.npz", _scan())
+    path = save_npz(tmp_path / "s.npz", raster_poisson_scan(M))
     assert npz_is_mappable(path) and not should_mmap(path) and should_mmap(path, threshold=0)
     mem, mm = load_npz(path), open_npz_mmap(path)
     assert _is_mapped(mm.diffraction) and not _is_mapped(mem.diffraction)
@@ -57,7 +47,7 @@ def test_mmap_training_batches_and_reconstruction_identical(tmp_path: Path) -> N
     from ptychopinn.inference.predict import reconstruct
     from ptychopinn.models.pinn import PtychoPINN
 
-    path = save_npz(tmp_path / "s.npz", _scan())
+    path = save_npz(tmp_path / "s.npz", raster_poisson_scan(M))
     mem, mm = load_npz(path), open_npz_mmap(path)
     model_cfg = ModelConfig(N=N, n_filters_scale=1, gridsize=2)
     tcfg = TrainingConfig(batch_size=8, val_fraction=0.2)
@@ -79,7 +69,7 @@ def test_mmap_training_batches_and_reconstruction_identical(tmp_path: Path) -> N
 
 
 def test_compressed_member_is_refused(tmp_path: Path) -> None:
-    s = _scan(with_obj=False)
+    s = raster_poisson_scan(M, with_obj=False)
     path = tmp_path / "c.npz"
     np.savez_compressed(path, diff3d=s.diffraction, xcoords=s.positions[:, 0], ycoords=s.positions[:, 1],
                         probeGuess=s.probe)
@@ -89,7 +79,7 @@ def test_compressed_member_is_refused(tmp_path: Path) -> None:
 
 
 def test_conversions_that_would_copy_are_refused(tmp_path: Path) -> None:
-    s = _scan(with_obj=False)
+    s = raster_poisson_scan(M, with_obj=False)
     path = tmp_path / "f64.npz"
     np.savez(path, diff3d=s.diffraction.astype(np.float64), xcoords=s.positions[:, 0],
              ycoords=s.positions[:, 1], probeGuess=s.probe)
@@ -105,7 +95,7 @@ def test_conversions_that_would_copy_are_refused(tmp_path: Path) -> None:
 
 
 def test_open_npz_mmap_validates(tmp_path: Path) -> None:
-    s = _scan(m=VALIDATION_CHUNK + 50, with_obj=False)
+    s = raster_poisson_scan(VALIDATION_CHUNK + 50, with_obj=False)
     bad = s.diffraction.copy()
     bad[VALIDATION_CHUNK + 7, 3, 4] = np.nan
     path = tmp_path / "nan.npz"
@@ -115,7 +105,7 @@ def test_open_npz_mmap_validates(tmp_path: Path) -> None:
 
 
 def test_chunked_validation_messages() -> None:
-    s = _scan(m=2 * VALIDATION_CHUNK + 3, with_obj=False)
+    s = raster_poisson_scan(2 * VALIDATION_CHUNK + 3, with_obj=False)
     d = s.diffraction.copy()
     d[VALIDATION_CHUNK + 1, 0, 1] = -1.0
     d[2 * VALIDATION_CHUNK + 2, 5, 5] = -2.0
@@ -129,7 +119,7 @@ def test_chunked_validation_messages() -> None:
 
 
 def test_scandata_keeps_float32_memmap(tmp_path: Path) -> None:
-    s = _scan(with_obj=False)
+    s = raster_poisson_scan(M, with_obj=False)
     f = tmp_path / "d.bin"
     mm = np.memmap(f, dtype=np.float32, mode="w+", shape=s.diffraction.shape)
     mm[:] = s.diffraction
@@ -153,7 +143,7 @@ def _write_h5(path: Path, s: ScanData, **dset_kw: object) -> Path:
 
 
 def test_open_h5_scan_contiguous_is_mapped(tmp_path: Path) -> None:
-    s = _scan()
+    s = raster_poisson_scan(M)
     h5 = open_h5_scan(_write_h5(tmp_path / "s.h5", s))
     assert _is_mapped(h5.diffraction)
     np.testing.assert_array_equal(h5.diffraction, s.diffraction)
@@ -163,7 +153,7 @@ def test_open_h5_scan_contiguous_is_mapped(tmp_path: Path) -> None:
 
 
 def test_open_h5_scan_chunked_or_compressed_refused(tmp_path: Path) -> None:
-    s = _scan(with_obj=False)
+    s = raster_poisson_scan(M, with_obj=False)
     with pytest.raises(DataFormatError, match="cannot be memory-mapped.*contiguous"):
         open_h5_scan(_write_h5(tmp_path / "c.h5", s, chunks=(8, N, N)))
     with pytest.raises(DataFormatError, match="compression gzip"):
@@ -252,7 +242,7 @@ def test_peak_memory_does_not_scale_with_file_size(tmp_path: Path) -> None:
 
 def test_zip_member_offsets_with_zip64(tmp_path: Path) -> None:
     """Members written through ZipFile.open(force_zip64=True) (as benchmarks/large_scan.py does) map too."""
-    s = _scan(with_obj=False)
+    s = raster_poisson_scan(M, with_obj=False)
     path = tmp_path / "z64.npz"
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
         for key, arr in (("diff3d", s.diffraction), ("xcoords", s.positions[:, 0].copy()),

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import astronaut_scan
 from ptychopinn.cli import main
 from ptychopinn.config import SimulationConfig
 from ptychopinn.io.npz import save_npz
@@ -16,11 +17,7 @@ from ptychopinn.workflows import evaluate_reconstruction
 
 @pytest.fixture(scope="module")
 def scan_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ptychopinn.simulate import simulate_scan
-
-    scan = simulate_scan(SimulationConfig(N=32, object_size=96, object_kind="image", image_name="astronaut",
-                                          phase_image="coins", overlap=0.7, nphotons=1e9, seed=1))
-    return save_npz(tmp_path_factory.mktemp("scan") / "scan.npz", scan)
+    return save_npz(tmp_path_factory.mktemp("scan") / "scan.npz", astronaut_scan())
 
 
 def test_refine_flat_writes_outputs_and_matches_the_truth(tmp_path, scan_path, capsys):

@@ -4,32 +4,23 @@ and neither the training loss, the input normalisation nor refinement depends on
 from __future__ import annotations
 
 import dataclasses
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from ptychopinn.config import RefineConfig, SimulationConfig
+from helpers import astronaut_scan, ssim_on_scanned_region
+from ptychopinn.config import RefineConfig
 from ptychopinn.data.grouping import group_positions
 from ptychopinn.data.normalize import input_scale
 from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import DataFormatError
-from ptychopinn.metrics import evaluate, on_truth_grid
 from ptychopinn.physics.losses import amplitude_mae, poisson_loss
 from ptychopinn.refine import refine_scan
 from ptychopinn.training.data import GroupedDataset
 
 N = 32
-
-
-@cache
-def _clean() -> ScanData:
-    from ptychopinn.simulate import simulate_scan
-
-    return simulate_scan(SimulationConfig(N=N, object_size=96, object_kind="image", image_name="astronaut",
-                                          phase_image="coins", overlap=0.7, jitter=0.5, nphotons=1e9, seed=1))
 
 
 def _bad_pixels(n: int = N, fraction: float = 0.06, seed: int = 3) -> np.ndarray:
@@ -51,18 +42,8 @@ def _corrupted(scan: ScanData, bad: np.ndarray, with_mask: bool) -> ScanData:
                                valid_pixels=~bad if with_mask else None)
 
 
-def _score(obj: np.ndarray, origin: tuple[float, float], truth_scan: ScanData) -> tuple[float, float]:
-    full, _ = on_truth_grid(obj, np.ones(obj.shape, np.float32), origin, truth_scan.obj.shape)
-    lo = np.floor(truth_scan.positions.min(axis=0)).astype(int)
-    hi = np.ceil(truth_scan.positions.max(axis=0)).astype(int)
-    region = np.zeros(truth_scan.obj.shape, bool)
-    region[lo[1]:hi[1] + 1, lo[0]:hi[0] + 1] = True
-    m = evaluate(full, truth_scan.obj, mask=region, remove_ramp=True)
-    return m["amplitude"]["ssim"], m["phase"]["ssim"]
-
-
 def test_scan_validates_the_mask() -> None:
-    scan = _clean()
+    scan = astronaut_scan()
     with pytest.raises(DataFormatError, match=r"valid_pixels.*\(32, 32\) boolean detector mask"):
         dataclasses.replace(scan, valid_pixels=np.ones((N, N + 2), bool))
     with pytest.raises(DataFormatError, match="every pixel masked"):
@@ -80,9 +61,9 @@ def test_mask_round_trips_and_masked_pixels_are_stored_as_zero(tmp_path: Path, f
     from ptychopinn.io.registry import load_scan
 
     bad = _bad_pixels()
-    hot = np.array(_clean().diffraction, copy=True)
+    hot = np.array(astronaut_scan().diffraction, copy=True)
     hot[:, bad] = 1e4  # junk a detector leaves in its bad pixels
-    scan = dataclasses.replace(_clean(), diffraction=hot, obj=None, patches=None, valid_pixels=~bad,
+    scan = dataclasses.replace(astronaut_scan(), diffraction=hot, obj=None, patches=None, valid_pixels=~bad,
                                pixel_size_m=1e-8, energy_ev=8000.0, distance_m=2.0)
     path = tmp_path / f"scan.{fmt}"
     {"npz": save_npz, "h5": save_h5_scan, "cxi": save_cxi}[fmt](path, scan)
@@ -110,10 +91,10 @@ def test_losses_ignore_masked_pixels() -> None:
 
 def test_training_batches_zero_masked_pixels_and_carry_the_weights() -> None:
     bad = _bad_pixels()
-    scan = _corrupted(_clean(), bad, with_mask=True)
+    scan = _corrupted(astronaut_scan(), bad, with_mask=True)
     w = scan.pixel_weights()
     a = input_scale(scan.diffraction, weights=w)
-    hot = _corrupted(_clean(), bad, with_mask=False)
+    hot = _corrupted(astronaut_scan(), bad, with_mask=False)
     # the normalisation counts measured pixels only: junk in masked pixels does not move it
     assert a == pytest.approx(input_scale(hot.diffraction, weights=w))
     ds = GroupedDataset(hot.diffraction, group_positions(hot.positions, 1), a, weights=w)
@@ -124,14 +105,14 @@ def test_training_batches_zero_masked_pixels_and_carry_the_weights() -> None:
 
 
 def test_refinement_with_the_mask_matches_clean_data_and_beats_believing_the_junk() -> None:
-    clean, bad = _clean(), _bad_pixels()
+    clean, bad = astronaut_scan(), _bad_pixels()
     cfg = RefineConfig(iterations=25, seed=0)
     scores = {}
     for name, scan in (("clean", dataclasses.replace(clean, obj=None, patches=None)),
                        ("masked", _corrupted(clean, bad, with_mask=True)),
                        ("unmasked", _corrupted(clean, bad, with_mask=False))):
         r = refine_scan(scan, cfg)
-        scores[name] = _score(r.obj, r.origin, clean)
+        scores[name] = ssim_on_scanned_region(r.obj, r.origin, clean)
     # measured: clean 0.91 / 0.98, masked 0.90 / 0.98, unmasked 0.26 / 0.37 (6 % hot pixels + a gap column)
     assert scores["masked"][0] > scores["clean"][0] - 0.05
     assert scores["masked"][1] > scores["clean"][1] - 0.05

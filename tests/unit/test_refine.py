@@ -5,14 +5,14 @@ memory-mapped scan equals in-memory, and bad input is refused with one clear lin
 from __future__ import annotations
 
 import dataclasses
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from ptychopinn.config import RefineConfig, SimulationConfig
+from helpers import astronaut_scan, scanned_region, ssim_on_scanned_region
+from ptychopinn.config import RefineConfig
 from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError, DataFormatError
 from ptychopinn.metrics import evaluate, on_truth_grid
@@ -20,29 +20,9 @@ from ptychopinn.refine import refine_scan
 from ptychopinn.refine.engine import Refiner
 
 
-@cache
-def _sim(seed: int = 1) -> ScanData:
-    from ptychopinn.simulate import simulate_scan
-
-    return simulate_scan(SimulationConfig(N=32, object_size=96, object_kind="image", image_name="astronaut",
-                                          phase_image="coins", overlap=0.7, jitter=0.5, nphotons=1e9, seed=seed))
-
-
 def _blind(scan: ScanData, **changes: object) -> ScanData:
     """The scan without its ground truth (what a method may see)."""
     return dataclasses.replace(scan, obj=None, patches=None, **changes)
-
-
-def _score(obj: np.ndarray, origin: tuple[float, float], scan: ScanData) -> tuple[float, float]:
-    """(amplitude SSIM, phase SSIM) on the scanned region, after registration and ramp removal."""
-    truth = scan.obj
-    full, _ = on_truth_grid(obj, np.ones(obj.shape, np.float32), origin, truth.shape)
-    lo = np.floor(scan.positions.min(axis=0)).astype(int)
-    hi = np.ceil(scan.positions.max(axis=0)).astype(int)
-    mask = np.zeros(truth.shape, bool)
-    mask[lo[1]:hi[1] + 1, lo[0]:hi[0] + 1] = True
-    m = evaluate(full, truth, mask=mask, remove_ramp=True)
-    return m["amplitude"]["ssim"], m["phase"]["ssim"]
 
 
 def _random_scan(n: int = 16, m: int = 6, seed: int = 0) -> ScanData:
@@ -83,9 +63,9 @@ def test_object_direction_is_the_negative_gradient_of_the_misfit(noise: str, fac
 
 
 def test_flat_start_reaches_the_truth_and_the_misfit_falls() -> None:
-    scan = _sim()
+    scan = astronaut_scan()
     res = refine_scan(_blind(scan), RefineConfig(iterations=40))
-    amp, phase = _score(res.obj, res.origin, scan)
+    amp, phase = ssim_on_scanned_region(res.obj, res.origin, scan)
     # measured: 0.932 / 0.992 after 40 iterations with the default momentum 0.8 (0.948 / 0.979 without;
     # N=32, 441 patterns, 1e9 photons)
     assert amp >= 0.92 and phase >= 0.98
@@ -97,14 +77,14 @@ def test_flat_start_reaches_the_truth_and_the_misfit_falls() -> None:
 
 
 def test_refinement_is_deterministic_for_a_seed() -> None:
-    scan = _blind(_sim())
+    scan = _blind(astronaut_scan())
     a = refine_scan(scan, RefineConfig(iterations=3, seed=5))
     b = refine_scan(scan, RefineConfig(iterations=3, seed=5))
     assert np.array_equal(a.obj, b.obj)
 
 
 def test_network_start_is_scaled_from_the_data_alone() -> None:
-    scan = _blind(_sim())
+    scan = _blind(astronaut_scan())
     start = np.full((40, 50), 7.0 + 0j, np.complex64)
     start[:, :5] = 0  # uncovered pixels are filled, not kept at zero
     r = Refiner(scan, RefineConfig(), start=start, start_origin=(20.0, 20.0))
@@ -116,7 +96,7 @@ def test_network_start_is_scaled_from_the_data_alone() -> None:
 
 
 def test_position_correction_recovers_injected_errors() -> None:
-    scan = _sim()
+    scan = astronaut_scan()
     rng = np.random.default_rng(0)
     err = rng.uniform(1.0, 2.0, scan.positions.shape) * rng.choice([-1.0, 1.0], scan.positions.shape)
     err -= err.mean(axis=0)
@@ -130,7 +110,7 @@ def test_position_correction_recovers_injected_errors() -> None:
 
 
 def test_probe_refinement_improves_probe_and_object() -> None:
-    scan = _sim()
+    scan = astronaut_scan()
     n = scan.N
     yy, xx = np.mgrid[:n, :n] - n / 2
     distorted = (scan.probe * np.exp(0.02j * (xx**2 + yy**2))).astype(np.complex64)  # a defocus error
@@ -145,15 +125,15 @@ def test_probe_refinement_improves_probe_and_object() -> None:
 
     assert probe_error(refined.probe) < 0.5 * probe_error(distorted)
     assert np.sum(np.abs(refined.probe) ** 2) == pytest.approx(np.sum(np.abs(distorted) ** 2), rel=1e-4)
-    amp_f, ph_f = _score(fixed.obj, fixed.origin, scan)
-    amp_r, ph_r = _score(refined.obj, refined.origin, scan)
+    amp_f, ph_f = ssim_on_scanned_region(fixed.obj, fixed.origin, scan)
+    amp_r, ph_r = ssim_on_scanned_region(refined.obj, refined.origin, scan)
     assert amp_r > amp_f + 0.05 and ph_r > ph_f + 0.05, (amp_f, ph_f, amp_r, ph_r)
 
 
 def test_streaming_over_a_memory_mapped_scan_equals_in_memory(tmp_path: Path) -> None:
     from ptychopinn.io.npz import open_npz_mmap, save_npz
 
-    scan = _blind(_sim())
+    scan = _blind(astronaut_scan())
     path = save_npz(tmp_path / "scan.npz", scan)
     mapped = open_npz_mmap(path)
     base = mapped.diffraction
@@ -166,7 +146,7 @@ def test_streaming_over_a_memory_mapped_scan_equals_in_memory(tmp_path: Path) ->
 
 
 def test_bad_input_is_refused_with_a_clear_message() -> None:
-    scan = _blind(_sim())
+    scan = _blind(astronaut_scan())
     with pytest.raises(ConfigError, match="iterations"):
         RefineConfig(iterations=0)
     with pytest.raises(ConfigError, match="noise"):
@@ -186,14 +166,11 @@ def test_bad_input_is_refused_with_a_clear_message() -> None:
 def test_refined_image_registers_on_the_object_grid() -> None:
     """The refined canvas, placed at its origin, sits within 0.1 px of the truth; flipped or transposed
     placements correlate worse."""
-    scan = _sim()
+    scan = astronaut_scan()
     res = refine_scan(_blind(scan), RefineConfig(iterations=25))
     truth = scan.obj
     full, _ = on_truth_grid(res.obj, res.coverage, res.origin, truth.shape)
-    lo = np.floor(scan.positions.min(axis=0)).astype(int)
-    hi = np.ceil(scan.positions.max(axis=0)).astype(int)
-    mask = np.zeros(truth.shape, bool)
-    mask[lo[1]:hi[1] + 1, lo[0]:hi[0] + 1] = True
+    mask = scanned_region(scan)
     m = evaluate(full, truth, mask=mask)
     assert max(abs(s) for s in m["shift_px"]) < 0.1, m["shift_px"]
     amp = np.abs(full)[mask]
