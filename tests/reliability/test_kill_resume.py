@@ -9,6 +9,8 @@ Kill points:
       milliseconds, too fast to hit by polling. The child process therefore runs the CLI through a small
       wrapper (below, test code only) that lets the real writer put half of the bytes into its temporary
       file and then sends SIGKILL to its own process: a real kill at a deterministic point of the write.
+      Nothing there depends on how long an epoch takes, so (b) and (c) train on the suite's tiny scan;
+      only (a) needs the larger scan below.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ sys.exit(main(sys.argv[2:]))
 
 @pytest.fixture(scope="module")
 def scan_file(tmp_path_factory) -> Path:
+    """A scan whose epochs take a few seconds, so that a timed kill lands inside one."""
     scan = simulate_scan(SimulationConfig(N=32, object_size=96, object_kind="lines", overlap=0.5, nphotons=1e6,
                                           seed=1))
     return save_npz(tmp_path_factory.mktemp("scan") / "scan.npz", scan)
@@ -151,25 +154,25 @@ def test_kill_mid_epoch_then_resume(tmp_path, scan_file) -> None:
     _resume_and_check(scan_file, out, 2, saved_epoch=0)
 
 
-def test_kill_while_writing_checkpoint_keeps_previous_and_resumes(tmp_path, scan_file) -> None:
+def test_kill_while_writing_checkpoint_keeps_previous_and_resumes(tmp_path, tiny_scan_path) -> None:
     out = tmp_path / "run"
-    proc = _cli(_train_args(scan_file, out, 2), point="checkpoint")
+    proc = _cli(_train_args(tiny_scan_path, out, 2), point="checkpoint")
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL, stderr[-3000:]
     ckdir = out / "checkpoints"
     # The kill hit the temporary file of epoch 1's last.ckpt; the file under the final name is epoch 0's, whole.
     assert len(list(ckdir.glob(".last.ckpt.*.tmp"))) == 1
     assert _ckpt_epoch(ckdir / "last.ckpt") == 0
-    _resume_and_check(scan_file, out, 2, saved_epoch=0)
+    _resume_and_check(tiny_scan_path, out, 2, saved_epoch=0)
 
 
-def test_kill_while_writing_archive_leaves_no_partial_archive_and_resumes(tmp_path, scan_file) -> None:
+def test_kill_while_writing_archive_leaves_no_partial_archive_and_resumes(tmp_path, tiny_scan_path) -> None:
     out = tmp_path / "run"
-    proc = _cli(_train_args(scan_file, out, 1), point="archive")
+    proc = _cli(_train_args(tiny_scan_path, out, 1), point="archive")
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL, stderr[-3000:]
     assert len(list(out.glob(".wts.h5.zip.*.tmp"))) == 1  # the half-written temporary archive ...
     assert not (out / "wts.h5.zip").exists()  # ... never reached the final name
     assert _ckpt_epoch(out / "checkpoints" / "last.ckpt") == 0
     # Training had finished: the resume trains no epoch, only writes the archive (and removes the stale temp).
-    _resume_and_check(scan_file, out, 1, saved_epoch=0)
+    _resume_and_check(tiny_scan_path, out, 1, saved_epoch=0)

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from ptychopinn.config import ExecutionConfig, ModelConfig, SimulationConfig, TrainingConfig
+from helpers import tiny_scan
+from ptychopinn.config import ExecutionConfig, ModelConfig, TrainingConfig
 from ptychopinn.inference.predict import reconstruct
-from ptychopinn.simulate import simulate_scan
 from ptychopinn.training.run import train
 
 N = 32
@@ -24,11 +24,6 @@ MODEL = ModelConfig(N=N, n_filters_scale=1)
 EXEC = ExecutionConfig(accelerator="cpu", enable_progress_bar=False, num_workers=0, logger="none",
                        enable_checkpointing=False)
 TRAIN = TrainingConfig(nepochs=2, batch_size=8, seed=3)
-
-
-def _scan(nphotons: float, seed: int = 1):
-    return simulate_scan(SimulationConfig(N=N, object_size=64, object_kind="lines", overlap=0.5, nphotons=nphotons,
-                                          n_points=24, seed=seed))
 
 
 def _sparse(scan):
@@ -45,10 +40,10 @@ def _saturated(scan):
 
 
 CASES = {
-    "1e2_photons": lambda: _scan(1e2),
-    "1e10_photons": lambda: _scan(1e10),
-    "90pct_zero_pixels": lambda: _sparse(_scan(1e6)),
-    "saturated": lambda: _saturated(_scan(1e6)),
+    "1e2_photons": lambda: tiny_scan(nphotons=1e2),
+    "1e10_photons": lambda: tiny_scan(nphotons=1e10),
+    "90pct_zero_pixels": lambda: _sparse(tiny_scan()),
+    "saturated": lambda: _saturated(tiny_scan()),
 }
 
 
@@ -65,7 +60,7 @@ def test_extreme_data_trains_to_finite_weights(tmp_path, case) -> None:
 
 
 def test_same_seed_gives_bit_identical_reconstruction(tmp_path) -> None:
-    scan = _scan(1e6)
+    scan = tiny_scan()
     runs = [train(scan, model=MODEL, training=TRAIN.replace(nepochs=1), execution=EXEC, output_dir=tmp_path / d)
             for d in ("a", "b")]
     sa, sb = (r.model.state_dict() for r in runs)

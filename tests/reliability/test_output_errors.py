@@ -18,20 +18,10 @@ import pytest
 import torch
 
 from ptychopinn.cli import main
-from ptychopinn.config import SimulationConfig
-from ptychopinn.io.npz import save_npz
-from ptychopinn.simulate import simulate_scan
 
 
 def _disk_full(*_args, **_kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
-
-
-@pytest.fixture(scope="module")
-def scan_file(tmp_path_factory) -> Path:
-    scan = simulate_scan(SimulationConfig(N=32, object_size=64, object_kind="lines", overlap=0.5, nphotons=1e6,
-                                          n_points=24, seed=1))
-    return save_npz(tmp_path_factory.mktemp("scan") / "scan.npz", scan)
 
 
 def _train(scan: Path, out: Path) -> int:
@@ -49,21 +39,21 @@ def _no_temp_files(folder: Path) -> bool:
     return not [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
 
 
-def test_read_only_output_dir_is_exit_2_naming_the_path(tmp_path, scan_file, capsys) -> None:
+def test_read_only_output_dir_is_exit_2_naming_the_path(tmp_path, tiny_scan_path, capsys) -> None:
     out = tmp_path / "ro"
     out.mkdir()
     out.chmod(0o555)
     try:
         if os.access(out, os.W_OK):
             pytest.skip("running as root (or a file system without permissions): chmod 0o555 stays writable")
-        assert _train(scan_file, out) == 2
+        assert _train(tiny_scan_path, out) == 2
         line = _one_error_line(capsys)
         assert "Permission denied" in line and str(out) in line
     finally:
         out.chmod(0o755)
 
 
-def test_not_writable_output_simulated_is_exit_2_naming_the_path(tmp_path, scan_file, capsys, monkeypatch) -> None:
+def test_not_writable_output_simulated_is_exit_2_naming_the_path(tmp_path, tiny_scan_path, capsys, monkeypatch) -> None:
     """Same as the read-only test but works as root: creating files under the output folder is refused."""
     out = tmp_path / "ro"
     real_mkstemp = __import__("tempfile").mkstemp
@@ -74,12 +64,12 @@ def test_not_writable_output_simulated_is_exit_2_naming_the_path(tmp_path, scan_
         return real_mkstemp(*args, dir=dir, **kwargs)
 
     monkeypatch.setattr("tempfile.mkstemp", refuse)
-    assert _train(scan_file, out) == 2
+    assert _train(tiny_scan_path, out) == 2
     line = _one_error_line(capsys)
     assert line.startswith("ptychopinn train: error:") and "Permission denied" in line and str(out) in line
 
 
-def test_disk_full_while_writing_checkpoint(tmp_path, scan_file, capsys, monkeypatch) -> None:
+def test_disk_full_while_writing_checkpoint(tmp_path, tiny_scan_path, capsys, monkeypatch) -> None:
     out = tmp_path / "run"
     real_save = torch.save
 
@@ -90,14 +80,14 @@ def test_disk_full_while_writing_checkpoint(tmp_path, scan_file, capsys, monkeyp
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", save)
-    assert _train(scan_file, out) == 2
+    assert _train(tiny_scan_path, out) == 2
     line = _one_error_line(capsys)
     assert "No space left on device" in line and str(out / "checkpoints" / "last.ckpt") in line
     assert not (out / "checkpoints" / "last.ckpt").exists()  # nothing partial under the final name
     assert _no_temp_files(out)
 
 
-def test_disk_full_while_writing_archive_keeps_checkpoints(tmp_path, scan_file, capsys, monkeypatch) -> None:
+def test_disk_full_while_writing_archive_keeps_checkpoints(tmp_path, tiny_scan_path, capsys, monkeypatch) -> None:
     out = tmp_path / "run"
     real_writestr = zipfile.ZipFile.writestr
 
@@ -107,7 +97,7 @@ def test_disk_full_while_writing_archive_keeps_checkpoints(tmp_path, scan_file, 
         return real_writestr(self, info, data, *args, **kwargs)
 
     monkeypatch.setattr(zipfile.ZipFile, "writestr", writestr)
-    assert _train(scan_file, out) == 2
+    assert _train(tiny_scan_path, out) == 2
     line = _one_error_line(capsys)
     assert "No space left on device" in line and str(out / "wts.h5.zip") in line
     assert not (out / "wts.h5.zip").exists() and _no_temp_files(out)

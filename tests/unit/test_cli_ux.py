@@ -17,25 +17,8 @@ from pathlib import Path
 import pytest
 
 from ptychopinn.cli import main
-from ptychopinn.config import SimulationConfig
-from ptychopinn.io.npz import save_npz
 
 REPO_SRC = str(Path(__file__).resolve().parents[2] / "src")
-
-
-@pytest.fixture(scope="module")
-def scan_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ptychopinn.simulate import simulate_scan
-
-    scan = simulate_scan(SimulationConfig(N=32, object_size=96, object_kind="image", n_points=40, seed=3))
-    return save_npz(tmp_path_factory.mktemp("scan") / "scan.npz", scan)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, scan_path: Path) -> Path:
-    out = tmp_path_factory.mktemp("run") / "model"
-    assert main(["train", str(scan_path), "--output-dir", str(out), "--epochs", "1", "--batch-size", "16"]) == 0
-    return out
 
 
 def _env() -> dict[str, str]:
@@ -74,17 +57,20 @@ def _run_with_tty_stderr(args: list[str]) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), b"".join(chunks).decode(errors="replace")
 
 
-def test_train_without_a_terminal_prints_one_line_and_logs_to_run_log(trained, capsys):
-    # the fixture trained through main() with pytest's captured (non-terminal) streams
-    log = (trained / "run.log").read_text()
+def test_train_without_a_terminal_prints_one_line_and_logs_to_run_log(tiny_scan_path, tmp_path, capsys):
+    out = tmp_path / "model"  # main() runs with pytest's captured (non-terminal) streams
+    assert main(["train", str(tiny_scan_path), "--output-dir", str(out), "--epochs", "1", "--batch-size", "16"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("trained 1 epochs")
+    log = (out / "run.log").read_text()
     for fragment in ("versions: python", "resolved configuration", "diffraction units",
                      "parameters", "epoch 0: train_loss", "finished in"):
         assert fragment in log
     assert "litlogger" not in log
 
 
-def test_train_bar_goes_to_the_terminal_and_never_to_stdout(tmp_path, scan_path):
-    rc, out, err = _run_with_tty_stderr(["train", str(scan_path), "--output-dir", str(tmp_path / "m"),
+def test_train_bar_goes_to_the_terminal_and_never_to_stdout(tmp_path, tiny_scan_path):
+    rc, out, err = _run_with_tty_stderr(["train", str(tiny_scan_path), "--output-dir", str(tmp_path / "m"),
                                          "--epochs", "1", "--batch-size", "16"])
     assert rc == 0, err
     lines = out.strip().splitlines()
@@ -95,16 +81,16 @@ def test_train_bar_goes_to_the_terminal_and_never_to_stdout(tmp_path, scan_path)
         assert noise not in err
 
 
-def test_infer_draws_no_bar_without_a_terminal(trained, scan_path, tmp_path, capsys):
-    assert main(["infer", str(trained), str(scan_path), "--output-dir", str(tmp_path / "r")]) == 0
+def test_infer_draws_no_bar_without_a_terminal(tiny_archive, tiny_scan_path, tmp_path, capsys):
+    assert main(["infer", str(tiny_archive), str(tiny_scan_path), "--output-dir", str(tmp_path / "r")]) == 0
     cap = capsys.readouterr()
     assert cap.err == "" and "reconstruct" not in cap.err
     assert len(cap.out.strip().splitlines()) == 1
     assert "diffraction units" in (tmp_path / "r" / "run.log").read_text()
 
 
-def test_verbose_puts_the_units_decision_on_stderr(scan_path, tmp_path, capsys):
-    assert main(["refine", str(scan_path), "--flat", "--iterations", "1", "--output-dir", str(tmp_path / "w"),
+def test_verbose_puts_the_units_decision_on_stderr(tiny_scan_path, tmp_path, capsys):
+    assert main(["refine", str(tiny_scan_path), "--flat", "--iterations", "1", "--output-dir", str(tmp_path / "w"),
                  "--verbose"]) == 0
     err = capsys.readouterr().err
     assert "ptychopinn refine: " in err and "diffraction units" in err
@@ -120,8 +106,8 @@ def test_every_command_has_verbose_and_quiet(capsys):
         assert "-v, --verbose" in text and "-q, --quiet" in text, name
 
 
-def test_info_into_a_closed_pipe_exits_quietly(scan_path):
-    proc = subprocess.Popen([sys.executable, "-m", "ptychopinn.cli", "info", str(scan_path)],
+def test_info_into_a_closed_pipe_exits_quietly(tiny_scan_path):
+    proc = subprocess.Popen([sys.executable, "-m", "ptychopinn.cli", "info", str(tiny_scan_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
     proc.stdout.close()  # like `| head` that has already exited
     err = proc.stderr.read().decode()
@@ -129,23 +115,23 @@ def test_info_into_a_closed_pipe_exits_quietly(scan_path):
     assert err == "" and proc.returncode == 141
 
 
-def test_missing_logger_extra_leaves_no_output_folder(scan_path, tmp_path, capsys):
+def test_missing_logger_extra_leaves_no_output_folder(tiny_scan_path, tmp_path, capsys):
     import importlib.util
 
     if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
         pytest.skip("tensorboard is installed here")
     out = tmp_path / "new" / "run"
-    assert main(["train", str(scan_path), "--output-dir", str(out), "--logger", "tensorboard"]) == 2
+    assert main(["train", str(tiny_scan_path), "--output-dir", str(out), "--logger", "tensorboard"]) == 2
     assert "pip install 'ptychopinn[tensorboard]'" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
 
 
-def test_infer_with_a_scan_where_the_model_goes_says_so(scan_path, tmp_path, capsys):
-    rc = main(["infer", str(scan_path), str(scan_path), "--output-dir", str(tmp_path / "r")])
+def test_infer_with_a_scan_where_the_model_goes_says_so(tiny_scan_path, tmp_path, capsys):
+    rc = main(["infer", str(tiny_scan_path), str(tiny_scan_path), "--output-dir", str(tmp_path / "r")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1
     assert "expected a model archive (wts.h5.zip) or a training output directory" in err[0]
-    assert f"{scan_path} is a scan NPZ" in err[0] and "diff3d" in err[0]
+    assert f"{tiny_scan_path} is a scan NPZ" in err[0] and "diff3d" in err[0]
     assert not (tmp_path / "r").exists()
 
 
