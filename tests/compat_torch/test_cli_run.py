@@ -31,13 +31,19 @@ def _scan(seed: int) -> Any:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Train once with the command line (cwd = an empty directory); shared by the tests of this module."""
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The training and test scan files of this module."""
     from ptychopinn.io.npz import save_npz
 
+    d = tmp_path_factory.mktemp("cli_run_data")
+    return {"train": save_npz(d / "train.npz", _scan(3)), "test": save_npz(d / "test.npz", _scan(4))}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, data: dict[str, Path]) -> dict[str, Any]:
+    """Train once with the command line (cwd = an empty directory)."""
     root = tmp_path_factory.mktemp("cli_run")
-    data = root / "data"
-    train, test = save_npz(data / "train.npz", _scan(3)), save_npz(data / "test.npz", _scan(4))
+    train, test = data["train"], data["test"]
     cwd, out = root / "cwd", root / "cwd" / "OUT"
     cwd.mkdir()
     proc = subprocess.run(
@@ -88,15 +94,18 @@ def test_train_and_inference_command_lines(trained: dict[str, Any]) -> None:
     assert r >= 0.15 and r > r_wrong + 0.08, (r, r_wrong)
 
 
-def test_workflow_functions(trained: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_workflow_functions(data: dict[str, Path], tiny_archive: Path, tmp_path: Path,
+                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The workflow functions train and stitch themselves; the inference-bundle part loads the suite's shared
+    archive (the archive written by ``ptycho_torch.train`` is loaded by the command-line test above)."""
     from ptycho.config.config import ModelConfig, TrainingConfig
     from ptycho.raw_data import RawData
     from ptycho.workflows import components as ptycho_wf
     from ptycho_torch.workflows import components as torch_wf
 
     monkeypatch.chdir(tmp_path)
-    train_raw = RawData.from_file(trained["train"])
-    test_raw = RawData.from_file(trained["test"])
+    train_raw = RawData.from_file(data["train"])
+    test_raw = RawData.from_file(data["test"])
     config = TrainingConfig(model=ModelConfig(N=32, gridsize=1, n_filters_scale=1), nepochs=2, batch_size=8,
                             n_groups=32)
     # Documented relationship: a delegating wrapper (same implementation, same returned objects), not an alias.
@@ -112,8 +121,8 @@ def test_workflow_functions(trained: dict[str, Any], tmp_path: Path, monkeypatch
     a0, p0, _ = torch_wf.run_cdi_example_torch(train_raw, None, config)
     assert a0 is None and p0 is None
 
-    models, params = torch_wf.load_inference_bundle_torch(trained["out"])
-    ref_model, ref_params = ptycho_wf.load_inference_bundle(trained["out"])
+    models, params = torch_wf.load_inference_bundle_torch(tiny_archive)
+    ref_model, ref_params = ptycho_wf.load_inference_bundle(tiny_archive)
     model = models["diffraction_to_obj"]
     assert type(model) is type(ref_model) and params["N"] == ref_params["N"] == 32
     assert params["gridsize"] == 1 and params["backend"] == "pytorch"
