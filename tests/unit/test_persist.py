@@ -101,16 +101,19 @@ def test_fresh_process_rebuilds_the_model_from_the_archive_alone(tmp_path: Path)
     assert abs(here[2]) > 0
 
 
-def test_loaded_model_reconstructs_identically(tmp_path: Path) -> None:
+def test_loaded_model_reconstructs_identically(tmp_path: Path, device: str) -> None:
     model = _model(1)
     rng = np.random.default_rng(0)
     pos = np.stack(np.meshgrid(np.arange(20, 50, 6.0), np.arange(20, 44, 6.0)), -1).reshape(-1, 2)
     scan = ScanData(diffraction=rng.uniform(0, 1, (len(pos), N, N)).astype(np.float32), positions=pos,
                     probe=_probe().numpy())
     cfg = InferenceConfig(batch_size=8)
-    a = reconstruct(model, scan, cfg, device="cpu")
-    b = reconstruct(load_model(save_model(tmp_path, model)).model, scan, cfg, device="cpu")
-    np.testing.assert_array_equal(a.obj, b.obj)
+    a = reconstruct(model, scan, cfg, device=device)
+    b = reconstruct(load_model(save_model(tmp_path, model)).model, scan, cfg, device=device)
+    if device == "cpu":
+        np.testing.assert_array_equal(a.obj, b.obj)
+    else:  # CUDA's scatter-add (atomics) sums overlapping windows in a varying order
+        np.testing.assert_allclose(a.obj, b.obj, rtol=1e-5, atol=1e-6)
 
 
 def _resave(src: Path, dst: Path, *, config: dict | None = None,

@@ -165,12 +165,12 @@ def test_real_space_shift_is_spectral_phase_ramp(dx: int, dy: int) -> None:
     torch.testing.assert_close(far_field_amplitude(moved), far_field_amplitude(x), rtol=0.0, atol=1e-12)
 
 
-def test_matches_numpy_reference() -> None:
+def test_matches_numpy_reference(device: str) -> None:
     # Independent statement of the convention with numpy.
     x = _crandn(2, 12, 12, seed=8)
     ref = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x.numpy(), axes=(-2, -1)), norm="ortho"),
                           axes=(-2, -1))
-    np.testing.assert_allclose(fft2c(x).numpy(), ref, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(fft2c(x.to(device)).cpu().numpy(), ref, rtol=0, atol=1e-12)
 
 
 def test_gradients_flow_through_amplitude() -> None:

@@ -152,10 +152,10 @@ def test_gaussian_smooth_sigma_zero_is_identity() -> None:
 
 
 @pytest.mark.parametrize("probe_scale", [4.0, 2.0])
-def test_transmitting_object_pattern_energy(probe_scale: float) -> None:
+def test_transmitting_object_pattern_energy(probe_scale: float, device: str) -> None:
     # Parseval: sum A^2 = sum |P O|^2 = sum |P|^2 for O = 1.
-    model = ForwardModel(_probe(), probe_scale=probe_scale)
-    amp = model(torch.ones(3, 2, N, N, dtype=torch.complex64))
+    model = ForwardModel(_probe(), probe_scale=probe_scale).to(device)
+    amp = model(torch.ones(3, 2, N, N, dtype=torch.complex64, device=device))
     assert amp.shape == (3, 2, N, N) and amp.dtype == torch.float32
     energy = amp.to(torch.float64).pow(2).sum(dim=(-2, -1))
     torch.testing.assert_close(energy, torch.full_like(energy, (probe_scale * N / 4) ** 2), rtol=1e-5, atol=0.0)
@@ -169,12 +169,12 @@ def test_object_amplitude_two_over_probe_scale_matches_input_normalisation() -> 
     assert float(amp.to(torch.float64).pow(2).sum()) == pytest.approx((N / 2) ** 2, rel=1e-5)
 
 
-def test_matches_independent_numpy_computation() -> None:
+def test_matches_independent_numpy_computation(device: str) -> None:
     probe_scale = 4.0
     p = _probe(seed=5)
-    model = ForwardModel(p, probe_scale=probe_scale)
+    model = ForwardModel(p, probe_scale=probe_scale).to(device)
     obj = _obj((2, 3, N, N), seed=6)
-    got = model(obj).numpy()
+    got = model(obj.to(device)).cpu().numpy()
     p64 = p.numpy().astype(np.complex128)
     p_norm = p64 * (probe_scale * N / 4) / np.sqrt((np.abs(p64) ** 2).sum())
     want = np.abs(np.fft.fftshift(np.fft.fft2(p_norm * obj.numpy().astype(np.complex128), norm="ortho"),

@@ -67,12 +67,12 @@ def _raster(x0: int, y0: int, step: int, nx: int, ny: int, order_seed: int | Non
 
 
 @pytest.mark.parametrize("gridsize", [1, 2, 3])
-def test_reconstruct_with_true_patches_gives_the_truth(gridsize: int) -> None:
+def test_reconstruct_with_true_patches_gives_the_truth(gridsize: int, device: str) -> None:
     truth = _truth()
     pos = _raster(20, 18, 4, 15, 14, order_seed=gridsize)
     scan = _scan(truth, pos)
     model = TruthModel(truth, gridsize)
-    rec = reconstruct(model, scan, InferenceConfig(batch_size=16), device="cpu")
+    rec = reconstruct(model, scan, InferenceConfig(batch_size=16), device=device)
     assert isinstance(rec, Reconstruction)
     assert rec.window == 10 and rec.origin == (0.0, 0.0)
     assert rec.n_patterns == len(pos) and rec.n_groups == len(pos)

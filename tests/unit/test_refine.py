@@ -35,21 +35,21 @@ def _random_scan(n: int = 16, m: int = 6, seed: int = 0) -> ScanData:
 
 
 @pytest.mark.parametrize(("noise", "factor"), [("gaussian", 0.5), ("poisson", 0.25)])
-def test_object_direction_is_the_negative_gradient_of_the_misfit(noise: str, factor: float) -> None:
+def test_object_direction_is_the_negative_gradient_of_the_misfit(noise: str, factor: float, device: str) -> None:
     scan = _random_scan()
-    r = Refiner(scan, RefineConfig(noise=noise, batch_size=scan.n_points))
+    r = Refiner(scan, RefineConfig(noise=noise, batch_size=scan.n_points, accelerator=device))
     rng = np.random.default_rng(1)
     obj = (rng.uniform(0.5, 1.5, r.shape) * np.exp(1j * rng.uniform(-1, 1, r.shape))).astype(np.complex64)
-    r.obj = torch.from_numpy(obj.copy())
+    r.obj = torch.from_numpy(obj.copy()).to(device)
     idx = np.arange(scan.n_points)
     index = r._window_index(idx)
     probes = r._probes(idx)
     measured = r._measured(idx)
     dpsi, _ = r.exit_wave_correction(probes * r.obj.view(-1)[index], measured)
-    direction = torch.zeros(r.obj.numel(), dtype=torch.complex64).index_add_(
+    direction = torch.zeros(r.obj.numel(), dtype=torch.complex64, device=device).index_add_(
         0, index.reshape(-1), (probes.conj() * dpsi).reshape(-1))
 
-    o = torch.from_numpy(obj.copy()).requires_grad_(True)
+    o = torch.from_numpy(obj.copy()).to(device).requires_grad_(True)
     far = torch.fft.fft2(probes * o.view(-1)[index], norm="ortho")
     if noise == "gaussian":
         loss = (far.abs() - measured).square().sum()
@@ -62,9 +62,9 @@ def test_object_direction_is_the_negative_gradient_of_the_misfit(noise: str, fac
     assert torch.allclose(direction, expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max()))
 
 
-def test_flat_start_reaches_the_truth_and_the_misfit_falls() -> None:
+def test_flat_start_reaches_the_truth_and_the_misfit_falls(device: str) -> None:
     scan = astronaut_scan()
-    res = refine_scan(_blind(scan), RefineConfig(iterations=40))
+    res = refine_scan(_blind(scan), RefineConfig(iterations=40, accelerator=device))
     amp, phase = ssim_on_scanned_region(res.obj, res.origin, scan)
     # measured: 0.932 / 0.992 after 40 iterations with the default momentum 0.8 (0.948 / 0.979 without;
     # N=32, 441 patterns, 1e9 photons)
