@@ -85,6 +85,27 @@ def write_ptychodus_npz(path: Path, scan: Any, diff3d: np.ndarray) -> Path:
     return path
 
 
+# ------------------------------------------------------------------------------------------ hostile input
+class PickleMarker:
+    """Unpickling this creates the file ``path`` (the payload of a malicious pickle): a test that plants it and
+    then finds no file proves that nothing was unpickled."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return (open, (self.path, "w"))
+
+
+def write_reference_tf_bundle(directory: Path) -> Path:
+    """``directory`` laid out as an extracted model of the reference TensorFlow backend (``manifest.dill`` and
+    ``diffraction_to_obj/model.keras``, contents irrelevant): what the readers must recognise and refuse."""
+    (directory / "diffraction_to_obj").mkdir(parents=True)
+    (directory / "manifest.dill").write_bytes(b"\x80\x04.")
+    (directory / "diffraction_to_obj" / "model.keras").write_bytes(b"PK")
+    return directory
+
+
 # ----------------------------------------------------------------------------------------------- models
 def untrained_model(gridsize: int = 1, intensity_scale: float = 30.0, seed: int = 0) -> Any:
     """A randomly initialised PtychoPINN (N=32, n_filters_scale=1, probe of ``sim_scan(1)``), in eval mode:

@@ -15,7 +15,15 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import N, compare_with_truth, counts_of, sim_scan, untrained_model, write_ptychodus_npz
+from helpers import (
+    N,
+    compare_with_truth,
+    counts_of,
+    sim_scan,
+    untrained_model,
+    write_ptychodus_npz,
+    write_reference_tf_bundle,
+)
 
 PTYCHODUS_MODEL_KWARGS = dict(N=0, gridsize=1, n_filters_scale=2, model_type="pinn", amp_activation="sigmoid",
                               object_big=True, probe_big=True, probe_mask=False, pad_object=True, probe_scale=4.0,
@@ -445,12 +453,8 @@ def test_load_inference_bundle_errors(tmp_path: Path) -> None:
 
     with pytest.raises(FileNotFoundError):
         load_inference_bundle(tmp_path / "missing")
-    ref = tmp_path / "reference"
-    (ref / "diffraction_to_obj").mkdir(parents=True)
-    (ref / "manifest.dill").write_bytes(b"\x80\x04")
-    (ref / "diffraction_to_obj" / "model.keras").write_bytes(b"x")
     with pytest.raises(ArchiveError):
-        load_inference_bundle(ref)
+        load_inference_bundle(write_reference_tf_bundle(tmp_path / "reference"))
 
 
 def test_model_manager_save_dir_and_file_and_without_model(untrained_archive_dir: Path, tmp_path: Path,

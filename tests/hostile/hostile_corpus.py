@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from helpers import PickleMarker
 from ptychopinn.errors import ArchiveError, ConfigError, DataFormatError
 from ptychopinn.training.run import TrainingDivergedError
 
@@ -137,18 +138,8 @@ def npy_bytes(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-class Marker:
-    """Unpickling this creates ``path`` (the payload of a malicious pickle)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (open, (self.path, "w"))
-
-
 def evil_pickle(marker: Path, protocol: int = 4) -> bytes:
-    return pickle.dumps(Marker(str(marker)), protocol=protocol)
+    return pickle.dumps(PickleMarker(marker), protocol=protocol)
 
 
 # ------------------------------------------------------------------------------------------ NPZ cases
@@ -833,7 +824,7 @@ RUNTIME_CASES = [
     _resume_case("empty-file", lambda m: b""),
     _resume_case("garbage", lambda m: b"PK\x03\x04" + bytes(100)),
     _resume_case("pickle-payload", lambda m: evil_pickle(m, 2)),
-    _resume_case("torch-pickle-payload", lambda m: {"state_dict": {}, "x": Marker(str(m))}),
+    _resume_case("torch-pickle-payload", lambda m: {"state_dict": {}, "x": PickleMarker(m)}),
     Case("runtime-rendezvous-timeout", "runtime", _cfg_file({"execution": {"num_nodes": 2, "rendezvous_timeout": 1}}),
          ConfigError, "rendezvous_timeout", _train_rendezvous_api, ("train_config",), isolated=True),
 ]

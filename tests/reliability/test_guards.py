@@ -17,6 +17,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hostile"))
 import hostile_corpus as hc  # noqa: E402
 
+from helpers import PickleMarker  # noqa: E402
 from ptychopinn.errors import ConfigError  # noqa: E402
 from ptychopinn.training.guards import LOCK_NAME, output_lock  # noqa: E402
 
@@ -41,7 +42,7 @@ def test_planted_checkpoint_never_runs_code(shared: hc.Shared, tmp_path: Path) -
     marker = tmp_path / "PWNED"
     ckpt = tmp_path / "out" / "checkpoints" / "last.ckpt"
     ckpt.parent.mkdir(parents=True)
-    torch.save({"state_dict": {}, "epoch": 0, "payload": hc.Marker(str(marker))}, ckpt)
+    torch.save({"state_dict": {}, "epoch": 0, "payload": PickleMarker(marker)}, ckpt)
     env = _env(TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")
     proc = subprocess.run([sys.executable, "-m", "ptychopinn.cli", "train", str(shared.scan), "--output-dir",
                            str(tmp_path / "out"), "--epochs", "2", "--quiet", "--resume"],
@@ -66,7 +67,7 @@ MEMORY_CHILD = textwrap.dedent("""
     import io, json, resource, sys
     from contextlib import redirect_stderr, redirect_stdout
     from pathlib import Path
-    sys.path.insert(0, sys.argv[1])
+    sys.path[:0] = [sys.argv[1], str(Path(sys.argv[1]).parent)]  # hostile_corpus, and the helpers it uses
     import hostile_corpus as hc
     from ptychopinn.cli import main
     resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[3]), int(sys.argv[3])))

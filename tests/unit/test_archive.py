@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import ptychopinn
+from helpers import PickleMarker, write_reference_tf_bundle
 from ptychopinn.errors import ArchiveError, PtychoInputError
 from ptychopinn.io import archive as A
 from ptychopinn.io import archive_container as AC
@@ -88,19 +89,9 @@ def _rebuild(src: Path, dst: Path, *, manifest_edit: Any = None, **replace: byte
     return _write_zip(dst, members)
 
 
-class _MarkerPickle:
-    """Unpickling this would create the marker file; the archive code must never do that."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = str(marker)
-
-    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
-        return (open, (self.marker, "w"))
-
-
 def _evil(tmp_path: Path) -> tuple[bytes, Path]:
     marker = tmp_path / "PWNED"
-    return pickle.dumps(_MarkerPickle(marker), protocol=4), marker
+    return pickle.dumps(PickleMarker(marker), protocol=4), marker
 
 
 # ------------------------------------------------------------------------------------------- round trip
@@ -268,10 +259,7 @@ def test_extracted_dir_with_symlink_is_refused(saved: Path, tmp_path: Path) -> N
 
 
 def test_extracted_reference_tf_directory(tmp_path: Path) -> None:
-    d = tmp_path / "tf_model"
-    (d / "diffraction_to_obj").mkdir(parents=True)
-    (d / "manifest.dill").write_bytes(b"\x80\x04.")
-    (d / "diffraction_to_obj" / "model.keras").write_bytes(b"PK")
+    d = write_reference_tf_bundle(tmp_path / "tf_model")
     with pytest.raises(ArchiveError, match="reference PtychoPINN TensorFlow backend"):
         resolve_archive_path(d)
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from helpers import PickleMarker
 from ptychopinn.data import ScanData
 from ptychopinn.errors import DataFormatError
 from ptychopinn.io.npz import describe_npz, load_npz, save_npz
@@ -208,20 +209,10 @@ def test_validation_errors_carry_the_path(tmp_path: Path) -> None:
         load_npz(_write(tmp_path, "neg.npz", diff3d=counts))
 
 
-class _Trap:
-    """Unpickling this object would create a file: proof that nothing was unpickled."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (open, (str(self.marker), "w"))
-
-
 def test_pickled_arrays_refused_without_unpickling(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     trap = np.empty(1, dtype=object)
-    trap[0] = _Trap(marker)
+    trap[0] = PickleMarker(marker)
     np.savez(tmp_path / "evil.npz", **_arrays(diff3d=trap))
     with pytest.raises(DataFormatError, match=r"key 'diff3d' holds a pickled object array.*refuses"):
         load_npz(tmp_path / "evil.npz")
