@@ -120,6 +120,28 @@ def untrained_model(gridsize: int = 1, intensity_scale: float = 30.0, seed: int 
     return PtychoPINN(ModelConfig(N=N, gridsize=gridsize, n_filters_scale=1), probe, intensity_scale).eval()
 
 
+def poisson_before_and_after_steps(model: Any, x: Any, offsets: Any, steps: int,
+                                   lr: float = 1e-3) -> tuple[float, float]:
+    """The Poisson loss of ``model`` on one batch (``x`` ``[B, C, N, N]`` normalised amplitudes, ``offsets``
+    ``[B, C, 2]``) before and after ``steps`` Adam steps on that batch with the default training loss."""
+    import torch
+
+    from ptychopinn.config import TrainingConfig
+    from ptychopinn.training.losses import compute_losses
+
+    tc = TrainingConfig()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    with torch.no_grad():
+        start = float(compute_losses(model, x, offsets, tc)["poisson"])
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        compute_losses(model, x, offsets, tc)["loss"].backward()
+        opt.step()
+    with torch.no_grad():
+        end = float(compute_losses(model, x, offsets, tc)["poisson"])
+    return start, end
+
+
 # ------------------------------------------------------------------------------------ comparing with truth
 def norm_corr(a: np.ndarray, b: np.ndarray) -> float:
     """Pearson correlation of two arrays of the same shape (0 when either is constant)."""

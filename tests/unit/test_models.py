@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import poisson_before_and_after_steps
 from ptychopinn.config import ModelConfig, TrainingConfig
 from ptychopinn.errors import ConfigError, DataFormatError
 from ptychopinn.models import (
@@ -296,16 +297,7 @@ def test_intensity_scale_trainability(trainable: bool) -> None:
 def test_quick_training_reduces_poisson_loss() -> None:
     model = make_model(32, seed=3)
     x, off = make_batch(model, b=2, seed=4)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    tc = TrainingConfig()
-    with torch.no_grad():
-        start = float(compute_losses(model, x, off, tc)["poisson"])
-    for _ in range(30):
-        opt.zero_grad(set_to_none=True)
-        compute_losses(model, x, off, tc)["loss"].backward()
-        opt.step()
-    with torch.no_grad():
-        end = float(compute_losses(model, x, off, tc)["poisson"])
+    start, end = poisson_before_and_after_steps(model, x, off, steps=30)
     assert end < start
 
 
