@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from ptychopinn.data.scan import ScanData
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # also inherited by the subprocesses tests start
@@ -19,7 +23,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 
 @pytest.fixture(scope="session")
-def tiny_scan() -> object:
+def tiny_scan() -> ScanData:
     """:func:`helpers.tiny_scan`: 24 points, N=32 (ScanData; do not modify its arrays in place)."""
     from helpers import tiny_scan as make
 
@@ -27,7 +31,7 @@ def tiny_scan() -> object:
 
 
 @pytest.fixture(scope="session")
-def tiny_scan_path(tmp_path_factory: pytest.TempPathFactory, tiny_scan: object) -> Path:
+def tiny_scan_path(tmp_path_factory: pytest.TempPathFactory, tiny_scan: ScanData) -> Path:
     """The tiny scan as a scan NPZ (legacy key names, amplitudes); tests must not modify the file."""
     from ptychopinn.io.npz import save_npz
 
@@ -35,7 +39,7 @@ def tiny_scan_path(tmp_path_factory: pytest.TempPathFactory, tiny_scan: object) 
 
 
 @pytest.fixture(scope="session")
-def tiny_archive(tmp_path_factory: pytest.TempPathFactory, tiny_scan: object) -> Path:
+def tiny_archive(tmp_path_factory: pytest.TempPathFactory, tiny_scan: ScanData) -> Path:
     """A training output directory holding ``wts.h5.zip`` of a model trained for one epoch on the tiny scan
     (N=32, gridsize 1, n_filters_scale 1, seed 0), for tests that need some trained archive to load or
     reconstruct from and do not check training itself. Tests must not write into it."""

@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from ptychopinn.data.scan import ScanData
+    from ptychopinn.models.pinn import PtychoPINN
 
 N = 32  # the pattern size of every small simulated scan here
 
 
 # ----------------------------------------------------------------------------------------- simulated scans
 @functools.cache
-def sim_scan(seed: int, size: int = 64, kind: str = "lines") -> Any:
+def sim_scan(seed: int, size: int = 64, kind: str = "lines") -> ScanData:
     """A simulated N=32 scan at 1e6 photons (ScanData: amplitude diffraction, positions (x, y), probe, truth
     object ``size`` x ``size``); the simulator's default overlap 0.7 and jitter 0.5."""
     from ptychopinn.config import SimulationConfig
@@ -28,10 +34,9 @@ def sim_scan(seed: int, size: int = 64, kind: str = "lines") -> Any:
 
 
 @functools.cache
-def tiny_scan(**changes: Any) -> Any:
+def tiny_scan(**changes: Any) -> ScanData:
     """The smallest scan that still trains: N=32, 24 points on a 64 x 64 'lines' object, overlap 0.5,
-    1e6 photons, seed 1 (``changes`` override any SimulationConfig field, e.g. ``nphotons=1e2``).
-    One epoch at batch size 8 is three steps."""
+    1e6 photons, seed 1 (``changes`` override any SimulationConfig field, e.g. ``nphotons=1e2``)."""
     from ptychopinn.config import SimulationConfig
     from ptychopinn.simulate import simulate_scan
 
@@ -41,7 +46,7 @@ def tiny_scan(**changes: Any) -> Any:
 
 
 @functools.cache
-def astronaut_scan(seed: int = 1) -> Any:
+def astronaut_scan(seed: int = 1) -> ScanData:
     """The refinement scan: N=32, 441 points (overlap 0.7, jitter 0.5) on a 96 x 96 natural image (amplitude
     'astronaut', phase 'coins') at 1e9 photons: iterative refinement reaches the truth on it within tens of
     iterations."""
@@ -52,7 +57,7 @@ def astronaut_scan(seed: int = 1) -> Any:
                                           phase_image="coins", overlap=0.7, jitter=0.5, nphotons=1e9, seed=seed))
 
 
-def raster_poisson_scan(m: int, seed: int = 0, with_obj: bool = True, n: int = N) -> Any:
+def raster_poisson_scan(m: int, seed: int = 0, with_obj: bool = True, n: int = N) -> ScanData:
     """``m`` points on a square raster of 3 px steps from (20, 20), a Gaussian probe and Poisson(5) counts
     as amplitudes ``[m, n, n]`` float32 (no physics: for data plumbing, memory and DDP tests); with
     ``with_obj`` a random 90 x 90 phase object (drawn before the counts)."""
@@ -69,12 +74,12 @@ def raster_poisson_scan(m: int, seed: int = 0, with_obj: bool = True, n: int = N
     return ScanData(diffraction=diff, positions=pos, probe=probe, obj=obj, metadata={"source": "test"})
 
 
-def counts_of(scan: Any, dtype: Any = np.uint16) -> np.ndarray:
+def counts_of(scan: ScanData, dtype: Any = np.uint16) -> np.ndarray:
     """The scan's diffraction as photon counts (amplitude squared, rounded) in ``dtype``."""
     return np.round(scan.diffraction.astype(np.float64) ** 2).astype(dtype)
 
 
-def write_ptychodus_npz(path: Path, scan: Any, diff3d: np.ndarray) -> Path:
+def write_ptychodus_npz(path: Path, scan: ScanData, diff3d: np.ndarray) -> Path:
     """Write ``path`` with exactly the keys, shapes and dtypes of ptychodus 1.7.0's training-data export
     (``save_ptychopinn_training_data``): probe ``(1, N, N)`` modes first, positions in float64."""
     x = scan.positions[:, 0].astype(np.float64)
@@ -107,7 +112,7 @@ def write_reference_tf_bundle(directory: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------- models
-def untrained_model(gridsize: int = 1, intensity_scale: float = 30.0, seed: int = 0) -> Any:
+def untrained_model(gridsize: int = 1, intensity_scale: float = 30.0, seed: int = 0) -> PtychoPINN:
     """A randomly initialised PtychoPINN (N=32, n_filters_scale=1, probe of ``sim_scan(1)``), in eval mode:
     fast, deterministic, untrained."""
     import torch
@@ -120,7 +125,7 @@ def untrained_model(gridsize: int = 1, intensity_scale: float = 30.0, seed: int 
     return PtychoPINN(ModelConfig(N=N, gridsize=gridsize, n_filters_scale=1), probe, intensity_scale).eval()
 
 
-def poisson_before_and_after_steps(model: Any, x: Any, offsets: Any, steps: int,
+def poisson_before_and_after_steps(model: PtychoPINN, x: torch.Tensor, offsets: torch.Tensor, steps: int,
                                    lr: float = 1e-3) -> tuple[float, float]:
     """The Poisson loss of ``model`` on one batch (``x`` ``[B, C, N, N]`` normalised amplitudes, ``offsets``
     ``[B, C, 2]``) before and after ``steps`` Adam steps on that batch with the default training loss."""
@@ -209,7 +214,7 @@ def compare_on_scan_box(canvas: np.ndarray, truth: np.ndarray, xy: np.ndarray) -
     return {"amp": norm_corr(np.abs(rec), np.abs(t)), "phase": norm_corr(np.angle(rec), np.angle(t))}
 
 
-def scanned_region(scan: Any) -> np.ndarray:
+def scanned_region(scan: ScanData) -> np.ndarray:
     """``[H, W]`` bool mask of the truth's pixels inside the bounding box of the scan positions."""
     truth = scan.obj
     lo = np.floor(scan.positions.min(axis=0)).astype(int)
@@ -219,7 +224,7 @@ def scanned_region(scan: Any) -> np.ndarray:
     return mask
 
 
-def ssim_on_scanned_region(obj: np.ndarray, origin: tuple[float, float], scan: Any) -> tuple[float, float]:
+def ssim_on_scanned_region(obj: np.ndarray, origin: tuple[float, float], scan: ScanData) -> tuple[float, float]:
     """(amplitude SSIM, phase SSIM) of a canvas placed at ``origin`` against ``scan.obj`` on the scanned
     region, after registration and phase-ramp removal."""
     from ptychopinn.metrics import evaluate, on_truth_grid
