@@ -46,15 +46,15 @@ def tiny_scan(**changes: Any) -> ScanData:
 
 
 @functools.cache
-def astronaut_scan(seed: int = 1) -> ScanData:
+def astronaut_scan(seed: int = 1, nphotons: float = 1e9) -> ScanData:
     """The refinement scan: N=32, 441 points (overlap 0.7, jitter 0.5) on a 96 x 96 natural image (amplitude
-    'astronaut', phase 'coins') at 1e9 photons: iterative refinement reaches the truth on it within tens of
-    iterations."""
+    'astronaut', phase 'coins') at ``nphotons`` per pattern (default 1e9: iterative refinement reaches the
+    truth on it within tens of iterations)."""
     from ptychopinn.config import SimulationConfig
     from ptychopinn.simulate import simulate_scan
 
     return simulate_scan(SimulationConfig(N=N, object_size=96, object_kind="image", image_name="astronaut",
-                                          phase_image="coins", overlap=0.7, jitter=0.5, nphotons=1e9, seed=seed))
+                                          phase_image="coins", overlap=0.7, jitter=0.5, nphotons=nphotons, seed=seed))
 
 
 def raster_poisson_scan(m: int, seed: int = 0, with_obj: bool = True, n: int = N) -> ScanData:

@@ -23,22 +23,21 @@ from ptychopinn.cli.common import (
     summary,
 )
 
-_DEFAULTS = {"iterations": 20, "batch_size": 64, "noise": "gaussian"}
-
 
 def add_refine_options(p: argparse.ArgumentParser, *, iterations_flag: str = "--iterations") -> None:
     """The refinement flags shared by ``refine`` and ``infer --refine``."""
-    from ptychopinn.config import NOISE_MODELS
+    from ptychopinn.config import NOISE_MODELS, RefineConfig
 
+    defaults = RefineConfig()
     if iterations_flag == "--iterations":
-        p.add_argument("--iterations", type=positive_int, default=_DEFAULTS["iterations"],
+        p.add_argument("--iterations", type=positive_int, default=defaults.iterations,
                        help="passes over all patterns (default %(default)s)")
     p.add_argument("--time-limit", type=number, help="stop after this many seconds of iterations")
-    p.add_argument("--noise", choices=NOISE_MODELS, default=_DEFAULTS["noise"],
-                   help="misfit: amplitude least squares or Poisson likelihood (default %(default)s)")
+    p.add_argument("--noise", choices=NOISE_MODELS, default=defaults.noise,
+                   help="misfit: Poisson likelihood of the counts or amplitude least squares (default %(default)s)")
     p.add_argument("--refine-probe", action="store_true", help="also refine the probe (energy held fixed)")
     p.add_argument("--refine-positions", action="store_true", help="also correct scan positions")
-    p.add_argument("--refine-batch-size", type=positive_int, default=_DEFAULTS["batch_size"],
+    p.add_argument("--refine-batch-size", type=positive_int, default=defaults.batch_size,
                    help="patterns per refinement update (default %(default)s)")
 
 
