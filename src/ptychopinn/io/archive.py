@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -39,6 +39,7 @@ from safetensors.torch import load as _safetensors_load
 from safetensors.torch import save as _safetensors_save
 
 import ptychopinn
+from ptychopinn.config_fields import is_int
 from ptychopinn.errors import ArchiveError
 from ptychopinn.io.archive_container import (
     ARCHIVE_NAME,
@@ -234,10 +235,6 @@ def _json_object(data: bytes, name: str, where: Path) -> dict[str, Any]:
     return obj
 
 
-def _is_int(v: Any) -> TypeGuard[int]:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _is_str_list(v: Any) -> bool:
     return isinstance(v, list) and all(isinstance(x, str) for x in v)
 
@@ -252,7 +249,7 @@ def _validate_manifest(m: dict[str, Any], where: Path) -> None:
     if m.get("format") != FORMAT_NAME:
         raise field_error("format", repr(FORMAT_NAME))
     version = m.get("format_version")
-    if not _is_int(version):
+    if not is_int(version):
         raise field_error("format_version", "an integer")
     if version > FORMAT_VERSION:
         raise ArchiveError(
@@ -275,7 +272,7 @@ def _validate_manifest(m: dict[str, Any], where: Path) -> None:
         raise field_error("model_names", "a non-empty list of strings")
     members = m.get("members")
     entry_ok = lambda e: (  # noqa: E731
-        isinstance(e, dict) and _is_int(e.get("size")) and _SHA256.match(str(e.get("sha256"))) is not None
+        isinstance(e, dict) and is_int(e.get("size")) and _SHA256.match(str(e.get("sha256"))) is not None
     )
     if not isinstance(members, dict) or not all(entry_ok(e) for e in members.values()):
         raise field_error("members", "an object {name: {'size': int, 'sha256': 64 lowercase hex digits}}")
