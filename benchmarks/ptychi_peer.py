@@ -16,7 +16,10 @@ method. Every method starts from a flat object and keeps the scan's probe and po
   already scaled to the data, otherwise epoch 1 only rescales the probe), ePIE (alpha 1, the classic
   step; pty-chi's default 0.1 is the rPIE value) and DM (full-batch by design; ``chunk_length=64`` is a
   memory/speed setting that does not change the iterates);
-* ``ptychopinn.refine``: ``quality.run_refine`` (``Refiner(blind(scan), RefineConfig(iterations=K))``).
+* ``ptychopinn.refine``: ``quality.run_refine`` (``Refiner(blind(scan), RefineConfig(iterations=K,
+  noise='gaussian'))``): the Gaussian amplitude misfit, so that ``misfit`` means the same for every method
+  (the default Poisson misfit gives the same image at this dose, about 15% slower per pass:
+  ``benchmarks/refine_noise.py``).
 
 Timing: ``seconds`` = cumulative iteration time at the checkpoint (1, 2, 5, 10, 20, 50 iterations); the
 scoring and the data-misfit evaluation are not timed. pty-chi's ``PtychographyTask`` construction is
@@ -247,7 +250,8 @@ def run_ours(scan: ScanData, iterations: int, emit: Any, base: dict[str, Any]) -
         rec["sec_per_iter_per_pattern_us"] = round(1e6 * rec["seconds"] / it / scan.n_points, 2)
         emit({**base, **rec})
 
-    quality.run_refine(scan, None, (0.0, 0.0), 0.0, "ptychopinn.refine", base["dataset"], iterations, emit_ours)
+    quality.run_refine(scan, None, (0.0, 0.0), 0.0, "ptychopinn.refine", base["dataset"], iterations, emit_ours,
+                       noise="gaussian")
 
 
 def main(argv: list[str] | None = None) -> int:

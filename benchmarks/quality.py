@@ -106,11 +106,16 @@ def blind(scan: ScanData) -> ScanData:
 
 
 def run_refine(scan: ScanData, start: np.ndarray | None, origin: tuple[float, float], offset_s: float,
-               method: str, dataset: str, iterations: int, emit: Any) -> None:
+               method: str, dataset: str, iterations: int, emit: Any, noise: str | None = None) -> None:
+    """Refine ``iterations`` passes (``noise``: the misfit, default :class:`RefineConfig`'s) and emit the
+    scores at :data:`CHECKPOINTS`; ``misfit`` is the refinement's own normalised misfit."""
     from ptychopinn.refine.engine import Refiner
 
+    cfg = RefineConfig(iterations=iterations)
+    if noise is not None:
+        cfg = cfg.replace(noise=noise)
     t0 = time.perf_counter()
-    r = Refiner(blind(scan), RefineConfig(iterations=iterations), start=start, start_origin=origin)
+    r = Refiner(blind(scan), cfg, start=start, start_origin=origin)
     setup = time.perf_counter() - t0
     for it in range(1, iterations + 1):
         r.iterate()
