@@ -34,6 +34,26 @@ def test_refine_flat_writes_outputs_and_matches_the_truth(tmp_path, scan_path, c
     assert m["amplitude"]["ssim"] > 0.85 and m["phase"]["ssim"] > 0.95
 
 
+@pytest.mark.parametrize(("alpha", "fragment"), [("0", "config field 'alpha'"), ("1.5", "a number in (0, 1]")])
+def test_refine_alpha_out_of_range_exits_2_with_one_line(tmp_path, scan_path, capsys, alpha, fragment):
+    out = tmp_path / "o"
+    code = main(["refine", str(scan_path), "--flat", "--alpha", alpha, "--output-dir", str(out), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and fragment in err[0], err
+    assert not out.exists()
+
+
+def test_refine_alpha_flag_reaches_the_refinement():
+    import argparse
+
+    from ptychopinn.cli.refine import add_refine_options, refine_config
+
+    p = argparse.ArgumentParser()
+    add_refine_options(p)
+    assert refine_config(p.parse_args(["--alpha", "0.3"]), 5).alpha == 0.3
+    assert refine_config(p.parse_args([]), 5).alpha == 0.1  # the RefineConfig default
+
+
 def test_refine_from_a_reconstruction_and_with_probe_and_positions(tmp_path, scan_path):
     first = tmp_path / "a"
     assert main(["refine", str(scan_path), "--flat", "--output-dir", str(first), "--iterations", "2", "--quiet"]) == 0
