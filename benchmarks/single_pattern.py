@@ -13,7 +13,8 @@ Two variants:
 * ``support``: only pixels within ``--radius`` px of the probe centre are free (the rest is 1), so the
   unknowns are fewer than the measurements.
 
-``misfit`` is the mean squared amplitude error per pixel (sqrt-count units). For reference the script
+``misfit`` is the mean squared amplitude error per pixel (sqrt-count units) of the last pass, before
+that pass's update. For reference the script
 also prints the misfit of the TRUE patches on the reconstruction grid (best scale): noise plus the
 oversampled data's model error. A solver misfit far below the truth's means the solved patches fit the
 noise, i.e. the pattern does not determine the patch; one far above it means the solver stagnated. No
@@ -58,7 +59,8 @@ def stitch_and_score(patches: torch.Tensor, scan: ScanData, sync: bool) -> dict[
     cfg = InferenceConfig()
     window = cfg.window_for(scan.N)
     shape, origin = canvas_geometry(scan.positions, scan.N, window)
-    st = Stitcher(shape, window, origin=origin, taper=cfg.stitch_taper, sync=sync)
+    # infer's 'auto' synchronisation of a gridsize-1 network is phase-only
+    st = Stitcher(shape, window, origin=origin, taper=cfg.stitch_taper, sync=sync, sync_amplitude=False)
     for s in range(0, patches.shape[0], BATCH):
         st.add(patches[s:s + BATCH], scan.positions[s:s + BATCH])
     obj, _ = st.result()

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ptychopinn.config import ExecutionConfig, InferenceConfig, ModelConfig, TrainingConfig
+from ptychopinn.config import ExecutionConfig, InferenceConfig, ModelConfig, RefineConfig, TrainingConfig
 from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import DataFormatError
 from ptychopinn.io.reconstruction import PIXEL_CONVENTION, load_reconstruction, save_reconstruction_npz
@@ -197,7 +197,7 @@ def reconstruct_scan(
         net = save_reconstruction_npz(out / "network_reconstruction.npz", recon,
                                       extra={"model": str(loaded.path), **_physical_extra(scan_data)})
         result = refine_scan(scan_data, refine, start=recon.obj, start_origin=recon.origin, progress=progress)
-        done = _write_refined(result, scan_data, out, write_product, source=str(net), seconds=0.0)
+        done = _write_refined(result, scan_data, out, write_product, source=str(net), seconds=0.0, config=refine)
         return ReconstructOutcome(npz=done.npz, amplitude_png=done.amplitude_png, phase_png=done.phase_png,
                                   product_h5=done.product_h5, n_patterns=recon.n_patterns,
                                   shape=tuple(result.obj.shape), seconds=time.perf_counter() - t0,
@@ -251,7 +251,6 @@ def refine_reconstruction(
         refine: a :class:`~ptychopinn.config.RefineConfig` (default settings when None).
         units, write_product, progress: as :func:`reconstruct_scan`.
     """
-    from ptychopinn.config import RefineConfig
     from ptychopinn.refine import refine_scan
 
     t0 = time.perf_counter()
@@ -262,11 +261,12 @@ def refine_reconstruction(
         obj, _, origin = load_reconstruction(start)
     result = refine_scan(scan_data, cfg, start=obj, start_origin=origin, progress=progress)
     return _write_refined(result, scan_data, Path(output_dir), write_product,
-                          source="flat" if start is None else str(start), seconds=time.perf_counter() - t0)
+                          source="flat" if start is None else str(start), seconds=time.perf_counter() - t0,
+                          config=cfg)
 
 
 def _write_refined(result: Any, scan: ScanData, out: Path, write_product: bool, *, source: str,
-                   seconds: float) -> RefineOutcome:
+                   seconds: float, config: RefineConfig) -> RefineOutcome:
     from ptychopinn.pictures import save_object_images
     from ptychopinn.plots import save_loss_curves
 
@@ -275,7 +275,9 @@ def _write_refined(result: Any, scan: ScanData, out: Path, write_product: bool, 
     npz = save_reconstruction_npz(
         out / "reconstruction.npz", result,
         extra={"n_patterns": int(scan.n_points), "refined_from": source, "iterations": result.iterations,
-               "refine_seconds": result.seconds, "start_scale": result.scale, **_physical_extra(scan)},
+               "refine_seconds": result.seconds, "start_scale": result.scale,
+               # the misfit history is only comparable between runs with the same settings
+               "refine_config": config.to_dict(), **_physical_extra(scan)},
         arrays={"probe": result.probe, "misfit": misfit, "positions_start": scan.positions})
     images = save_object_images(result.obj, out, coverage=result.coverage, origin_xy=tuple(result.origin),
                                 pixel_size_m=scan.pixel_size_m, title="Refined")

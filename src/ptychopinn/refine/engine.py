@@ -21,7 +21,8 @@ Misfits (summed over patterns and pixels):
 Updates of one mini-batch (``dpsi`` from the current object and probe):
 
 * object: ``O += step * sum_k place_k(conj(P_k) dpsi_k) / ((1 - alpha) sum_k place_k(|P_k|**2) + alpha
-  max|P|**2)`` (rPIE; the numerator is ``-dL/dO*`` for the Gaussian misfit, half of it for Poisson);
+  max|P|**2)`` (rPIE; the numerator is ``-dL/dO*`` for the Gaussian misfit, half of it for Poisson
+  wherever the gain cap is inactive);
 * probe (optional): the same with the roles of object and probe swapped, the correction moved back by
   ``-f_k``; then the probe is rescaled to its initial energy, so the object/probe scale cannot drift;
 * momentum (after each pass over all patterns): ``v = momentum * v + (O - O_prev)``, ``O += momentum * v``,

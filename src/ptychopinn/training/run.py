@@ -137,8 +137,7 @@ def _diverged_message(epoch: int | None, step: int | None, last: Path | None, tr
     kept = f"the last good checkpoint is {last}" if last is not None and last.is_file() else \
         "no checkpoint was written before that"
     return (f"training diverged (non-finite loss) at {where}; {kept}; lower the learning rate "
-            f"(now {training.learning_rate:g}) or clip gradients (gradient_clip_val; on the command line "
-            f"--gradient-clip-val), then train again")
+            f"(now {training.learning_rate:g}) or clip gradients (gradient_clip_val), then train again")
 
 
 def train(
