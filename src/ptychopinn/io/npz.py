@@ -45,13 +45,13 @@ import numpy as np
 from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import DataFormatError, PtychoInputError
 from ptychopinn.io.atomic import atomic_write
-from ptychopinn.io.files import DEFAULT_MMAP_THRESHOLD, check_allocation, container, regular_file
+from ptychopinn.io.files import check_allocation, container, regular_file
 from ptychopinn.io.schema import REQUIRED_KEYS, UNITS_METADATA_KEY, check_units, scan_from_source
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["REQUIRED_KEYS", "UNITS_METADATA_KEY", "NpzSource", "describe_npz", "load_npz", "npz_is_mappable",
-           "open_npz_mmap", "save_npz", "should_mmap"]
+           "open_npz_mmap", "save_npz"]
 
 _SUPPORTED_COMPRESSION = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate",
                           zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma"}
@@ -313,15 +313,6 @@ def npz_is_mappable(path: str | os.PathLike[str]) -> bool:
             return any(src.is_mappable(k) for k in ("diffraction", "diff3d") if k in src.members)
     except (PtychoInputError, OSError):
         return False
-
-
-def should_mmap(path: str | os.PathLike[str], threshold: int = DEFAULT_MMAP_THRESHOLD) -> bool:
-    """True for an uncompressed NPZ larger than ``threshold`` bytes (default 1 GiB)."""
-    try:
-        size = os.path.getsize(path)
-    except OSError:
-        return False
-    return size > threshold and npz_is_mappable(path)
 
 
 # ---------------------------------------------------------------------------------------- writing
