@@ -168,3 +168,18 @@ def test_first_ctrl_c_waits_for_a_safe_point_and_a_second_stops_at_once() -> Non
             os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C does not wait
             time.sleep(0.05)
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_interrupt_message_carries_the_callers_resume_hint(tmp_path: Path) -> None:
+    """The ptycho_torch object API cannot resume like `ptychopinn train`; its users get their own hint."""
+    from types import SimpleNamespace
+
+    from ptychopinn.training.run import RESUME_HINT, _interrupted_message
+
+    last = tmp_path / "last.ckpt"
+    last.write_bytes(b"checkpoint")
+    trainer = SimpleNamespace(current_epoch=3)
+    assert RESUME_HINT in _interrupted_message(trainer, last)
+    msg = _interrupted_message(trainer, last, "its weights load with load_from_checkpoint")
+    assert "load_from_checkpoint" in msg and "--resume" not in msg and "epoch 3" in msg and str(last) in msg
+    assert "nothing to resume" in _interrupted_message(trainer, tmp_path / "none.ckpt", "x")

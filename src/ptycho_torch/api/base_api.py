@@ -308,7 +308,8 @@ class Trainer:
     def train(self, orchestration: str = "lightning", experiment_name: str = "") -> dict[str, Any]:
         """Fit; returns ``{'run_dir', 'epochs_completed'}``. Raises ``TrainingDivergedError`` on a non-finite loss
         (naming the last good checkpoint)."""
-        result = self._run.fit(loss_plot=False)
+        result = self._run.fit(loss_plot=False, resume_hint="its weights load with "
+                               "ptycho_torch.model.PtychoPINN_Lightning.load_from_checkpoint")
         return {"run_dir": self.run_dir, "epochs_completed": result.epochs_completed}
 
 

@@ -280,8 +280,12 @@ def _remove_run_logs(trainer: L.Trainer, out: Path) -> None:
             folder.rmdir()  # only when empty
 
 
-def _interrupted_message(trainer: L.Trainer, last: Path) -> str:
-    kept = (f"{last} holds the last completed epoch; continue with `ptychopinn train ... --resume` (or resume=True)"
+RESUME_HINT = "continue with `ptychopinn train ... --resume` (or resume=True)"
+"""What :meth:`TrainingRun.fit` tells a user after Ctrl-C, by default, about the last checkpoint."""
+
+
+def _interrupted_message(trainer: L.Trainer, last: Path, resume_hint: str = RESUME_HINT) -> str:
+    kept = (f"{last} holds the last completed epoch; {resume_hint}"
             if last.is_file() else "no epoch was completed, so there is nothing to resume")
     return f"training stopped by Ctrl-C during epoch {trainer.current_epoch} (0-based); {kept}"
 
@@ -308,11 +312,12 @@ class TrainingRun:
     _settings: _TorchSettings = field(repr=False)
     _fitted: bool = field(default=False, repr=False)
 
-    def fit(self, *, loss_plot: bool = True) -> TrainResult:
+    def fit(self, *, loss_plot: bool = True, resume_hint: str = RESUME_HINT) -> TrainResult:
         """Train, then collect the result; once per run.
 
         Args:
             loss_plot: write ``checkpoints/loss_curves.png`` (and send it to an MLflow logger).
+            resume_hint: how the caller's users continue from the last checkpoint, in the Ctrl-C message.
 
         Returns:
             :class:`TrainResult`; ``result.model`` is the trained model on CPU in eval mode.
@@ -331,13 +336,13 @@ class TrainingRun:
                 trainer.fit(self.module, datamodule=self.datamodule,
                             ckpt_path=str(resume_from) if self.resume else None, weights_only=True)
         except TrainingInterrupted:
-            raise KeyboardInterrupt(_interrupted_message(trainer, resume_from)) from None
+            raise KeyboardInterrupt(_interrupted_message(trainer, resume_from, resume_hint)) from None
         except _RENDEZVOUS_ERRORS as exc:
             raise rendezvous_error(exc, self.execution) from None
         except Exception:
             # a second Ctrl-C inside C++ code (a checkpoint writer) comes out as some other error
             if interrupt_requested():
-                raise KeyboardInterrupt(_interrupted_message(trainer, resume_from)) from None
+                raise KeyboardInterrupt(_interrupted_message(trainer, resume_from, resume_hint)) from None
             raise
         finally:
             self._settings.restore()
