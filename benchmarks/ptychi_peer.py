@@ -18,7 +18,7 @@ method. Every method starts from a flat object and keeps the scan's probe and po
   memory/speed setting that does not change the iterates);
 * ``ptychopinn.refine``: ``quality.run_refine`` (``Refiner(blind(scan), RefineConfig(iterations=K,
   noise='gaussian'))``): the Gaussian amplitude misfit, so that ``misfit`` means the same for every method
-  (the default Poisson misfit gives the same image at this dose, about 15% slower per pass:
+  (the default Poisson misfit gives the same image at this dose, about 10% slower per pass:
   ``benchmarks/refine_noise.py``).
 
 Timing: ``seconds`` = cumulative iteration time at the checkpoint (1, 2, 5, 10, 20, 50 iterations); the

@@ -283,9 +283,9 @@ class RefineConfig(ConfigBase):
     ``batch_size`` patterns drawn in a seeded random order). ``time_limit``: stop after this many
     seconds (None = no limit). ``noise``: the misfit minimised, ``'poisson'`` (negative
     log-likelihood of the counts; the default: the same quality as ``'gaussian'`` at high dose and far
-    better at low dose, see the README) or ``'gaussian'`` (amplitude least squares, ~15% less time per
-    pass). ``alpha``: rPIE regularisation
-    of the illumination preconditioner, in (0, 1]; ``step``: object step length (1 = full rPIE step).
+    better at low dose, see the README) or ``'gaussian'`` (amplitude least squares, ~10% less time per
+    pass). ``alpha``: rPIE regularisation of the illumination preconditioner, in (0, 1]; ``step``:
+    object step length (1 = full rPIE step).
     ``momentum``: after each pass the object moves on by ``momentum`` times its accumulated change
     (heavy-ball acceleration of the slow, large-scale phase; 0 = plain rPIE).
     ``refine_probe`` updates the probe from iteration ``probe_start`` on (its energy is held fixed so

@@ -258,9 +258,9 @@ class Refiner:
         """``(dpsi [b, N, N] complex64, misfit 0-d float64)`` of exit waves ``psi`` against amplitudes
         ``measured`` (unshifted FFT order), for the configured noise model (module docstring)."""
         far = torch.fft.fft2(psi, norm="ortho")
-        mag = far.abs()
         w = self._weights
         if self.config.noise == "gaussian":
+            mag = far.abs()
             resid = (mag - measured).square()
             misfit = (resid if w is None else resid * w).sum(dtype=torch.float64)
             # where |Psi| = 0 the projection's phase is undefined; Psi = 0 is kept there
@@ -269,10 +269,11 @@ class Refiner:
                 ratio = ratio * w + (1.0 - w)
             return torch.fft.ifft2(far * ratio, norm="ortho") - psi, misfit
         counts = measured.square()
-        m2 = mag.square()
+        m2 = far.real.square() + far.imag.square()  # |Psi|**2 without the square root
         eps = 1e-6 * float(counts.mean().clamp_min(1e-12))
-        dev = m2 - counts - counts * torch.log((m2 + eps) / (counts + eps))
-        gain = (0.5 * (counts / (m2 + eps) - 1.0)).clamp_max(POISSON_GAIN_MAX)
+        m2_eps = m2 + eps
+        dev = m2 - counts - counts * torch.log(m2_eps / (counts + eps))
+        gain = (0.5 * (counts / m2_eps - 1.0)).clamp_max(POISSON_GAIN_MAX)
         if w is not None:
             dev, gain = dev * w, gain * w
         misfit = dev.sum(dtype=torch.float64)
