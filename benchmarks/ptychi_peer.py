@@ -2,12 +2,15 @@
 
 One command: ``make bench-peer`` (installs pty-chi into .venv without its dependencies, then runs
 ``.venv/bin/python benchmarks/ptychi_peer.py``). Options: ``--quick`` (N=32, 128 x 128 object),
-``--engines rpie,lsqml,epie,dm``, ``--threads 1,2``, ``--iterations 50``, ``--sweep {none,truth,full}``.
+``--engines rpie,lsqml,epie,dm``, ``--ours cg,rpie``, ``--datasets image@1e9,moon@1e9,...``, ``--threads 1,2``,
+``--iterations 100``, ``--sweep {none,truth,full}``.
 
-Same data, same CPU, same scoring: the test scan of ``benchmarks/quality.py`` (``quality.make_scans``:
-natural-image object from the astronaut/coins pair, raster scan with +-1 px jitter, data simulated with
-``oversample=2``, 1e9 photons; N=64 and a 320 x 320 object by default) and ``quality.score`` for every
-method. Every method starts from a flat object and keeps the scan's probe and positions fixed:
+Same data, same CPU, same scoring: the test scans of ``benchmarks/quality.py`` (``quality.make_scans``:
+natural-image objects, raster scan with +-1 px jitter, data simulated with ``oversample=2``; N=64 and a
+320 x 320 object by default) and ``quality.score`` for every method. Datasets ``KIND@DOSE``: ``image``
+(the astronaut/coins pair), ``moon`` (``quality.HARD_PAIR``), ``sparse`` (astronaut/coins at twice the
+scan step, about 48 % linear overlap), at DOSE photons per pattern. Every method starts from a flat object
+and keeps the scan's probe and positions fixed:
 
 * pty-chi engines through the public API (``ptychi.api`` options, ``PtychographyTask(options)``,
   ``task.run(k)``, ``task.get_data_to_cpu('object', as_numpy=True)``), batch size 64 (ours), device CPU,
@@ -16,10 +19,10 @@ method. Every method starts from a flat object and keeps the scan's probe and po
   already scaled to the data, otherwise epoch 1 only rescales the probe), ePIE (alpha 1, the classic
   step; pty-chi's default 0.1 is the rPIE value) and DM (full-batch by design; ``chunk_length=64`` is a
   memory/speed setting that does not change the iterates);
-* ``ptychopinn.refine``: ``quality.run_refine`` (``Refiner(blind(scan), RefineConfig(iterations=K,
-  noise='gaussian'))``): the Gaussian amplitude misfit, so that ``misfit`` means the same for every method
-  (the default Poisson misfit gives the same image at this dose, about 10% slower per pass:
-  ``benchmarks/refine_noise.py``).
+* ``ptychopinn.refine``: ``quality.run_refine`` (``create_reconstructor(blind(scan), RefineConfig(iterations=K,
+  engine=E, noise='gaussian'))``) for each engine E of ``--ours``: the Gaussian amplitude misfit, so that
+  ``misfit`` means the same for every method (the cg engine's default; rPIE's default Poisson misfit is
+  compared in ``benchmarks/refine_noise.py``).
 
 Timing: ``seconds`` = cumulative iteration time at the checkpoint (1, 2, 5, 10, 20, 50 iterations); the
 scoring and the data-misfit evaluation are not timed. pty-chi's ``PtychographyTask`` construction is
@@ -81,6 +84,7 @@ from ptychopinn.data.scan import ScanData  # noqa: E402
 from ptychopinn.physics.shift import shift_ramp, split_positions, window_index  # noqa: E402
 
 ENGINES = ("rpie", "lsqml", "epie", "dm")
+DATASETS = ("image@1e9", "moon@1e9", "image@1e5", "image@1e4", "sparse@1e9")
 MARGIN = 2  # buffer pixels around the scanned windows (pty-chi pads patches that reach outside)
 SWEEP_OFFSETS = (-1.0, -0.5, 0.5, 1.0)
 
@@ -236,12 +240,12 @@ def run_ptychi(engine: str, scan: ScanData, iterations: int, emit: Any, base: di
         _reset_torch_defaults()
 
 
-def run_ours(scan: ScanData, iterations: int, emit: Any, base: dict[str, Any]) -> None:
-    from ptychopinn.refine.engine import Refiner
+def run_ours(scan: ScanData, iterations: int, emit: Any, base: dict[str, Any], engine: str) -> None:
+    from ptychopinn.refine import create_reconstructor
 
     t0 = time.perf_counter()
-    Refiner(quality.blind(scan), RefineConfig(iterations=1))
-    emit({**base, "method": "ptychopinn.refine", "setup_seconds": round(time.perf_counter() - t0, 3),
+    create_reconstructor(quality.blind(scan), RefineConfig(iterations=1, engine=engine))
+    emit({**base, "method": f"ptychopinn.{engine}", "setup_seconds": round(time.perf_counter() - t0, 3),
           "note": "set-up alone; included in the 'seconds' of the records below"})
 
     def emit_ours(rec: dict[str, Any]) -> None:
@@ -250,8 +254,8 @@ def run_ours(scan: ScanData, iterations: int, emit: Any, base: dict[str, Any]) -
         rec["sec_per_iter_per_pattern_us"] = round(1e6 * rec["seconds"] / it / scan.n_points, 2)
         emit({**base, **rec})
 
-    quality.run_refine(scan, None, (0.0, 0.0), 0.0, "ptychopinn.refine", base["dataset"], iterations, emit_ours,
-                       noise="gaussian")
+    quality.run_refine(scan, None, (0.0, 0.0), 0.0, f"ptychopinn.{engine}", base["dataset"], iterations, emit_ours,
+                       noise="gaussian", engine=engine)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,8 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="N=32, 128 x 128 object")
     ap.add_argument("--N", type=int, default=None)
     ap.add_argument("--size", type=int, default=None, help="object side in pixels")
-    ap.add_argument("--iterations", type=int, default=50)
-    ap.add_argument("--engines", default="rpie,lsqml,epie,dm", help=f"comma-separated subset of {ENGINES}")
+    ap.add_argument("--iterations", type=int, default=100)
+    ap.add_argument("--engines", default="lsqml,rpie", help=f"comma-separated subset of {ENGINES}")
+    ap.add_argument("--ours", default="cg,rpie", help="comma-separated ptychopinn engines (cg, rpie)")
+    ap.add_argument("--datasets", default=",".join(DATASETS),
+                    help="comma-separated KIND@DOSE, KIND in image, moon, sparse (module docstring)")
     ap.add_argument("--threads", default="1", help="comma-separated torch thread counts, e.g. 1,2")
     ap.add_argument("--no-ours", action="store_true", help="skip ptychopinn.refine")
     ap.add_argument("--sweep", choices=("none", "truth", "full"), default="truth",
@@ -276,7 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     n = args.N or (32 if args.quick else 64)
     size = args.size or (128 if args.quick else 320)
     step = 7.0 * n / 64
-    dose = 1e9
+    datasets = [d for d in args.datasets.split(",") if d]
+    for d in datasets:
+        kind, _, dose_text = d.partition("@")
+        if kind not in ("image", "moon", "sparse") or not _is_float(dose_text):
+            ap.error(f"dataset {d!r}: expected KIND@DOSE with KIND image, moon or sparse, e.g. image@1e9")
     logging.getLogger("ptychi").setLevel(logging.ERROR)  # no per-epoch log lines or progress bars
 
     def emit(rec: dict[str, Any]) -> None:
@@ -289,21 +300,35 @@ def main(argv: list[str] | None = None) -> int:
     import torchvision
 
     import_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    _, scan = quality.make_scans("image", n, size, dose, step, args.seed)
-    sim_s = time.perf_counter() - t0
     emit({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "threads": threads,
           "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"), "torch": torch.__version__,
           "ptychi": getattr(ptychi, "__version__", None) or _dist_version("ptychi"),
           "torchvision": "stand-in (benchmarks/_peer_stubs)" if getattr(torchvision, "STUB", False)
           else torchvision.__version__,
-          "N": n, "object_size": size, "patterns": scan.n_points, "oversample": 2, "nphotons": dose,
-          "simulate_seconds": round(sim_s, 1), "ptychi_import_seconds": round(import_s, 1),
+          "N": n, "object_size": size, "oversample": 2, "ptychi_import_seconds": round(import_s, 1),
           "batch_size": RefineConfig().batch_size})
-    dataset = f"image@{dose:.0e}"
+    for i, dataset in enumerate(datasets):
+        kind, _, dose_text = dataset.partition("@")
+        t0 = time.perf_counter()
+        _, scan = quality.make_scans("image", n, size, float(dose_text), 2 * step if kind == "sparse" else step,
+                                     args.seed, quality.HARD_PAIR if kind == "moon" else quality.TEST_PAIR)
+        emit({"dataset": dataset, "patterns": scan.n_points, "simulate_seconds": round(time.perf_counter() - t0, 1)})
+        run_dataset(scan, dataset, args, engines, threads, emit, sweep=args.sweep if i == 0 else "none")
+    return 0
 
+
+def _is_float(text: str) -> bool:
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False
+
+
+def run_dataset(scan: ScanData, dataset: str, args: argparse.Namespace, engines: list[str], threads: list[int],
+                emit: Any, sweep: str) -> None:
+    """Every method on one scan: the geometry check (``sweep``), ours, then pty-chi's engines."""
     torch.set_num_threads(threads[0])
-    if args.sweep != "none":
+    if sweep != "none":
         emit({"check": "ours_truth_misfit", "misfit": data_misfit(scan.obj, (0.0, 0.0), scan)})
         for ax in (0, 1):
             for d in (0.0, *SWEEP_OFFSETS):
@@ -312,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                 off = (d, 0.0) if ax == 0 else (0.0, d)
                 emit({"check": "ptychi_truth_misfit", "offset_px": list(off),
                       "misfit": ptychi_truth_misfit(scan, off)})
-        if args.sweep == "full":
+        if sweep == "full":
             for ax in (0, 1):
                 for d in (0.0, *SWEEP_OFFSETS):
                     if d == 0.0 and ax == 1:
@@ -327,11 +352,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(t)
         base = {"dataset": dataset, "torch_threads": t}
         if not args.no_ours:
-            run_ours(scan, args.iterations, emit, base)
+            for ours in (e for e in args.ours.split(",") if e):
+                run_ours(scan, args.iterations, emit, base, ours)
         for engine in engines:
             run_ptychi(engine, scan, args.iterations, emit, base, batch_size=RefineConfig().batch_size,
                        seed=args.seed)
-    return 0
 
 
 def _dist_version(name: str) -> str | None:

@@ -1,5 +1,5 @@
-"""Refinement misfit (Gaussian against Poisson) and rPIE ``alpha`` across doses, on the quality benchmark's
-unseen scans.
+"""rPIE's refinement misfit (Gaussian against Poisson) and ``alpha`` across doses, on the quality benchmark's
+unseen scans (the rpie engine; the engines are compared in ``ptychi_peer.py``).
 
 Scans as ``quality.py`` simulates them (N=64, 320 x 320 objects, about 1,369 patterns, 2x oversampled
 data, Poisson noise) for each kind and dose; :mod:`ptychopinn.refine` from a flat object with the known
@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ptychopinn.config import NOISE_MODELS, RefineConfig  # noqa: E402
-from ptychopinn.refine.engine import Refiner  # noqa: E402
+from ptychopinn.refine import create_reconstructor  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from quality import blind, make_scans, score  # noqa: E402
@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             _, test = make_scans(kind, 64, 320, dose, 7.0, args.seed)
             counts = float(np.mean(np.square(np.asarray(test.diffraction, dtype=np.float64))))
             for noise, alpha in itertools.product(args.noises.split(","), (float(a) for a in args.alphas.split(","))):
-                r = Refiner(blind(test), RefineConfig(iterations=args.iterations, noise=noise, alpha=alpha))
+                cfg = RefineConfig(iterations=args.iterations, engine="rpie", noise=noise, alpha=alpha)
+                r = create_reconstructor(blind(test), cfg)
                 for it in range(1, args.iterations + 1):
                     r.iterate()
                     if it in CHECKPOINTS or it == args.iterations:

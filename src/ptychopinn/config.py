@@ -273,21 +273,28 @@ class InferenceConfig(ConfigBase):
 
 
 NOISE_MODELS = ("gaussian", "poisson")
+REFINE_ENGINES = ("auto", "cg", "rpie")
 
 
 @dataclass(frozen=True)
 class RefineConfig(ConfigBase):
     """Iterative refinement of a reconstruction on the physics (:mod:`ptychopinn.refine`).
 
-    ``iterations``: passes over all patterns (each pattern is used once per pass, in mini-batches of
-    ``batch_size`` patterns drawn in a seeded random order). ``time_limit``: stop after this many
-    seconds (None = no limit). ``noise``: the misfit minimised, ``'poisson'`` (negative
-    log-likelihood of the counts; the default: the same quality as ``'gaussian'`` at high dose and far
-    better at low dose, see the README) or ``'gaussian'`` (amplitude least squares, ~10% less time per
-    pass). ``alpha``: rPIE regularisation of the illumination preconditioner, in (0, 1]; ``step``:
-    object step length (1 = full rPIE step).
-    ``momentum``: after each pass the object moves on by ``momentum`` times its accumulated change
-    (heavy-ball acceleration of the slow, large-scale phase; 0 = plain rPIE).
+    ``engine``: ``'cg'`` (``warmup`` rPIE passes, then whole-scan preconditioned conjugate gradients
+    with exact step lengths; object only), ``'rpie'`` (mini-batch rPIE; also refines probe and
+    positions) or ``'auto'`` (the default: ``'cg'`` when only the object is refined and its far-field
+    cache fits a quarter of the memory limit, else ``'rpie'``). ``iterations``: the most passes over
+    all patterns (each pattern is used once per pass). ``tolerance``: stop earlier once the misfit
+    has changed by less than this fraction in each of the last 5 passes without rising over them (None =
+    run to ``iterations``). ``time_limit``: stop after this many seconds (None = no limit). ``noise``: the
+    misfit minimised, ``'gaussian'`` (amplitude least squares), ``'poisson'`` (negative
+    log-likelihood of the counts) or ``'auto'`` (Gaussian for ``'cg'``, Poisson for ``'rpie'``: the
+    better of the two for each engine on the benchmarks, see the README). ``batch_size``: patterns
+    per rPIE mini-batch (and per chunk of the cg engine), drawn in a seeded random order.
+    ``alpha``: regularisation of the illumination preconditioner, in (0, 1]; ``step``: rPIE object
+    step length (1 = full rPIE step). ``momentum``: after each rPIE pass the object moves on by
+    ``momentum`` times its accumulated change (heavy-ball acceleration of the slow, large-scale
+    phase; 0 = plain rPIE).
     ``refine_probe`` updates the probe from iteration ``probe_start`` on (its energy is held fixed so
     the object/probe scale cannot drift). ``refine_positions`` corrects scan positions from iteration
     ``position_start`` on, at most ``max_position_step`` pixels per iteration. ``accelerator``: where
@@ -296,8 +303,11 @@ class RefineConfig(ConfigBase):
 
     iterations: int = 20
     time_limit: float | None = None
+    tolerance: float | None = None
+    engine: str = "auto"
+    warmup: int = 10
     batch_size: int = 64
-    noise: str = "poisson"
+    noise: str = "auto"
     alpha: float = 0.1
     step: float = 1.0
     momentum: float = 0.8
@@ -313,7 +323,10 @@ class RefineConfig(ConfigBase):
         check_int("iterations", self.iterations, 1)
         check_num("time_limit", self.time_limit, 0.0, strict=True, optional=True)
         check_int("batch_size", self.batch_size, 1)
-        check_choice("noise", self.noise, NOISE_MODELS)
+        check_num("tolerance", self.tolerance, 0.0, strict=True, optional=True)
+        check_choice("engine", self.engine, REFINE_ENGINES)
+        check_int("warmup", self.warmup, 0)
+        check_choice("noise", self.noise, ("auto", *NOISE_MODELS))
         check_num("alpha", self.alpha, 0.0, strict=True)
         require(self.alpha <= 1.0, "alpha", "a number in (0, 1]", self.alpha)
         check_num("step", self.step, 0.0, strict=True)
@@ -327,6 +340,12 @@ class RefineConfig(ConfigBase):
         check_num("max_position_step", self.max_position_step, 0.0, strict=True)
         check_choice("accelerator", self.accelerator, ACCELERATORS)
         check_int("seed", self.seed, 0)
+
+    def resolved_noise(self, engine: str) -> str:
+        """The misfit ``engine`` (``'cg'`` or ``'rpie'``) minimises under this configuration."""
+        if self.noise != "auto":
+            return self.noise
+        return "gaussian" if engine == "cg" else "poisson"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ wrote. Heavy modules (torch, Lightning, matplotlib) are imported inside the func
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -272,10 +273,14 @@ def _write_refined(result: Any, scan: ScanData, out: Path, write_product: bool, 
 
     out.mkdir(parents=True, exist_ok=True)
     misfit = np.asarray([h["misfit"] for h in result.history], dtype=np.float64)
+    logging.getLogger("ptychopinn").info(
+        "refinement: engine %s, %s misfit, %d iterations in %.1f s, misfit %.4g -> %.4g, stopped: %s",
+        result.engine, result.noise, result.iterations, result.seconds, misfit[0], misfit[-1], result.stop_reason)
     npz = save_reconstruction_npz(
         out / "reconstruction.npz", result,
         extra={"n_patterns": int(scan.n_points), "refined_from": source, "iterations": result.iterations,
-               "refine_seconds": result.seconds, "start_scale": result.scale,
+               "refine_seconds": result.seconds, "start_scale": result.scale, "refine_engine": result.engine,
+               "refine_noise": result.noise, "refine_stop_reason": result.stop_reason,
                # the misfit history is only comparable between runs with the same settings
                "refine_config": config.to_dict(), **_physical_extra(scan)},
         arrays={"probe": result.probe, "misfit": misfit, "positions_start": scan.positions})

@@ -1,7 +1,8 @@
 """``ptychopinn refine SCAN.npz (--init RECON.npz | --flat) --output-dir DIR``: iterate on the physics.
 
 Refines the object of a scan (optionally its probe and scan positions) by minimising the data misfit
-with illumination-preconditioned mini-batch updates (the rPIE / LSQML family), starting from a
+(engine ``cg``: rPIE warm-up, then whole-scan conjugate gradients with exact step lengths; engine
+``rpie``: illumination-preconditioned mini-batch updates, also of probe and positions), starting from a
 reconstruction (e.g. ``ptychopinn infer`` output: the fast path to iterative-solver quality) or from a
 flat object. The start is scaled from the data alone. Writes ``DIR/reconstruction.npz`` (object,
 coverage, positions, refined ``probe`` and the ``misfit`` history), ``amplitude.png``, ``phase.png``,
@@ -26,15 +27,23 @@ from ptychopinn.cli.common import (
 
 def add_refine_options(p: argparse.ArgumentParser, *, iterations_flag: str = "--iterations") -> None:
     """The refinement flags shared by ``refine`` and ``infer --refine``."""
-    from ptychopinn.config import NOISE_MODELS, RefineConfig
+    from ptychopinn.config import NOISE_MODELS, REFINE_ENGINES, RefineConfig
 
     defaults = RefineConfig()
     if iterations_flag == "--iterations":
         p.add_argument("--iterations", type=positive_int, default=defaults.iterations,
-                       help="passes over all patterns (default %(default)s)")
+                       help="the most passes over all patterns (default %(default)s)")
+    p.add_argument("--tolerance", type=number, default=defaults.tolerance,
+                   help="stop earlier once the misfit changes by less than this fraction in each of 5 passes in "
+                        "a row, e.g. 1e-3 (default: run all passes)")
     p.add_argument("--time-limit", type=number, help="stop after this many seconds of iterations")
-    p.add_argument("--noise", choices=NOISE_MODELS, default=defaults.noise,
-                   help="misfit: Poisson likelihood of the counts or amplitude least squares (default %(default)s)")
+    p.add_argument("--engine", choices=REFINE_ENGINES, default=defaults.engine,
+                   help="cg: rPIE warm-up then whole-scan conjugate gradients (object only); rpie: mini-batch "
+                        "updates (also probe, positions); auto: cg unless the probe or positions are refined "
+                        "(default %(default)s)")
+    p.add_argument("--noise", choices=("auto", *NOISE_MODELS), default=defaults.noise,
+                   help="misfit: amplitude least squares (gaussian) or Poisson likelihood of the counts; auto: "
+                        "gaussian for cg, poisson for rpie (default %(default)s)")
     p.add_argument("--alpha", type=number, default=defaults.alpha,
                    help="rPIE regularisation of the illumination preconditioner, in (0, 1] (default "
                         "%(default)s; 0.3 gives a less noisy amplitude at a few counts per pixel, see README)")
@@ -49,7 +58,8 @@ def refine_config(args: argparse.Namespace, iterations: int) -> object:
     from ptychopinn.config import RefineConfig
 
     accel = getattr(args, "accelerator", "cpu")
-    return RefineConfig(iterations=iterations, time_limit=args.time_limit, noise=args.noise, alpha=args.alpha,
+    return RefineConfig(iterations=iterations, time_limit=args.time_limit, tolerance=args.tolerance,
+                        engine=args.engine, noise=args.noise, alpha=args.alpha,
                         refine_probe=args.refine_probe, refine_positions=args.refine_positions,
                         batch_size=args.refine_batch_size, accelerator=accel)
 
@@ -90,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
                                 units=args.units, write_product=args.product, progress=show_progress(args))
     res = out.result
     summary(f"refined {res.positions.shape[0]} patterns for {out.iterations} iterations in {res.seconds:.1f} s "
-            f"(misfit {res.history[0]['misfit']:.3g} -> {res.history[-1]['misfit']:.3g}); wrote {out.npz}, "
+            f"({res.engine}, {res.noise} misfit {res.history[0]['misfit']:.3g} -> {res.history[-1]['misfit']:.3g}; "
+            f"stopped: {res.stop_reason}); wrote {out.npz}, "
             f"{out.amplitude_png}, {out.phase_png}, {out.misfit_png} (+ complex.png and amplitude/phase .tif)")
     return 0

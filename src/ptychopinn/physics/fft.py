@@ -36,3 +36,22 @@ def far_field_amplitude(psi: torch.Tensor) -> torch.Tensor:
     precision as ``psi``, zero frequency at ``(N//2, N//2)``; ``sum(out**2) == sum(|psi|**2)``.
     """
     return torch.fft.fftshift(torch.fft.fft2(psi, norm="ortho").abs(), dim=_DIMS)
+
+
+def fft2u(psi: torch.Tensor) -> torch.Tensor:
+    """Orthonormal FFT in unshifted order: ``[..., N, N]`` complex in and out, zero frequency at pixel
+    ``(0, 0)``. The iterative engines' fast path: ``|fft2u(psi)| == ifftshift(|fft2c(psi)|)`` (the
+    input shift of :func:`fft2c` only multiplies the spectrum by a phase), so measured amplitudes are
+    moved to this order once (:func:`to_unshifted`) instead of shifting every exit wave."""
+    return torch.fft.fft2(psi, norm="ortho")
+
+
+def ifft2u(far: torch.Tensor) -> torch.Tensor:
+    """Inverse (and adjoint) of :func:`fft2u`. ``[..., N, N]`` complex in and out."""
+    return torch.fft.ifft2(far, norm="ortho")
+
+
+def to_unshifted(a: torch.Tensor) -> torch.Tensor:
+    """Move centred far-field data (zero frequency at ``(N//2, N//2)``) to the unshifted order of
+    :func:`fft2u` (zero frequency at ``(0, 0)``). ``[..., N, N]``, any dtype."""
+    return torch.fft.ifftshift(a, dim=_DIMS)

@@ -19,7 +19,8 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["extract_exact", "fourier_shift", "shift_ramp", "split_positions", "window_index"]
+__all__ = ["extract_exact", "fourier_derivatives", "fourier_shift", "shift_ramp", "shifted_copies", "split_positions",
+           "window_index"]
 
 
 def split_positions(positions: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -73,6 +74,35 @@ def fourier_shift(images: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     x = images if images.is_complex() else images.to(torch.complex64)
     ramp = shift_ramp((int(x.shape[-2]), int(x.shape[-1])), shifts.to(x.device), x.dtype)
     return torch.fft.ifft2(torch.fft.fft2(x) * ramp)
+
+
+def shifted_copies(image: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """Copies of one image moved by each of ``shifts`` (as :func:`fourier_shift`, one forward FFT).
+
+    Args:
+        image: ``[H, W]`` complex (e.g. a probe).
+        shifts: ``[P, 2]`` ``(dx, dy)`` pixels.
+
+    Returns:
+        ``[P, H, W]`` complex, dtype of ``image``.
+    """
+    h, w = int(image.shape[-2]), int(image.shape[-1])
+    return torch.fft.ifft2(torch.fft.fft2(image)[None] * shift_ramp((h, w), shifts.to(image.device), image.dtype))
+
+
+def fourier_derivatives(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact (spectral) derivatives ``(d/dx, d/dy)`` of band-limited periodic images.
+
+    ``images``: ``[P, H, W]`` complex. Returns two ``[P, H, W]`` complex tensors in units of the image per
+    pixel (x = column): the rate at which :func:`fourier_shift` by ``+dx`` changes the image is
+    ``-d/dx``.
+    """
+    h, w = int(images.shape[-2]), int(images.shape[-1])
+    spec = torch.fft.fft2(images)
+    real = images.real.dtype
+    kx = torch.fft.fftfreq(w, device=images.device, dtype=real) * (2j * math.pi)
+    ky = torch.fft.fftfreq(h, device=images.device, dtype=real) * (2j * math.pi)
+    return torch.fft.ifft2(spec * kx[None, None, :]), torch.fft.ifft2(spec * ky[None, :, None])
 
 
 def window_index(corner: torch.Tensor, n: int, width: int) -> torch.Tensor:

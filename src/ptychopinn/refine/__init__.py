@@ -1,8 +1,11 @@
 """Iterative refinement on the physics: start from the network's reconstruction (or a flat object) and
-minimise the data misfit by illumination-preconditioned mini-batch updates of the object, optionally
-of the probe and the scan positions. See :mod:`ptychopinn.refine.engine` for the model and updates.
+minimise the data misfit, optionally also over the probe and the scan positions.
 
-Importing this package is cheap; torch is imported by :func:`refine_scan` and the engine module.
+Engines (``RefineConfig.engine``): :mod:`~ptychopinn.refine.rpie` (mini-batch rPIE with momentum; object,
+probe, positions) and :mod:`~ptychopinn.refine.cg` (rPIE warm-up, then whole-scan conjugate gradients with
+exact step lengths; object only). :mod:`~ptychopinn.refine.base` holds the model and the stopping rule.
+
+Importing this package is cheap; torch is imported by :func:`refine_scan` and the engine modules.
 """
 
 from __future__ import annotations
@@ -15,32 +18,70 @@ if TYPE_CHECKING:
 
     from ptychopinn.config import RefineConfig
     from ptychopinn.data.scan import ScanData
-    from ptychopinn.refine.engine import Refiner, RefineResult
+    from ptychopinn.refine.base import Reconstructor, RefineResult
 
-__all__ = ["refine_onto", "refine_scan"]
+__all__ = ["create_reconstructor", "refine_onto", "refine_scan", "resolve_engine"]
+
+
+def resolve_engine(scan: ScanData, config: RefineConfig) -> str:
+    """The engine that runs ``config`` on ``scan``: ``config.engine``, or for ``'auto'`` ``'cg'`` when only
+    the object is refined and the cg engine's cache (:func:`ptychopinn.refine.cg.cache_bytes`) fits a
+    quarter of :func:`ptychopinn.limits.memory_limit`, else ``'rpie'``."""
+    if config.engine != "auto":
+        return config.engine
+    if config.refine_probe or config.refine_positions:
+        return "rpie"
+    from ptychopinn.limits import memory_limit
+    from ptychopinn.refine.cg import cache_bytes
+
+    return "cg" if cache_bytes(scan.n_points, scan.N) <= memory_limit() // 4 else "rpie"
+
+
+def create_reconstructor(scan: ScanData, config: RefineConfig | None = None, *, start: np.ndarray | None = None,
+                         start_origin: tuple[float, float] = (0.0, 0.0),
+                         device: str | None = None) -> Reconstructor:
+    """The engine :func:`resolve_engine` picks, set up on ``scan`` (arguments as :func:`refine_scan`);
+    call its ``run()`` or ``iterate()``."""
+    from ptychopinn.config import RefineConfig
+    from ptychopinn.errors import ConfigError
+
+    cfg = config or RefineConfig()
+    if not isinstance(cfg, RefineConfig):
+        raise ConfigError(f"config: expected a RefineConfig, found {type(cfg).__name__}; build one with "
+                          f"RefineConfig(...)")
+    if resolve_engine(scan, cfg) == "cg":
+        from ptychopinn.limits import check_memory
+        from ptychopinn.refine.cg import ConjugateGradient, cache_bytes
+
+        check_memory(cache_bytes(scan.n_points, scan.N), "the cg refinement engine's far-field cache",
+                     "refine with engine 'rpie' (--engine rpie), which reads the patterns batch by batch")
+        return ConjugateGradient(scan, cfg, start=start, start_origin=start_origin, device=device)
+    from ptychopinn.refine.rpie import RPIE
+
+    return RPIE(scan, cfg, start=start, start_origin=start_origin, device=device)
 
 
 def refine_scan(scan: ScanData, config: RefineConfig | None = None, *, start: np.ndarray | None = None,
                 start_origin: tuple[float, float] = (0.0, 0.0), progress: bool = False,
-                callback: Callable[[Refiner], Any] | None = None) -> RefineResult:
+                callback: Callable[[Reconstructor], Any] | None = None) -> RefineResult:
     """Refine the object (and optionally probe and positions) of ``scan``.
 
     Args:
         scan: the scan; its ``diffraction`` is read batch by batch (memory-mapped scans work). Any
             ground truth it holds is ignored.
-        config: iterations, time limit, noise model, what to refine (:class:`~ptychopinn.config.RefineConfig`).
+        config: engine, iterations, stopping rule, noise model, what to refine
+            (:class:`~ptychopinn.config.RefineConfig`).
         start: ``[h, w]`` complex start object, e.g. ``Reconstruction.obj`` of the network; None = flat.
         start_origin: ``(x0, y0)`` object pixel of ``start[0, 0]`` (``Reconstruction.origin``).
         progress: tqdm bar on stderr with the misfit.
-        callback: called with the :class:`~ptychopinn.refine.engine.Refiner` after each iteration.
+        callback: called with the :class:`~ptychopinn.refine.base.Reconstructor` after each iteration.
 
     Returns:
-        :class:`~ptychopinn.refine.engine.RefineResult` (object on the scanned region's canvas, probe,
-        positions, misfit history).
+        :class:`~ptychopinn.refine.base.RefineResult` (object on the scanned region's canvas, probe,
+        positions, misfit history, why it stopped).
     """
-    from ptychopinn.refine.engine import Refiner
-
-    return Refiner(scan, config, start=start, start_origin=start_origin).run(progress=progress, callback=callback)
+    return create_reconstructor(scan, config, start=start, start_origin=start_origin).run(progress=progress,
+                                                                                       callback=callback)
 
 
 def refine_onto(scan: ScanData, start: np.ndarray, start_origin: tuple[float, float] = (0.0, 0.0),

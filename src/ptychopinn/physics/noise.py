@@ -1,0 +1,146 @@
+"""Noise models of the measured far field: the misfit an iterative engine minimises, its descent
+direction in the far field, and the derivatives of the misfit along a line (for exact step lengths).
+
+Arrays: ``far`` is the modelled far field ``Psi`` ``[b, N, N]`` complex64, ``measured`` the measured
+amplitude ``A = sqrt(counts)`` ``[b, N, N]`` float32 in the same pixel order, ``weights`` optional
+``[N, N]`` float32 detector weights (1 = measured, 0 = masked: such pixels add nothing to the misfit and
+leave the modelled far field as it is). Misfits are float64 sums over all pixels of the batch.
+
+* :class:`GaussianNoise`: amplitude least squares ``L = sum w (|Psi| - A)**2``. The square root of a
+  Poisson count has a variance of about 1/4 whatever the dose, so this is also a good likelihood at low
+  dose. Descent direction ``D = -dL/dPsi* = Psi (A / |Psi| - 1)`` (``psi + F^-1 D`` is the modulus
+  projection).
+* :class:`PoissonNoise`: ``L = sum w (|Psi|**2 - I log(|Psi|**2 + eps))`` with ``I = A**2``; direction
+  ``D = Psi g`` with the gain ``g = (I / (|Psi|**2 + eps) - 1) / 2`` capped at :data:`POISSON_GAIN_MAX`,
+  i.e. ``-(1/2) dL/dPsi*`` wherever the cap is inactive (equal to the Gaussian direction to first order
+  near the solution). Uncapped, pixels where the model predicts almost nothing but photons were counted
+  have an unbounded gain and swamp the update at low dose.
+
+``eps`` is :data:`EPS_FRACTION` times the batch's mean count, so that it is negligible against any
+count and scales with the dose.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+
+__all__ = ["EPS_FRACTION", "NOISE_MODELS", "POISSON_GAIN_MAX", "GaussianNoise", "NoiseModel", "PoissonNoise",
+           "noise_model"]
+
+POISSON_GAIN_MAX = 1.0
+"""Cap on the Poisson gain ``(I / |Psi|**2 - 1) / 2``: one update at most doubles the modelled far field
+at a pixel."""
+
+EPS_FRACTION = 1e-6
+"""``eps`` of the Poisson misfit as a fraction of the mean count of the batch."""
+
+_TINY = 1e-30
+
+
+def _abs2(z: torch.Tensor) -> torch.Tensor:
+    """``|z|**2`` of complex ``z`` as float32, without the slow complex ``abs``."""
+    sq = torch.view_as_real(z).square()
+    return sq[..., 0] + sq[..., 1]
+
+
+def _re_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``Re(conj(a) b)`` elementwise (float32) of two complex tensors of one shape."""
+    prod = torch.view_as_real(a) * torch.view_as_real(b)
+    return prod[..., 0] + prod[..., 1]
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor | None = None) -> float:
+    """``sum(a * b [* weights])`` over all elements of two float32 tensors of one shape, as a float."""
+    if weights is not None:
+        a = a * weights
+    return float(torch.linalg.vecdot(a.reshape(-1), b.reshape(-1)))
+
+
+class NoiseModel(ABC):
+    """Base class: a misfit of modelled far fields against measured amplitudes (module docstring)."""
+
+    name = ""
+
+    @abstractmethod
+    def direction(self, far: torch.Tensor, measured: torch.Tensor,
+                  weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(D [b, N, N] complex64, misfit 0-d float64)``: the far-field descent direction at ``far``
+        (zero at masked pixels) and the misfit there."""
+
+    @abstractmethod
+    def line_derivatives(self, far: torch.Tensor, dfar: torch.Tensor, t: float, measured: torch.Tensor,
+                         weights: torch.Tensor | None = None) -> tuple[float, float]:
+        """First and second derivative of ``t -> L(far + t dfar)`` at ``t`` (floats)."""
+
+
+class GaussianNoise(NoiseModel):
+    """Amplitude least squares ``sum w (|Psi| - A)**2``."""
+
+    name = "gaussian"
+
+    def direction(self, far: torch.Tensor, measured: torch.Tensor,
+                  weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        mag = _abs2(far).sqrt_()
+        resid = mag - measured
+        misfit = torch.tensor(_dot(resid, resid, weights), dtype=torch.float64)
+        # where |Psi| = 0 the projection's phase is undefined; the far field is kept there
+        gain = torch.div(measured, mag.clamp_min_(_TINY)).sub_(1.0)
+        if weights is not None:
+            gain.mul_(weights)
+        return far * gain, misfit
+
+    def line_derivatives(self, far: torch.Tensor, dfar: torch.Tensor, t: float, measured: torch.Tensor,
+                         weights: torch.Tensor | None = None) -> tuple[float, float]:
+        f = torch.add(far, dfar, alpha=t) if t else far
+        mag = _abs2(f).sqrt_().clamp_min_(_TINY)
+        slope = _re_dot(f, dfar).div_(mag)  # d|f|/dt
+        resid = mag - measured
+        curv = _abs2(dfar).sub_(slope.square()).div_(mag)  # d2|f|/dt2
+        d1 = 2.0 * _dot(resid, slope, weights)
+        d2 = 2.0 * (_dot(slope, slope, weights) + _dot(resid, curv, weights))
+        return d1, d2
+
+
+class PoissonNoise(NoiseModel):
+    """Poisson negative log-likelihood of the counts ``sum w (|Psi|**2 - I log(|Psi|**2 + eps))``,
+    reported as the deviance (zero for a perfect fit)."""
+
+    name = "poisson"
+
+    @staticmethod
+    def _eps(counts: torch.Tensor) -> float:
+        return EPS_FRACTION * float(counts.mean().clamp_min(1e-12))
+
+    def direction(self, far: torch.Tensor, measured: torch.Tensor,
+                  weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        counts = measured.square()
+        m2 = _abs2(far)  # |Psi|**2 without the square root
+        eps = self._eps(counts)
+        m2_eps = m2 + eps
+        dev = (m2 - counts).sub_(counts * torch.log(m2_eps / (counts + eps)))
+        gain = torch.div(counts, m2_eps).sub_(1.0).mul_(0.5).clamp_max_(POISSON_GAIN_MAX)
+        if weights is not None:
+            dev, gain = dev * weights, gain.mul_(weights)
+        return far * gain, dev.sum(dtype=torch.float64)
+
+    def line_derivatives(self, far: torch.Tensor, dfar: torch.Tensor, t: float, measured: torch.Tensor,
+                         weights: torch.Tensor | None = None) -> tuple[float, float]:
+        counts = measured.square()
+        f = torch.add(far, dfar, alpha=t) if t else far
+        m2 = _abs2(f).add_(self._eps(counts))
+        dm2 = _re_dot(f, dfar).mul_(2.0)
+        ratio = counts / m2
+        keep = 1.0 - ratio
+        d1 = _dot(dm2, keep, weights)
+        d2 = 2.0 * _dot(_abs2(dfar), keep, weights) + _dot(ratio.mul_(dm2).div_(m2), dm2, weights)
+        return d1, d2
+
+
+NOISE_MODELS: dict[str, type[NoiseModel]] = {"gaussian": GaussianNoise, "poisson": PoissonNoise}
+
+
+def noise_model(name: str) -> NoiseModel:
+    """The noise model called ``name`` (``'gaussian'`` or ``'poisson'``)."""
+    return NOISE_MODELS[name]()
