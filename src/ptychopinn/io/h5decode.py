@@ -39,6 +39,7 @@ TIMEOUT_S = 120.0
 
 _lock = threading.Lock()
 _child: subprocess.Popen[bytes] | None = None
+_owner = 0  # pid of the process that started _child (a forked copy must start its own)
 
 
 def deadline(need: int) -> float:
@@ -47,8 +48,8 @@ def deadline(need: int) -> float:
 
 
 def _start() -> subprocess.Popen[bytes]:
-    global _child
-    if _child is not None and _child.poll() is None:
+    global _child, _owner
+    if _child is not None and _owner == os.getpid() and _child.poll() is None:
         return _child
     if not sys.executable:
         raise DataFormatError("compressed HDF5 datasets are decoded in a child Python process, but this "
@@ -59,13 +60,14 @@ def _start() -> subprocess.Popen[bytes]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     _child = subprocess.Popen([sys.executable, "-m", "ptychopinn.io.h5decode"], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, close_fds=True)
+    _owner = os.getpid()
     return _child
 
 
 def _stop() -> None:
     global _child
     child, _child = _child, None
-    if child is None:
+    if child is None or _owner != os.getpid():
         return
     try:
         if child.stdin is not None:
