@@ -157,7 +157,8 @@ def probe_file(path: Path) -> Path:
 
 
 def filtered(filter_id: int, options: tuple[int, ...] = ()) -> Callable[[h5py.File], None]:
-    """``diffraction`` declared compressed with HDF5 filter ``filter_id`` (its plugin need not be present)."""
+    """``diffraction`` declared compressed with HDF5 filter ``filter_id`` (its plugin need not be present;
+    ``options`` are hdf5plugin's defaults, which its filter checks when it is registered), chunks stored raw."""
     def edit(f: h5py.File) -> None:
         del f["diffraction"]
         d = f.create_dataset("diffraction", shape=(M, N, N), dtype=np.float32, chunks=(4, N, N),
@@ -405,10 +406,11 @@ CASES: list[Case] = [
     Case("vds-same-file-accepted", "storage", vds_same_file, None),
     # ---- filters outside the supported list
     Case("filter-bzip2", "filters", _scan(filtered(307, (9,))), "filter 307 (bzip2)"),
-    Case("filter-sz3", "filters", _scan(filtered(32024)), "filter 32024 (SZ3)"),
-    Case("filter-sperr", "filters", _scan(filtered(32028)), "filter 32028 (SPERR)"),
+    Case("filter-sz3", "filters", _scan(filtered(32024, (0, 1069128089, 2576980378, 0, 0, 0, 0, 0, 0))),
+         "filter 32024 (SZ3)"),
+    Case("filter-sperr", "filters", _scan(filtered(32028, (269484032, 0))), "filter 32028 (SPERR)"),
     Case("filter-zfp", "filters", _scan(filtered(32013)), "filter 32013 (ZFP)"),
-    Case("filter-blosc2", "filters", _scan(filtered(32026)), "filter 32026 (Blosc2)"),
+    Case("filter-blosc2", "filters", _scan(filtered(32026, (0, 0, 0, 0, 5, 1, 0))), "filter 32026 (Blosc2)"),
     Case("filter-unknown-id", "filters", _scan(filtered(40000)), "filter 40000"),
     Case("filter-scaleoffset", "filters",
          _scan(lambda f: (f.__delitem__("diffraction"), f.create_dataset(
