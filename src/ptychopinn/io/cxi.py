@@ -33,9 +33,11 @@ import numpy as np
 
 from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError, DataFormatError
+from ptychopinn.io import h5guard
 from ptychopinn.io.atomic import atomic_path
 from ptychopinn.io.hdf5 import H5Source, open_h5
 from ptychopinn.io.schema import check_units, probe_layout, scan_from_source
+from ptychopinn.limits import check_memory
 
 HC_EV_M = 1.23984198e-6
 """Planck constant times the speed of light, in eV m."""
@@ -51,31 +53,36 @@ _LENGTH_UNITS = {"m": 1.0, "meter": 1.0, "meters": 1.0, "metre": 1.0, "metres": 
                  "micron": 1e-6, "microns": 1e-6, "nm": 1e-9}
 
 
+MAX_TRANSLATION_M = 1.0
+"""Largest |translation| accepted, in metres: scans span micrometres to millimetres; more is a unit error."""
+_CROP_SAMPLE_BYTES = 256 << 20  # frames averaged to find the zero order: at most 64, and at most this many bytes
+
+
 def _first(f: Any, paths: tuple[str, ...]) -> str | None:
-    return next((p for p in paths if p in f), None)
+    return next((p for p in paths if h5guard.has(f, p)), None)
 
 
-def _units(dset: Any) -> str | None:
-    raw = dset.attrs.get("units")
+def _units(f: Any, dset: Any, key: str) -> str | None:
+    raw = h5guard.attribute(f, dset, "units", f"'{key}'")
     if raw is None:
         return None
     if isinstance(raw, np.ndarray):
         raw = raw.reshape(-1)[0] if raw.size else ""
-    return (raw.decode() if isinstance(raw, bytes) else str(raw)).strip()
+    return str(raw).strip()
 
 
 def _scalar(f: Any, path: Path, key: str, what: str) -> tuple[float, str | None]:
-    if key not in f:
+    if not h5guard.has(f, key):
         raise DataFormatError(f"{path}: CXI file lacks '{key}' ({what}); add it (the geometry is needed to put the "
                               "positions on the object pixel grid)")
-    dset = f[key]
-    if not hasattr(dset, "dtype") or dset.dtype.kind not in "iuf" or dset.size != 1:
+    dset = h5guard.dataset(f, key)
+    if dset.dtype.kind not in "iuf" or dset.size != 1:
         raise DataFormatError(f"{path}: '{key}' ({what}) must be one real number, found "
-                              f"{getattr(dset, 'shape', None)} {getattr(dset, 'dtype', type(dset).__name__)}")
-    value = float(np.asarray(dset[()]).reshape(-1)[0])
+                              f"{dset.shape} {dset.dtype}")
+    value = float(np.asarray(h5guard.read(f, dset, key)).reshape(-1)[0])
     if not (np.isfinite(value) and value > 0):
         raise DataFormatError(f"{path}: '{key}' ({what}) must be a positive finite number, found {value}")
-    return value, _units(dset)
+    return value, _units(f, dset, key)
 
 
 def _length(value: float, units: str | None, path: Path, key: str) -> float:
@@ -89,7 +96,7 @@ def _length(value: float, units: str | None, path: Path, key: str) -> float:
 
 def cxi_energy_ev(f: Any, path: Path) -> float:
     """Photon energy in eV from ``source_1/energy`` (J, or eV/keV per its units) or ``source_1/wavelength`` (m)."""
-    if f"{_SOURCE}/energy" not in f and f"{_SOURCE}/wavelength" in f:
+    if not h5guard.has(f, f"{_SOURCE}/energy") and h5guard.has(f, f"{_SOURCE}/wavelength"):
         wl, units = _scalar(f, path, f"{_SOURCE}/wavelength", "wavelength, m")
         energy = HC_EV_M / _length(wl, units, path, "wavelength")
     else:
@@ -168,8 +175,13 @@ class _CropSource(H5Source):
 
 
 def _zero_order(f: Any, data_path: str, sample: int = 64) -> tuple[float, float]:
-    """(row, col) of the centre of mass of the mean of the first ``sample`` frames."""
-    mean = np.asarray(f[data_path][:sample], dtype=np.float64).mean(axis=0)
+    """(row, col) of the centre of mass of the mean of the first ``sample`` frames (fewer for large frames)."""
+    dset = h5guard.dataset(f, data_path)
+    frame = int(np.prod(dset.shape[1:], dtype=np.int64))
+    rows = max(1, min(sample, _CROP_SAMPLE_BYTES // max(frame * dset.dtype.itemsize, 1)))
+    check_memory(frame * 8 * 3, f"{f.filename}: the zero-order search over {dset.shape[1]} x {dset.shape[2]} frames",
+                 "check the file", error=DataFormatError)
+    mean = h5guard.read(f, dset, data_path, (0, rows)).mean(axis=0, dtype=np.float64)
     total = mean.sum()
     if not total > 0:
         return (mean.shape[0] / 2, mean.shape[1] / 2)
@@ -198,16 +210,19 @@ def _translations(f: Any, path: Path, m: int, flip_x: bool, flip_y: bool) -> np.
     if key is None:
         raise DataFormatError(f"{path}: CXI file has no scan positions (looked for {list(_TRANSLATION)}); add "
                               "entry_1/sample_1/geometry_1/translation [M, 3] in metres")
-    dset = f[key]
+    dset = h5guard.dataset(f, key)
     if dset.dtype.kind not in "iuf" or dset.ndim != 2 or dset.shape[1] not in (2, 3):
         raise DataFormatError(f"{path}: '{key}' must be [M, 2|3] real numbers (x, y[, z]) in metres, found "
                               f"shape={dset.shape} dtype={dset.dtype}")
     if dset.shape[0] != m:
         raise DataFormatError(f"{path}: '{key}' has {dset.shape[0]} positions but there are {m} frames; store one "
                               "translation per frame")
-    t = np.asarray(dset[()], dtype=np.float64)[:, :2] * _length(1.0, _units(dset), path, key)
+    t = np.asarray(h5guard.read(f, dset, key), dtype=np.float64)[:, :2] * _length(1.0, _units(f, dset, key), path, key)
     if not np.all(np.isfinite(t)):
         raise DataFormatError(f"{path}: '{key}' contains NaN/Inf; repair the positions")
+    if np.abs(t).max() > MAX_TRANSLATION_M:
+        raise DataFormatError(f"{path}: '{key}' holds a translation of {np.abs(t).max():.3g} m; scans span "
+                              f"at most {MAX_TRANSLATION_M:g} m: check the values and their units attribute")
     if flip_x:
         t[:, 0] = -t[:, 0]
     if flip_y:
@@ -243,11 +258,13 @@ def load_cxi(path: str | os.PathLike[str], units: str = "auto", *, probe: np.nda
         data_path = _first(f, _DATA)
         if data_path is None:
             raise DataFormatError(f"{p}: CXI file has no diffraction frames (looked for {list(_DATA)})")
-        dset = f[data_path]
-        if not hasattr(dset, "ndim") or dset.ndim != 3:
-            raise DataFormatError(f"{p}: '{data_path}' must be frames [M, ny, nx], found "
-                                  f"shape={getattr(dset, 'shape', None)}")
+        dset = h5guard.dataset(f, data_path)
+        if dset.ndim != 3:
+            raise DataFormatError(f"{p}: '{data_path}' must be frames [M, ny, nx], found shape={dset.shape}")
         m, ny, nx = (int(d) for d in dset.shape)
+        if m == 0 or ny == 0 or nx == 0:
+            raise DataFormatError(f"{p}: '{data_path}' holds no frames (shape {dset.shape}); expected [M, ny, nx] "
+                                  "with at least one frame")
         window = None
         n = nx
         if crop is not None:
@@ -268,11 +285,12 @@ def load_cxi(path: str | os.PathLike[str], units: str = "auto", *, probe: np.nda
         origin = t.min(axis=0)
         positions = (t - origin) / geo["pixel_size_m"] + n / 2
         bad, valid = 0, None
-        if f"{_DETECTOR}/mask" in f:
-            mask = np.asarray(f[f"{_DETECTOR}/mask"][()])
-            if mask.shape != (ny, nx) or mask.dtype.kind not in "iub":
+        if h5guard.has(f, f"{_DETECTOR}/mask"):
+            mask_dset = h5guard.dataset(f, f"{_DETECTOR}/mask")
+            if mask_dset.shape != (ny, nx) or mask_dset.dtype.kind not in "iub":
                 raise DataFormatError(f"{p}: '{_DETECTOR}/mask' must be integers [{ny}, {nx}], found "
-                                      f"shape={mask.shape} dtype={mask.dtype}")
+                                      f"shape={mask_dset.shape} dtype={mask_dset.dtype}")
+            mask = h5guard.read(f, mask_dset, f"{_DETECTOR}/mask")
             if window is not None:
                 mask = mask[window[0]:window[0] + n, window[1]:window[1] + n]
             bad = int(np.count_nonzero(mask))
@@ -281,7 +299,7 @@ def load_cxi(path: str | os.PathLike[str], units: str = "auto", *, probe: np.nda
         src = _CropSource(p, f, data_path, window, positions, probe_path)
         extra: dict[str, Any] = {"source_format": "cxi", "position_origin_m": origin.tolist(),
                                  "detector_pixel_m": geo["detector_pixel_m"], "bad_pixels": bad}
-        stated = (_units(dset) or "").lower()
+        stated = (_units(f, dset, data_path) or "").lower()
         if stated in ("counts", "photons", "intensity", "amplitude"):  # honoured by units='auto'
             extra["diffraction_units"] = "amplitude" if stated == "amplitude" else "intensity"
         return scan_from_source(src, units, probe=probe, mapping=mapping, threshold=threshold, extra_metadata=extra,
@@ -300,7 +318,7 @@ def load_cxi_probe(path: str | os.PathLike[str]) -> np.ndarray:
         key = _first(f, _PROBE)
         if key is None:
             raise DataFormatError(f"{p}: CXI file has no probe (looked for {list(_PROBE)}); no probe found")
-        arr = np.asarray(f[key][()])
+        arr = np.asarray(H5Source(p, f, {"probe": key}).read("probe"))
     while arr.ndim > 2 and arr.shape[0] >= 1:
         arr = arr[0]  # mode 0 of [modes, N, N] or [coherent, incoherent, N, N]
     return probe_layout(arr, p, key).astype(np.complex64)

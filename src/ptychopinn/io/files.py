@@ -69,23 +69,27 @@ def regular_file(path: str | os.PathLike[str], what: str = "file") -> Path:
 
 
 def container(path: Path) -> str:
-    """``'zip'``, ``'hdf5'``, ``'npy'`` or ``'unknown'``, from the first bytes of a regular file."""
+    """``'zip'``, ``'hdf5'``, ``'npy'`` or ``'unknown'``, from the first bytes of a regular file.
+
+    HDF5 is recognised by its signature at offset 0 or, after a user block, at 512, 1024, 2048, ... (every
+    power of two from 512 below the file's size, as the HDF5 format specifies), before the zip magic.
+    """
     try:
         with open(path, "rb") as fh:
             head = fh.read(8)
-            if head[:4] in ZIP_MAGIC:
-                return "zip"
-            if head == HDF5_MAGIC:
-                return "hdf5"
-            if head[:6] == NPY_MAGIC:
-                return "npy"
             size = os.fstat(fh.fileno()).st_size
             offset = 512
-            while offset + 8 <= size and offset <= 1 << 20:  # HDF5 user blocks are powers of two >= 512
+            found = head == HDF5_MAGIC
+            while not found and offset + 8 <= size:
                 fh.seek(offset)
-                if fh.read(8) == HDF5_MAGIC:
-                    return "hdf5"
+                found = fh.read(8) == HDF5_MAGIC
                 offset *= 2
     except OSError:
         return "unknown"
+    if found:
+        return "hdf5"
+    if head[:4] in ZIP_MAGIC:
+        return "zip"
+    if head[:6] == NPY_MAGIC:
+        return "npy"
     return "unknown"

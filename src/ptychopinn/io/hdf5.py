@@ -5,11 +5,13 @@ Layout: root datasets ``diffraction`` (or ``diff3d``) ``[M, N, N]``, ``probeGues
 ``scan_index``, ``objectGuess``, ``Y``; ``_metadata`` JSON as a string dataset or root attribute. The
 mapping to :class:`~ptychopinn.data.ScanData` is :mod:`ptychopinn.io.schema`'s.
 
-Datasets may be contiguous or chunked and compressed with any filter h5py knows, plus those of
-``hdf5plugin`` (bitshuffle/LZ4, Blosc, Zstd, ... as written by Eiger and Jungfrau detectors), which is
-imported before a file is opened. The diffraction stack is read chunk-aligned, one batch at a time, so
-memory stays bounded; a contiguous, unfiltered float32 amplitude stack is memory-mapped through its file
-offset instead (see :mod:`ptychopinn.io.schema` for when).
+Datasets may be contiguous or chunked and compressed with the filters of
+:data:`ptychopinn.io.h5guard.ALLOWED_FILTERS` (gzip, lzf, and bitshuffle/LZ4, LZ4, Blosc, Zstd from
+``hdf5plugin``, as written by Eiger and Jungfrau detectors). Every access goes through
+:mod:`ptychopinn.io.h5guard` (links, external storage, virtual datasets, memory, decoding in a child process).
+The diffraction stack is read chunk-aligned, one batch at a time, so memory stays bounded; a contiguous,
+unfiltered float32 amplitude stack of the file itself is memory-mapped through its file offset instead (see
+:mod:`ptychopinn.io.schema` for when).
 
 h5py is imported by the functions, not at module import, so that importing ptychopinn stays cheap.
 """
@@ -25,48 +27,24 @@ import numpy as np
 
 from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError, DataFormatError
+from ptychopinn.io import h5guard
 from ptychopinn.io.atomic import atomic_path
-from ptychopinn.io.files import regular_file
 from ptychopinn.io.schema import check_units, scan_from_source
 
 COMPRESSIONS: tuple[str, ...] = ("none", "gzip", "lzf", "lz4", "bitshuffle-lz4", "zstd")
 """Compression choices of :func:`save_h5_scan` (the last three need ``hdf5plugin``)."""
 
-
-def open_h5(path: str | os.PathLike[str], what: str = "HDF5 file") -> Any:
-    """An open read-only ``h5py.File`` with the ``hdf5plugin`` filters registered.
-
-    Raises:
-        FileNotFoundError / DataFormatError: missing, not a regular file, or not readable as HDF5.
-    """
-    import h5py
-
-    try:
-        import hdf5plugin  # noqa: F401  (registers the detector compression filters with HDF5)
-    except ImportError:  # pragma: no cover - a declared dependency; plain filters still work without it
-        pass
-    p = regular_file(path, what)
-    try:
-        return h5py.File(p, "r")
-    except OSError as exc:
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataFormatError(f"{p} is not a readable HDF5 file ({text}); re-export or re-copy it") from None
-
-
-def _filter_error(path: Path, key: str, exc: BaseException) -> DataFormatError:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    hint = ("the dataset uses a compression filter that is not available: install hdf5plugin"
-            if "filter" in text.lower() else "the file is truncated or corrupt: re-export or re-copy it")
-    return DataFormatError(f"{path}: dataset '{key}' cannot be read ({text}); {hint}")
+open_h5 = h5guard.open_h5
 
 
 class H5Source:
-    """Datasets of an open HDF5 group as an :class:`~ptychopinn.io.schema.ArraySource`.
+    """Datasets of an open HDF5 file as an :class:`~ptychopinn.io.schema.ArraySource`, every access through
+    :mod:`ptychopinn.io.h5guard` (links, external storage, filters, memory, decoding in a child process).
 
     Args:
         path: the file (for messages and memory maps).
-        group: an open ``h5py.File`` or group holding the datasets.
-        names: optional ``{key: dataset path}`` aliases (default: the group's own members).
+        group: an open file from :func:`open_h5`.
+        names: optional ``{key: dataset path}`` aliases (default: the root's own members).
     """
 
     def __init__(self, path: Path, group: Any, names: dict[str, str] | None = None):
@@ -78,16 +56,7 @@ class H5Source:
         return set(self.names)
 
     def dataset(self, key: str) -> Any:
-        import h5py
-
-        try:
-            obj = self.group[self.names[key]]
-        except (KeyError, OSError, RuntimeError) as exc:
-            raise _filter_error(self.path, key, exc) from None
-        if not isinstance(obj, h5py.Dataset):
-            raise DataFormatError(f"{self.path}: '{self.names[key]}' is a {type(obj).__name__}, expected a dataset; "
-                                  "store the array itself under that name")
-        return obj
+        return h5guard.dataset(self.group, self.names[key])
 
     def shape(self, key: str) -> tuple[int, ...]:
         shape = self.dataset(key).shape
@@ -99,28 +68,18 @@ class H5Source:
         return np.dtype(self.dataset(key).dtype)
 
     def read(self, key: str) -> np.ndarray:
-        dset = self.dataset(key)
-        try:
-            return np.asarray(dset[()])
-        except (OSError, RuntimeError, ValueError, TypeError) as exc:
-            raise _filter_error(self.path, self.names[key], exc) from None
+        return h5guard.read(self.group, self.dataset(key), self.names[key])
 
     def batches(self, key: str, rows: int) -> Iterator[np.ndarray]:
-        dset = self.dataset(key)
-        chunk_rows = dset.chunks[0] if dset.chunks else 1
-        step = max(chunk_rows, rows // chunk_rows * chunk_rows)  # whole chunks: each is decompressed once
-        for lo in range(0, dset.shape[0], step):
-            try:
-                yield np.asarray(dset[lo:lo + step])
-            except (OSError, RuntimeError, ValueError, TypeError) as exc:
-                raise _filter_error(self.path, self.names[key], exc) from None
+        yield from h5guard.iter_rows(self.group, self.dataset(key), self.names[key], rows)
 
     def mapped(self, key: str, strict: bool = False) -> np.ndarray | None:
         dset = self.dataset(key)
         offset = dset.id.get_offset()
         native = dset.dtype.byteorder in ("=", "|", "<" if np.little_endian else ">")
+        linked = os.path.realpath(dset.file.filename) != os.path.realpath(self.path)
         if dset.chunks is not None or dset.compression is not None or offset is None or not native \
-                or dset.external:
+                or dset.external or dset.is_virtual or linked:
             if not strict:
                 return None
             layout = "chunked" if dset.chunks is not None else "contiguous"
@@ -135,24 +94,27 @@ class H5Source:
                          order="C")
 
     def metadata_text(self) -> str | None:
+        """The ``_metadata`` JSON text of the file (a string dataset or root attribute), or None."""
         raw: Any = None
-        try:
-            if "_metadata" in self.group:
-                raw = self.read("_metadata") if "_metadata" in self.names else self.group["_metadata"][()]
-            elif "_metadata" in self.group.attrs:
-                raw = self.group.attrs["_metadata"]
-        except (OSError, KeyError, TypeError, DataFormatError):
-            return None
+        if h5guard.has(self.group, "_metadata"):
+            dset = h5guard.dataset(self.group, "_metadata")
+            if h5guard.h5_string(dset.dtype) is None or dset.shape is None or dset.size != 1:
+                return None
+            raw = h5guard.read(self.group, dset, "_metadata")
+            if isinstance(raw, np.ndarray):
+                raw = raw.reshape(-1)[0]
+            raw = h5guard.decode_text(raw, f"{self.path}: dataset '_metadata'")
+        else:
+            raw = h5guard.attribute(self.group, self.group, "_metadata", "the root")
         if isinstance(raw, np.ndarray):
             raw = raw.reshape(-1)[0] if raw.size == 1 else None
-        if isinstance(raw, bytes):
-            raw = raw.decode("utf-8", errors="replace")
         return raw if isinstance(raw, str) else None
 
 
 def is_h5_scan(f: Any) -> bool:
-    """True when an open HDF5 file holds the scan keys at its root."""
-    return ("diffraction" in f or "diff3d" in f) and "xcoords" in f and "ycoords" in f
+    """True when an open HDF5 file (from :func:`open_h5`) holds the scan keys at its root."""
+    has = h5guard.has
+    return (has(f, "diffraction") or has(f, "diff3d")) and has(f, "xcoords") and has(f, "ycoords")
 
 
 def load_h5_scan(path: str | os.PathLike[str], units: str = "auto", *, probe: np.ndarray | None = None,
@@ -192,6 +154,7 @@ def _filter_kwargs(compression: str) -> dict[str, Any]:
         return {}
     if compression in ("gzip", "lzf"):
         return {"compression": compression}
+    h5guard.register_filters()  # first, so that importing hdf5plugin here registers only the allowed filters
     import hdf5plugin
 
     plugin = {"lz4": lambda: hdf5plugin.LZ4(), "bitshuffle-lz4": lambda: hdf5plugin.Bitshuffle(cname="lz4"),

@@ -285,33 +285,30 @@ def save_product_h5(
     return path
 
 
-@dataclass(frozen=True)
-class _Attrs:
-    """Attribute mapping with legacy names resolved, shaped like an h5py object (``.attrs``)."""
+def _attr_str(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        value = value.reshape(-1)[0] if value.size == 1 else value
+    return str(value)
 
-    attrs: dict[str, Any]
 
-
-def _attr_float(owner: Any, key: str, where: str, path: Path, default: float | None = None) -> float:
-    if key not in owner.attrs:
+def _attr_float(value: Any, key: str, where: str, path: Path, default: float | None = None) -> float:
+    """Attribute ``value`` (None when absent) of ``where`` as a float; ``default`` for an absent optional one."""
+    if value is None:
         if default is not None:
             return default
         raise DataFormatError(f"{path}: {where} lacks the attribute '{key}'; not a complete ptychodus "
                               "product file (write one with save_product_h5)")
     try:
-        return float(np.asarray(owner.attrs[key]).reshape(-1)[0])
-    except (TypeError, ValueError, IndexError) as exc:
+        return float(np.asarray(value).reshape(-1)[0])
+    except (TypeError, ValueError, IndexError, OverflowError) as exc:
         raise DataFormatError(
-            f"{path}: attribute '{key}' of {where} is not a number ({owner.attrs[key]!r}); fix the writer"
+            f"{path}: attribute '{key}' of {where} is not a number ({str(value)[:80]!r}); fix the writer"
         ) from exc
 
 
-def _attr_str(value: Any) -> str:
-    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
-
-
 def load_product_h5(path: str | os.PathLike[str]) -> Product:
-    """Read a ptychodus product HDF5 file.
+    """Read a ptychodus product HDF5 file (every dataset and attribute through
+    :mod:`ptychopinn.io.h5guard`: links, storage, filters and declared sizes checked).
 
     Args:
         path: the ``.h5``/``.hdf5`` file.
@@ -323,12 +320,12 @@ def load_product_h5(path: str | os.PathLike[str]) -> Product:
         FileNotFoundError: ``path`` does not exist.
         DataFormatError: not an HDF5 file, or a required dataset/attribute is missing or malformed.
     """
-    from ptychopinn.io.hdf5 import open_h5
+    from ptychopinn.io import h5guard
 
     path = Path(path)
-    with open_h5(path, "product file") as f:
-        missing = [k for k in _REQUIRED_DATASETS if k not in f]
-        if "loss_values" not in f and "costs" not in f:
+    with h5guard.open_h5(path, "product file") as f:
+        missing = [k for k in _REQUIRED_DATASETS if not h5guard.has(f, k)]
+        if not h5guard.has(f, "loss_values") and not h5guard.has(f, "costs"):
             missing.append("loss_values")
         if missing:
             raise DataFormatError(f"{path}: missing datasets {missing}; found {sorted(f.keys())}; "
@@ -343,40 +340,45 @@ def load_product_h5(path: str | os.PathLike[str]) -> Product:
 
 
 def _read_product(f: Any, path: Path) -> Product:
+    from ptychopinn.io import h5guard
+    from ptychopinn.io.schema import parse_metadata
+
+    def attr(obj: Any, key: str, where: str) -> Any:
+        return h5guard.attribute(f, obj, key, where)
+
+    def array(key: str) -> np.ndarray:
+        return np.asarray(h5guard.read(f, h5guard.dataset(f, key), key))
+
     meta: dict[str, Any] = {}
-    attrs = dict(f.attrs)
+    attrs = {key: attr(f, key, "the root") for key in (*_STR_ATTRS, *_FLOAT_ATTRS, *_LEGACY_NAMES)}
     for legacy, current in _LEGACY_NAMES.items():
-        if current not in attrs and legacy in attrs:
+        if attrs[current] is None and attrs[legacy] is not None:
             attrs[current] = attrs[legacy]
     for key in _REQUIRED_ROOT_ATTRS:
-        if key not in attrs:
+        if attrs[key] is None:
             raise DataFormatError(f"{path}: the root lacks the attribute '{key}'; not a complete ptychodus "
                                   "product file (write one with save_product_h5)")
     for key, text in _STR_ATTRS.items():
-        meta[key] = _attr_str(attrs[key]) if key in attrs else text
+        meta[key] = _attr_str(attrs[key]) if attrs[key] is not None else text
     for key, number in _FLOAT_ATTRS.items():
-        meta[key] = _attr_float(_Attrs(attrs), key, "the root", path, None if key in _REQUIRED_ROOT_ATTRS else number)
-    if _EXTRA_ATTR in f.attrs:
-        try:
-            extra = json.loads(_attr_str(f.attrs[_EXTRA_ATTR]))
-        except json.JSONDecodeError:
-            extra = {}
-        if isinstance(extra, dict):
-            meta.update(extra)
+        meta[key] = _attr_float(attrs[key], key, "the root", path, None if key in _REQUIRED_ROOT_ATTRS else number)
+    extra_text = attr(f, _EXTRA_ATTR, "the root")
+    if extra_text is not None:
+        meta.update(parse_metadata(_attr_str(extra_text), path, _EXTRA_ATTR))
 
-    d_obj, d_probe = f["object"], f["probe"]
-    obj_layers = _complex_array(f"{path}: 'object'", d_obj[()], (2, 3))
+    d_obj, d_probe = h5guard.dataset(f, "object"), h5guard.dataset(f, "probe")
+    obj_layers = _complex_array(f"{path}: 'object'", h5guard.read(f, d_obj, "object"), (2, 3))
     if obj_layers.ndim == 2:
         obj_layers = obj_layers[None]
-    probe_arr = _complex_array(f"{path}: 'probe'", d_probe[()], (2, 3, 4))
+    probe_arr = _complex_array(f"{path}: 'probe'", h5guard.read(f, d_probe, "probe"), (2, 3, 4))
     while probe_arr.ndim < 4:
         probe_arr = probe_arr[None]
-    pix = (_attr_float(d_obj, "pixel_width_m", "'object'", path),
-           _attr_float(d_obj, "pixel_height_m", "'object'", path))
-    cen = (_attr_float(d_obj, "center_x_m", "'object'", path),
-           _attr_float(d_obj, "center_y_m", "'object'", path))
-    probe_pix = (_attr_float(d_probe, "pixel_width_m", "'probe'", path),
-                 _attr_float(d_probe, "pixel_height_m", "'probe'", path))
+    pix = (_attr_float(attr(d_obj, "pixel_width_m", "'object'"), "pixel_width_m", "'object'", path),
+           _attr_float(attr(d_obj, "pixel_height_m", "'object'"), "pixel_height_m", "'object'", path))
+    cen = (_attr_float(attr(d_obj, "center_x_m", "'object'"), "center_x_m", "'object'", path),
+           _attr_float(attr(d_obj, "center_y_m", "'object'"), "center_y_m", "'object'", path))
+    probe_pix = (_attr_float(attr(d_probe, "pixel_width_m", "'probe'"), "pixel_width_m", "'probe'", path),
+                 _attr_float(attr(d_probe, "pixel_height_m", "'probe'"), "pixel_height_m", "'probe'", path))
     if not (np.all(np.isfinite([*pix, *probe_pix])) and min(pix) > 0 and min(probe_pix) > 0):
         raise DataFormatError(f"{path}: pixel sizes must be finite and > 0 m, found object {pix}, probe {probe_pix}; "
                               "fix the pixel_width_m/pixel_height_m attributes")
@@ -384,23 +386,24 @@ def _read_product(f: Any, path: Path) -> Product:
         raise DataFormatError(f"{path}: the object centre must be finite, found {cen}; fix center_x_m/center_y_m")
 
     for key in ("probe_position_x_m", "probe_position_y_m", "probe_position_indexes"):
-        if f[key].dtype.kind not in "iuf":
-            raise DataFormatError(f"{path}: '{key}' must be real numbers, found dtype {f[key].dtype}; fix the writer")
-    xs = np.asarray(f["probe_position_x_m"][()], dtype=np.float64).reshape(-1)
-    ys = np.asarray(f["probe_position_y_m"][()], dtype=np.float64).reshape(-1)
+        dtype = h5guard.dataset(f, key).dtype
+        if dtype.kind not in "iuf":
+            raise DataFormatError(f"{path}: '{key}' must be real numbers, found dtype {dtype}; fix the writer")
+    xs = array("probe_position_x_m").astype(np.float64).reshape(-1)
+    ys = array("probe_position_y_m").astype(np.float64).reshape(-1)
     if not (np.all(np.isfinite(xs)) and np.all(np.isfinite(ys))):
         raise DataFormatError(f"{path}: probe positions contain NaN/Inf; fix the writer")
-    idx = np.asarray(f["probe_position_indexes"][()]).reshape(-1).astype(np.int64)
+    idx = array("probe_position_indexes").reshape(-1).astype(np.int64)
     if not (xs.size == ys.size == idx.size):
         raise DataFormatError(f"{path}: probe_position_x_m/_y_m/_indexes have {xs.size}/{ys.size}/{idx.size} "
                               "entries; they must have one entry per scan point")
-    loss_key = "loss_values" if "loss_values" in f else "costs"
-    losses = np.asarray(f[loss_key][()], dtype=np.float64).reshape(-1)
-    if "loss_epochs" in f:
-        epochs = np.asarray(f["loss_epochs"][()]).reshape(-1).astype(np.int64)
+    loss_key = "loss_values" if h5guard.has(f, "loss_values") else "costs"
+    losses = array(loss_key).astype(np.float64).reshape(-1)
+    if h5guard.has(f, "loss_epochs"):
+        epochs = array("loss_epochs").reshape(-1).astype(np.int64)
     else:
         epochs = np.arange(losses.size, dtype=np.int64)
-    spacing = np.asarray(f["object_layer_spacing_m"][()], dtype=np.float64).reshape(-1)
+    spacing = array("object_layer_spacing_m").astype(np.float64).reshape(-1)
 
     positions_m = np.stack([xs, ys], axis=1)
     return Product(

@@ -42,7 +42,7 @@ class Format:
         name: short name (``'npz'``, ``'cxi'``, ...).
         kind: ``'scan'``, ``'reconstruction'``, ``'product'`` or ``'archive'``.
         container: ``'zip'`` or ``'hdf5'``.
-        matches: layout test; gets the zip member names (a set) or an open ``h5py.File``.
+        matches: layout test; gets the zip member names (a set) or a file from ``ptychopinn.io.h5guard.open_h5``.
         description: for messages, e.g. ``'a ptychodus product file'``.
         load_scan: ``(path, units, *, probe, mapping, threshold, **options) -> ScanData`` for scan formats.
         load_object: ``path -> [H, W] complex64`` object (reconstructions, products, scans with a truth object).
@@ -148,6 +148,12 @@ def _is_reconstruction(names: set[str]) -> bool:
     return is_reconstruction({n[:-4] for n in names if n.endswith(".npy")})
 
 
+def _h5_has(f: Any, name: str) -> bool:
+    from ptychopinn.io.h5guard import has
+
+    return has(f, name)
+
+
 def _is_h5_scan(f: Any) -> bool:
     from ptychopinn.io.hdf5 import is_h5_scan
 
@@ -160,9 +166,9 @@ FORMATS: list[Format] = [
            load_object=_npz_object, load_probe=_npz_probe),
     Format("npz", "scan", "zip", lambda names: True, "an NPZ scan", load_scan=_load_npz, load_object=_npz_object,
            load_probe=_npz_probe),
-    Format("cxi", "scan", "hdf5", lambda f: "entry_1" in f, "a CXI file", load_scan=_load_cxi,
+    Format("cxi", "scan", "hdf5", lambda f: _h5_has(f, "entry_1"), "a CXI file", load_scan=_load_cxi,
            load_probe=_cxi_probe),
-    Format("product", "product", "hdf5", lambda f: "probe_position_x_m" in f and "object" in f,
+    Format("product", "product", "hdf5", lambda f: _h5_has(f, "probe_position_x_m") and _h5_has(f, "object"),
            "a ptychodus product file", load_object=_product_object, load_probe=_product_probe),
     Format("hdf5", "scan", "hdf5", _is_h5_scan, "an HDF5 scan", load_scan=_load_h5, load_object=_h5_object,
            load_probe=_h5_probe),
