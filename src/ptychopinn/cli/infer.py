@@ -1,13 +1,12 @@
 """``ptychopinn infer MODEL SCAN.npz --output-dir DIR``: reconstruct a scan with a trained model.
 
 MODEL is a model archive (``wts.h5.zip``) or a training output directory holding one. Writes
-``DIR/reconstruction.npz`` (complex object ``obj``, ``coverage``, ``positions``, ``origin_xy`` and the
-pixel convention: obj[row, col] is object pixel (y, x) = (origin_y + row, origin_x + col)),
-``DIR/amplitude.png``, ``DIR/phase.png`` and, with ``--product``, a ptychodus product
-``DIR/reconstruction.h5``. The network's image is then refined with ``--refine K`` iterations on the
-physics (default :data:`DEFAULT_REFINE_ITERATIONS`; see ``ptychopinn refine``) and the refined image takes
-its place; the network's own is kept as ``DIR/network_reconstruction.npz``. ``--refine 0`` keeps the
-network's image alone.
+DIR/reconstruction.npz (complex object 'obj', 'coverage', 'positions', 'origin_xy' and the pixel
+convention: obj[row, col] is object pixel (y, x) = (origin_y + row, origin_x + col)), DIR/amplitude.png,
+DIR/phase.png and, with --product, a ptychodus product DIR/reconstruction.h5. The network's image is then
+refined on the physics (at most --refine K iterations, fewer once the misfit stops improving by more than
+--tolerance; see 'ptychopinn refine') and the refined image takes its place; the network's own is kept as
+DIR/network_reconstruction.npz. --refine 0 keeps the network's image alone.
 """
 
 from __future__ import annotations
@@ -26,12 +25,7 @@ from ptychopinn.cli.common import (
     summary,
 )
 from ptychopinn.cli.refine import add_refine_options, refine_config
-from ptychopinn.config import ACCELERATORS, PRECISIONS, STITCH_SYNC, UNITS, InferenceConfig
-
-DEFAULT_REFINE_ITERATIONS = 20
-"""On the quality benchmark's unseen scan the network alone reaches amplitude / phase SSIM of about 0.39 / 0.28;
-20 refinement iterations after it reach 0.95 / 0.97 for a few seconds more (README, Quality benchmark), so
-``infer`` refines by default."""
+from ptychopinn.config import ACCELERATORS, PRECISIONS, STITCH_SYNC, UNITS, InferenceConfig, RefineConfig
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -58,9 +52,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--units", choices=UNITS, default="auto",
                    help="units of the patterns in SCAN (default %(default)s: detected and logged to run.log)")
     p.add_argument("--product", action="store_true", help="also write a ptychodus product reconstruction.h5")
-    p.add_argument("--refine", type=nonneg_int, default=DEFAULT_REFINE_ITERATIONS, metavar="K",
-                   help="then refine the network's image with K iterations on the physics; 0 keeps the network's "
-                        "image alone (default %(default)s)")
+    p.add_argument("--refine", type=nonneg_int, default=RefineConfig().iterations, metavar="K",
+                   help="then refine the network's image with at most K iterations on the physics (the "
+                        "--tolerance rule may stop it sooner); 0 keeps the network's image alone (default %(default)s)")
     add_refine_options(p, iterations_flag="--refine")
     add_cxi_options(p)
     add_common_options(p)

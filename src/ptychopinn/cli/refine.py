@@ -35,7 +35,7 @@ def add_refine_options(p: argparse.ArgumentParser, *, iterations_flag: str = "--
                        help="the most passes over all patterns (default %(default)s)")
     p.add_argument("--tolerance", type=number, default=defaults.tolerance,
                    help="stop earlier once the misfit changes by less than this fraction in each of 5 passes in "
-                        "a row, e.g. 1e-3 (default: run all passes)")
+                        "a row (default %(default)s; 0 runs all --iterations)")
     p.add_argument("--time-limit", type=number, help="stop after this many seconds of iterations")
     p.add_argument("--engine", choices=REFINE_ENGINES, default=defaults.engine,
                    help="cg: rPIE warm-up then whole-scan conjugate gradients (object only); rpie: mini-batch "

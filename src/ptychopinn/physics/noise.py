@@ -74,6 +74,11 @@ class NoiseModel(ABC):
                          weights: torch.Tensor | None = None) -> tuple[float, float]:
         """First and second derivative of ``t -> L(far + t dfar)`` at ``t`` (floats)."""
 
+    @abstractmethod
+    def line_slope(self, far: torch.Tensor, dfar: torch.Tensor, t: float, measured: torch.Tensor,
+                   weights: torch.Tensor | None = None) -> float:
+        """First derivative of ``t -> L(far + t dfar)`` at ``t`` alone (cheaper than :meth:`line_derivatives`)."""
+
 
 class GaussianNoise(NoiseModel):
     """Amplitude least squares ``sum w (|Psi| - A)**2``."""
@@ -101,6 +106,12 @@ class GaussianNoise(NoiseModel):
         d1 = 2.0 * _dot(resid, slope, weights)
         d2 = 2.0 * (_dot(slope, slope, weights) + _dot(resid, curv, weights))
         return d1, d2
+
+    def line_slope(self, far: torch.Tensor, dfar: torch.Tensor, t: float, measured: torch.Tensor,
+                   weights: torch.Tensor | None = None) -> float:
+        f = torch.add(far, dfar, alpha=t) if t else far
+        mag = _abs2(f).sqrt_().clamp_min_(_TINY)
+        return 2.0 * _dot(torch.div(measured, mag).neg_().add_(1.0), _re_dot(f, dfar), weights)
 
 
 class PoissonNoise(NoiseModel):
@@ -136,6 +147,13 @@ class PoissonNoise(NoiseModel):
         d1 = _dot(dm2, keep, weights)
         d2 = 2.0 * _dot(_abs2(dfar), keep, weights) + _dot(ratio.mul_(dm2).div_(m2), dm2, weights)
         return d1, d2
+
+    def line_slope(self, far: torch.Tensor, dfar: torch.Tensor, t: float, measured: torch.Tensor,
+                   weights: torch.Tensor | None = None) -> float:
+        counts = measured.square()
+        f = torch.add(far, dfar, alpha=t) if t else far
+        m2 = _abs2(f).add_(self._eps(counts))
+        return 2.0 * _dot(_re_dot(f, dfar), torch.div(counts, m2).neg_().add_(1.0), weights)
 
 
 NOISE_MODELS: dict[str, type[NoiseModel]] = {"gaussian": GaussianNoise, "poisson": PoissonNoise}

@@ -260,7 +260,7 @@ class Reconstructor(ABC):
         """The tolerance rule (module docstring) on the history so far."""
         tol = self.config.tolerance
         k = TOLERANCE_WINDOW
-        if tol is None or len(self.history) <= k:
+        if not tol or len(self.history) <= k:
             return False
         mis = [h["misfit"] for h in self.history[-1 - k:]]
         if not all(math.isfinite(m) and m > 0 for m in mis) or mis[-1] > mis[0]:

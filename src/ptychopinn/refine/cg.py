@@ -38,7 +38,7 @@ from ptychopinn.refine.rpie import RPIE
 __all__ = ["NEWTON_STEPS", "REFRESH_EVERY", "ConjugateGradient", "cache_bytes"]
 
 NEWTON_STEPS = 2
-"""Newton steps of the line search per pass (one from ``t = 0``, one refinement)."""
+"""Slope evaluations of the line search per pass: a Newton step from ``t = 0``, then secant steps."""
 
 REFRESH_EVERY = 10
 """Passes between exact recomputations of the cached far fields."""
@@ -129,35 +129,45 @@ class ConjugateGradient(RPIE):
         self._last = (r, z, d) if t > 0 else None
         return self._record(it, t0, misfit)
 
-    def _derivatives(self, fd: list[torch.Tensor], t: float) -> tuple[float, float]:
+    def _derivatives(self, fd: list[torch.Tensor]) -> tuple[float, float]:
+        """Slope and curvature of the misfit along the search direction at ``t = 0``."""
         d1 = d2 = 0.0
         for far, dfar, meas in zip(self._far, fd, self._meas, strict=True):
-            a, b = self.noise.line_derivatives(far, dfar, t, meas, self._weights)
+            a, b = self.noise.line_derivatives(far, dfar, 0.0, meas, self._weights)
             d1 += a
             d2 += b
         return d1, d2
 
+    def _slope(self, fd: list[torch.Tensor], t: float) -> float:
+        return sum(self.noise.line_slope(far, dfar, t, meas, self._weights)
+                   for far, dfar, meas in zip(self._far, fd, self._meas, strict=True))
+
     def _line_search(self, fd: list[torch.Tensor]) -> float:
-        """Step ``t >= 0`` along the search direction (far fields ``fd``): safeguarded Newton steps on the
-        misfit's slope, :data:`NEWTON_STEPS` slope evaluations, the first at ``t = 0``. The bracket
+        """Step ``t >= 0`` along the search direction (far fields ``fd``): a Newton step from ``t = 0`` (slope
+        and curvature), then :data:`NEWTON_STEPS` - 1 safeguarded secant steps on the slope. The bracket
         ``[lo, hi]`` keeps ``slope(lo) < 0 < slope(hi)``; where the misfit is not convex (Poisson, far from
         the solution) the step grows until the slope turns."""
-        lo, hi = 0.0, math.inf
-        t = 0.0
-        for _ in range(NEWTON_STEPS):
-            d1, d2 = self._derivatives(fd, t)
-            if not (math.isfinite(d1) and math.isfinite(d2)):
+        s0, c0 = self._derivatives(fd)
+        if not (math.isfinite(s0) and s0 < 0):
+            return 0.0  # not a descent direction
+        lo, s_lo, hi = 0.0, s0, math.inf
+        t = -s0 / c0 if math.isfinite(c0) and c0 > 0 else max(self.last_step, 1.0)
+        t = min(t, _MAX_STEP)
+        for _ in range(NEWTON_STEPS - 1):
+            s = self._slope(fd, t)
+            if math.isfinite(s) and s < 0:
+                if math.isfinite(hi):
+                    lo, s_lo = t, s
+                    t = 0.5 * (lo + hi)
+                    continue
+                # secant through (lo, s_lo) and (t, s): both below zero, extrapolate (at most 4x)
+                step = t - s * (t - lo) / (s - s_lo) if s > s_lo else 2.0 * t
+                lo, s_lo, t = t, s, min(max(step, t), 4.0 * t, _MAX_STEP)
+            elif math.isfinite(s):
                 hi = t
-            elif d1 < 0:
-                lo = t
-            elif t == 0.0:
-                return 0.0  # not a descent direction
+                t = t - s * (t - lo) / (s - s_lo) if s > s_lo else 0.5 * (lo + t)
+                t = min(max(t, lo), hi)
             else:
                 hi = t
-            if math.isfinite(d1) and math.isfinite(d2) and d2 > 0 and lo <= t - d1 / d2 <= min(hi, _MAX_STEP):
-                t = t - d1 / d2
-            elif math.isinf(hi):
-                t = min(max(2.0 * t, self.last_step, 1.0), _MAX_STEP)
-            else:
                 t = 0.5 * (lo + hi)
         return t
