@@ -17,7 +17,58 @@ if TYPE_CHECKING:
     from ptychopinn.data.scan import ScanData
     from ptychopinn.refine.engine import Refiner, RefineResult
 
-__all__ = ["refine_onto", "refine_scan"]
+__all__ = ["REFINE_BYTES_PER_PIXEL", "refine_onto", "refine_scan"]
+
+REFINE_BYTES_PER_PIXEL = 64
+"""Memory per canvas pixel of a refinement, rounded up: the complex64 object, its copy of the previous pass and
+its momentum, the complex64 and float32 update accumulators, the start canvas, and the float32 coverage and
+complex64 object of the result."""
+
+_CANVAS_SLACK = 16  # pixels added to the windows' bounding box: the position margin and rounding
+_START_RANGE = (1e-6, 1e6)  # peak start amplitudes outside this range are rescaled before the refinement
+
+
+def _check_canvas(scan: ScanData) -> None:
+    """Refuse a scan whose refinement canvas (the bounding box of its windows) exceeds the memory limit, before
+    anything is allocated: two positions far apart, or in metres instead of pixels, ask for gigabytes."""
+    import numpy as np
+
+    from ptychopinn.inference.stitch import check_canvas_memory
+
+    pos = np.asarray(scan.positions, dtype=np.float64)
+    span = pos.max(axis=0) - pos.min(axis=0) + scan.N + _CANVAS_SLACK
+    check_canvas_memory((float(span[1]), float(span[0])), bytes_per_pixel=REFINE_BYTES_PER_PIXEL,
+                        what="the refinement canvas")
+
+
+def _scaled_start(start: np.ndarray | None) -> tuple[np.ndarray | None, float]:
+    """``(start / peak, peak)`` for a start object whose peak amplitude lies outside :data:`_START_RANGE`, else
+    ``(start, 1.0)``. The refinement rescales its start to the measured counts anyway, but squaring amplitudes
+    of 1e30 (or 1e-30) in float32 overflows (underflows) and would silently give an all-zero object."""
+    import numpy as np
+
+    if start is None:
+        return None, 1.0
+    s = np.asarray(start)
+    if not np.issubdtype(s.dtype, np.number) or s.size == 0 or not np.all(np.isfinite(s)):
+        return start, 1.0  # the Refiner refuses these with its own messages
+    peak = float(np.max(np.abs(s.astype(np.complex128))))
+    if peak == 0 or _START_RANGE[0] <= peak <= _START_RANGE[1]:
+        return start, 1.0
+    return (s.astype(np.complex128) / peak).astype(np.complex64), peak
+
+
+def _check_result(result: RefineResult) -> None:
+    """Refuse a refinement that produced no usable object (non-finite or all-zero values) instead of saving it."""
+    import numpy as np
+
+    from ptychopinn.errors import DataFormatError
+
+    obj = result.obj
+    if not np.all(np.isfinite(obj)) or not np.any(np.abs(obj) > 0) or not np.isfinite(result.scale):
+        raise DataFormatError("refinement produced an object with non-finite or all-zero values (the start object "
+                              "or the data are out of range for float32); expected finite amplitudes; check the "
+                              "start reconstruction (--init) and the diffraction units, or start from --flat")
 
 
 def refine_scan(scan: ScanData, config: RefineConfig | None = None, *, start: np.ndarray | None = None,
@@ -40,7 +91,12 @@ def refine_scan(scan: ScanData, config: RefineConfig | None = None, *, start: np
     """
     from ptychopinn.refine.engine import Refiner
 
-    return Refiner(scan, config, start=start, start_origin=start_origin).run(progress=progress, callback=callback)
+    _check_canvas(scan)
+    start, peak = _scaled_start(start)
+    result = Refiner(scan, config, start=start, start_origin=start_origin).run(progress=progress, callback=callback)
+    result.scale /= peak  # the factor applied to the caller's start object
+    _check_result(result)
+    return result
 
 
 def refine_onto(scan: ScanData, start: np.ndarray, start_origin: tuple[float, float] = (0.0, 0.0),
