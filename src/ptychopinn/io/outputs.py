@@ -227,10 +227,24 @@ def staged_outputs(output_dir: PathLike, *, last: str | None = None) -> Iterator
     out = Path(output_dir)
     stage = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, suffix=_STAGING_SUFFIX, dir=out))
     try:
-        yield stage
+        try:
+            yield stage
+        except OSError as exc:  # a full disk while writing: the message names the file the user asked for
+            named = _named_as_final(exc, stage, out)
+            if named is exc:
+                raise
+            raise named from exc
         _commit(stage, out, last)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def _named_as_final(exc: OSError, stage: Path, out: Path) -> OSError:
+    """``exc`` with its file name moved from the staging folder to the output folder (``exc`` itself otherwise)."""
+    name = exc.filename
+    if exc.errno is None or not isinstance(name, str) or not name.startswith(str(stage) + os.sep):
+        return exc
+    return type(exc)(exc.errno, exc.strerror or os.strerror(exc.errno), str(out / Path(name).relative_to(stage)))
 
 
 @contextlib.contextmanager
