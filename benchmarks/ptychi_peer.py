@@ -36,7 +36,7 @@ Conventions (converted here and checked by ``--sweep``):
 * data: ours is amplitude ``sqrt(counts)`` with zero frequency at pixel (N/2, N/2) under the orthonormal
   centred FFT; pty-chi takes intensities (counts), ``fft_shift=True`` for centred data, and uses the
   unnormalised ``fft2``: its probe is ours divided by N (and scaled here, from the data alone, so that a
-  flat object of 1 explains the mean counts, as our Refiner scales its start);
+  flat object of 1 explains the mean counts, as our engines scale their start);
 * geometry: our position (x, y) = (column, row) is the object point under probe pixel (N//2, N//2);
   pty-chi's is (y, x) relative to ``pos_origin_coords = round(shape / 2) - 0.5`` of its buffer, patch
   pixel 0 at ``centre - (N-1)/2``, so probe pixel N/2 lands on buffer pixel ``p + round(shape/2)``: for a

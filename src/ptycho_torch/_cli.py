@@ -65,7 +65,7 @@ def run_main(prog: str, argv: Sequence[str] | None, body: Callable[[list[str]], 
             # Deprecation notices of this command line must reach the user of the program.
             warnings.filterwarnings("default", category=DeprecationWarning, module=r"ptycho_torch(\.|$)")
             return body(args)
-    except (PtychoInputError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+    except (PtychoInputError, OSError) as exc:  # OSError: missing, unreadable or unwritable files, a full disk
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"{prog}: error: {msg}", file=sys.stderr)
         return 2

@@ -22,7 +22,10 @@ from ptycho_torch._cli import ACCELERATORS, StrictParser, resolve_accelerator, r
 from ptychopinn.cli.common import positive_int
 from ptychopinn.errors import ConfigError
 
-__all__ = ["build_args", "build_parser", "main"]
+__all__ = ["OUTPUTS", "build_args", "build_parser", "main"]
+
+OUTPUTS = ("reconstruction.npz", "reconstructed_amplitude.png", "reconstructed_phase.png")
+"""What the command writes into ``--output_dir``; never one of its inputs, and only when it succeeds."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,11 +68,14 @@ def _run(argv: list[str]) -> int:
     from ptychopinn.io.registry import load_scan
     from ptychopinn.models.persist import load_model
     from ptychopinn.plots import save_amplitude_png, save_phase_png
+    from ptychopinn.workflows import output_run
 
     cfg = build_args(argv)
     for key in ("model_path", "test_data"):
         if not cfg[key].exists():
             raise FileNotFoundError(f"{key.replace('_', ' ')} not found: {cfg[key]}")
+    out = cfg["output_dir"]
+    inputs = [cfg["model_path"], cfg["test_data"]]
     loaded = load_model(cfg["model_path"])
     scan = load_scan(cfg["test_data"], units="auto")
     shape = tuple(scan.obj.shape) if scan.obj is not None else None
@@ -77,12 +83,12 @@ def _run(argv: list[str]) -> int:
     if n is not None and n < scan.n_points:
         scan = ScanData.from_arrays(scan.diffraction[:n], scan.positions[:n], scan.probe, units="amplitude")
     icfg = cfg["inference"]
-    recon = reconstruct(loaded.model, scan, icfg, object_shape=shape, progress=not cfg["quiet"])
-    out = cfg["output_dir"]
-    out.mkdir(parents=True, exist_ok=True)
-    npz = save_reconstruction_npz(out / "reconstruction.npz", recon, extra={"model": str(loaded.path)})
-    save_amplitude_png(recon.obj, out / "reconstructed_amplitude.png", title="Reconstructed amplitude")
-    save_phase_png(recon.obj, out / "reconstructed_phase.png", title="Reconstructed phase")
+    with output_run(out, OUTPUTS, inputs, holder="ptycho_torch.inference", last="reconstruction.npz") as stage:
+        recon = reconstruct(loaded.model, scan, icfg, object_shape=shape, progress=not cfg["quiet"])
+        save_reconstruction_npz(stage / "reconstruction.npz", recon, extra={"model": str(loaded.path)})
+        save_amplitude_png(recon.obj, stage / "reconstructed_amplitude.png", title="Reconstructed amplitude")
+        save_phase_png(recon.obj, stage / "reconstructed_phase.png", title="Reconstructed phase")
+    npz = out / "reconstruction.npz"
     print(f"reconstructed {recon.n_patterns} patterns into a {recon.obj.shape[0]}x{recon.obj.shape[1]} object; "
           f"wrote {out / 'reconstructed_amplitude.png'}, {out / 'reconstructed_phase.png'}, {npz}", flush=True)
     return 0

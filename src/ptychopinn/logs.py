@@ -4,7 +4,9 @@ A command run through :func:`cli_session` gets
 
 - ``OUTPUT_DIR/run.log`` (appended to, so a resumed training adds to it): every record at INFO and above
   from this package and the libraries it drives (settings, versions, units decisions, per-epoch losses
-  and timings, the error that ended a failed run), with ``-vv`` also DEBUG;
+  and timings, the error that ended a failed run), with ``-vv`` also DEBUG. It is opened without following
+  a symbolic link (``O_NOFOLLOW``) and only as a regular file: a link planted under that name could
+  otherwise make the log append to, or create, a file outside the output folder;
 - stderr: warnings and errors only, as ``ptychopinn COMMAND: warning: ...``; ``-v`` adds INFO, ``-vv``
   DEBUG, ``-q`` keeps only errors;
 - Python warnings (``warnings.warn``) routed into the same two places, less the third-party noise that
@@ -17,11 +19,13 @@ terminal. The library itself configures no handler; only the command line (or a 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
 import platform
 import re
+import stat
 import sys
 import time
 import warnings
@@ -29,9 +33,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from ptychopinn.errors import PtychoInputError
+from ptychopinn.errors import ConfigError, PtychoInputError
+from ptychopinn.limits import file_kind
 
-__all__ = ["LOG_NAME", "NOISE", "adopt_lightning_logging", "cli_session", "progress_enabled", "stderr_level"]
+__all__ = ["LOG_NAME", "NOISE", "adopt_lightning_logging", "cli_session", "open_log_file", "progress_enabled",
+           "stderr_level"]
 
 LOG_NAME = "run.log"
 """File name of the log written into a command's output folder."""
@@ -138,6 +144,46 @@ def adopt_lightning_logging() -> None:
         lg.propagate = True
 
 
+def open_log_file(path: str | os.PathLike[str], encoding: str | None = "utf-8", errors: str | None = None) -> TextIO:
+    """Open ``path`` for appending text, never through a symbolic link and only as a regular file.
+
+    Raises:
+        ConfigError: ``path`` is a symbolic link (live or dangling), a folder, a pipe or a device.
+    """
+    p = Path(path)
+    flags = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+             | getattr(os, "O_CLOEXEC", 0))
+    try:
+        fd = os.open(p, flags, 0o666)
+    except OSError as exc:
+        if p.is_symlink() or exc.errno == errno.ELOOP:
+            raise ConfigError(f"log file {p} is a symbolic link; expected a regular file or nothing under that name "
+                              "(the log is never written through a link, which may point outside the output "
+                              "folder); remove the link") from None
+        if exc.errno in (errno.EISDIR, errno.ENXIO):  # a folder; a pipe nobody reads
+            kind = "a directory" if exc.errno == errno.EISDIR else "a named pipe"
+            raise ConfigError(f"log file {p} is {kind}; expected a regular file or nothing under that name; "
+                              "remove it") from None
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"log file {p} is {file_kind(mode)}; expected a regular file or nothing under that "
+                              "name; remove it")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "a", encoding=encoding, errors=errors)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class _LogFileHandler(logging.FileHandler):
+    """A FileHandler whose file is opened by :func:`open_log_file` (no links, regular files only)."""
+
+    def _open(self) -> TextIO:  # type: ignore[override]
+        return open_log_file(self.baseFilename, self.encoding, self.errors)
+
+
 def _first_missing_ancestor(path: Path) -> Path | None:
     """The outermost folder of ``path`` (itself included) that does not exist yet, or None."""
     missing = None
@@ -212,9 +258,14 @@ def cli_session(
     had_log = False
     if out is not None:
         created = _first_missing_ancestor(out)
-        had_log = (out / LOG_NAME).exists()
+        had_log = os.path.lexists(out / LOG_NAME)
         out.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(out / LOG_NAME, mode="a", encoding="utf-8", delay=True)
+        try:  # opened now: a log that cannot be opened refuses the run before it starts
+            file_handler = _LogFileHandler(out / LOG_NAME, mode="a", encoding="utf-8")
+        except BaseException:
+            if created is not None:
+                _remove_if_only_log(out, created)
+            raise
         file_handler.setLevel(file_level)
         file_handler.setFormatter(logging.Formatter(_FILE_FORMAT))
         file_handler.addFilter(noise)

@@ -39,7 +39,8 @@ from ptychopinn.plots import save_amplitude_png, save_phase_png
 if TYPE_CHECKING:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-__all__ = ["complex_to_rgb", "patch_figure_rgb", "save_complex_png", "save_object_images", "save_tiff"]
+__all__ = ["OBJECT_IMAGE_NAMES", "complex_to_rgb", "patch_figure_rgb", "save_complex_png", "save_object_images",
+           "save_tiff"]
 
 _GREY = tuple(int(MASKED_COLOUR[i:i + 2], 16) / 255.0 for i in (1, 3, 5))
 
@@ -125,6 +126,10 @@ def save_tiff(image: np.ndarray, path: str | os.PathLike[str], *, description: s
     data = np.ascontiguousarray(arr, dtype=np.float32)
     return write_atomic(Path(path), lambda tmp: tifffile.imwrite(
         tmp, data, photometric="minisblack", description=description or None, metadata=None))
+
+
+OBJECT_IMAGE_NAMES = ("amplitude.png", "phase.png", "complex.png", "amplitude.tif", "phase.tif")
+"""The files :func:`save_object_images` writes."""
 
 
 def save_object_images(

@@ -3,6 +3,11 @@ train a model and write its archive, reconstruct a scan, evaluate a reconstructi
 
 Each takes explicit arguments (no global state) and returns a small result object naming what it
 wrote. Heavy modules (torch, Lightning, matplotlib) are imported inside the functions.
+
+Output folders (:mod:`ptychopinn.io.outputs`): before anything is written, every output a function will
+write (``*_outputs()`` below name them) is checked against the input files it was given (an input is never
+overwritten); one run per folder (lock); and the files of :func:`reconstruct_scan`,
+:func:`refine_reconstruction` and :func:`evaluate_reconstruction` appear only when the run succeeds.
 """
 
 from __future__ import annotations
@@ -19,10 +24,57 @@ import numpy as np
 from ptychopinn.config import ExecutionConfig, InferenceConfig, ModelConfig, RefineConfig, TrainingConfig
 from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import DataFormatError
+from ptychopinn.io.outputs import output_run
 from ptychopinn.io.reconstruction import PIXEL_CONVENTION, load_reconstruction, save_reconstruction_npz
 
-__all__ = ["PIXEL_CONVENTION", "evaluate_reconstruction", "load_reconstruction", "reconstruct_scan",
-           "refine_reconstruction", "save_reconstruction_npz", "train_model"]
+__all__ = ["PIXEL_CONVENTION", "evaluate_outputs", "evaluate_reconstruction", "load_reconstruction",
+           "output_run", "reconstruct_outputs", "reconstruct_scan", "refine_outputs", "refine_reconstruction",
+           "save_reconstruction_npz", "train_model", "train_outputs"]
+
+RECONSTRUCTION_NAME = "reconstruction.npz"
+NETWORK_RECONSTRUCTION_NAME = "network_reconstruction.npz"
+PRODUCT_NAME = "reconstruction.h5"
+MISFIT_NAME = "misfit.png"
+
+
+def train_outputs() -> tuple[str, ...]:
+    """What :func:`train_model` writes into its output folder (folders end in ``/``)."""
+    from ptychopinn.io.archive_container import ARCHIVE_NAME
+    from ptychopinn.io.outputs import LOCK_NAME
+
+    return (LOCK_NAME, ARCHIVE_NAME, "checkpoints/", "logs/", "mlruns/")
+
+
+def reconstruct_outputs(*, write_product: bool = False, refine: bool = False) -> tuple[str, ...]:
+    """What :func:`reconstruct_scan` writes with these settings."""
+    from ptychopinn.io.outputs import LOCK_NAME
+    from ptychopinn.pictures import OBJECT_IMAGE_NAMES
+
+    names = [LOCK_NAME, RECONSTRUCTION_NAME, *OBJECT_IMAGE_NAMES]
+    if refine:
+        names += [NETWORK_RECONSTRUCTION_NAME, MISFIT_NAME]
+    return (*names, *([PRODUCT_NAME] if write_product else []))
+
+
+def refine_outputs(*, write_product: bool = False) -> tuple[str, ...]:
+    """What :func:`refine_reconstruction` writes with these settings."""
+    from ptychopinn.io.outputs import LOCK_NAME
+    from ptychopinn.pictures import OBJECT_IMAGE_NAMES
+
+    return (LOCK_NAME, RECONSTRUCTION_NAME, *OBJECT_IMAGE_NAMES, MISFIT_NAME,
+            *([PRODUCT_NAME] if write_product else []))
+
+
+def evaluate_outputs() -> tuple[str, ...]:
+    """What :func:`evaluate_reconstruction` writes."""
+    from ptychopinn.io.outputs import LOCK_NAME
+
+    return (LOCK_NAME, "metrics.json", "comparison.png", "frc.png")
+
+
+def _path_of(scan: ScanData | str | os.PathLike[str] | None) -> str | os.PathLike[str] | None:
+    """The file behind a scan argument (None for a ScanData in memory)."""
+    return None if scan is None or isinstance(scan, ScanData) else scan
 
 
 def _as_scan(scan: ScanData | str | os.PathLike[str], units: str) -> ScanData:
@@ -89,12 +141,14 @@ def train_model(
     Returns a :class:`TrainOutcome` with the archive path, per-epoch history and written files.
     """
     from ptychopinn.io.archive import ARCHIVE_NAME
+    from ptychopinn.io.outputs import check_outputs_apart
     from ptychopinn.models.persist import save_model
     from ptychopinn.training.run import train as _train
     from ptychopinn.training.trainer import remove_stale_temp_files, with_filename
 
     t0 = time.perf_counter()
     out = Path(output_dir)
+    check_outputs_apart(out, train_outputs(), [_path_of(train), _path_of(test)])
     out.mkdir(parents=True, exist_ok=True)
     train_scan = _as_scan(train, units)
     val_scan = _as_scan(test, units) if test is not None else None
@@ -171,51 +225,55 @@ def reconstruct_scan(
     Writes ``reconstruction.npz`` (see :func:`save_reconstruction_npz`), ``amplitude.png``,
     ``phase.png`` and, with ``write_product``, a ptychodus product ``reconstruction.h5``. The canvas
     has the scan's object pixel grid (the ground-truth object's shape when the file has one).
-    With ``refine`` (a :class:`~ptychopinn.config.RefineConfig`) the network's image is kept as
-    ``network_reconstruction.npz`` and then refined on the physics (:func:`refine_reconstruction`'s
-    outputs replace the network's).
+    With ``refine`` (a :class:`~ptychopinn.config.RefineConfig`) the network's image is then refined on the
+    physics (:func:`refine_reconstruction`'s outputs replace the network's) and kept as
+    ``network_reconstruction.npz``. The files appear together when the run succeeds; a refused or interrupted
+    run leaves ``output_dir`` as it was (:mod:`ptychopinn.io.outputs`).
     """
     from ptychopinn.inference.predict import reconstruct
+    from ptychopinn.io.outputs import check_outputs_apart
     from ptychopinn.models.persist import load_model
     from ptychopinn.pictures import save_object_images
 
     t0 = time.perf_counter()
+    out = Path(output_dir)
+    names = reconstruct_outputs(write_product=write_product, refine=refine is not None)
+    inputs = [model_path, _path_of(scan)]
+    check_outputs_apart(out, names, inputs)
     loaded = load_model(model_path)
     scan_data = _as_scan(scan, units)
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     cfg = inference or InferenceConfig()
     if refine is not None and cfg.stitch_sync == "auto":
         # Synchronised phases look better alone but start refinement worse (benchmark, 20 iterations: phase
         # SSIM 0.952 from the synchronised image, 0.971 from the unsynchronised one, 0.962 from a flat start).
         cfg = cfg.replace(stitch_sync="off")
     object_shape = tuple(scan_data.obj.shape) if scan_data.obj is not None else None
-    # the device comes from cfg.accelerator through inference.predict.resolve_device (the one mapping)
-    recon = reconstruct(loaded.model, scan_data, cfg, object_shape=object_shape, progress=progress)
-    if refine is not None:
-        from ptychopinn.refine import refine_scan
+    extra = {"model": str(loaded.path), **_physical_extra(scan_data)}
+    with output_run(out, names, inputs, holder="ptychopinn infer", last=RECONSTRUCTION_NAME) as stage:
+        # the device comes from cfg.accelerator through inference.predict.resolve_device (the one mapping)
+        recon = reconstruct(loaded.model, scan_data, cfg, object_shape=object_shape, progress=progress)
+        if refine is not None:
+            from ptychopinn.refine import refine_scan
 
-        net = save_reconstruction_npz(out / "network_reconstruction.npz", recon,
-                                      extra={"model": str(loaded.path), **_physical_extra(scan_data)})
-        result = refine_scan(scan_data, refine, start=recon.obj, start_origin=recon.origin, progress=progress)
-        done = _write_refined(result, scan_data, out, write_product, source=str(net), seconds=0.0, config=refine)
-        return ReconstructOutcome(npz=done.npz, amplitude_png=done.amplitude_png, phase_png=done.phase_png,
-                                  product_h5=done.product_h5, n_patterns=recon.n_patterns,
-                                  shape=tuple(result.obj.shape), seconds=time.perf_counter() - t0,
-                                  reconstruction=recon, refined=result)
-    npz = save_reconstruction_npz(out / "reconstruction.npz", recon,
-                                  extra={"model": str(loaded.path), **_physical_extra(scan_data)})
-    images = save_object_images(recon.obj, out, coverage=recon.coverage, origin_xy=recon.origin,
-                                pixel_size_m=scan_data.pixel_size_m, title="Reconstructed")
-    amp, phase = images["amplitude.png"], images["phase.png"]
-    product = None
-    if write_product:
-        positions = np.asarray(recon.positions) - np.asarray(recon.origin)[None, :]
-        product = _write_product(out / "reconstruction.h5", recon.obj, positions, scan_data.probe, scan_data,
-                                 "ptychopinn")
-    return ReconstructOutcome(npz=npz, amplitude_png=amp, phase_png=phase, product_h5=product,
-                              n_patterns=recon.n_patterns, shape=tuple(recon.obj.shape),
-                              seconds=time.perf_counter() - t0, reconstruction=recon)
+            save_reconstruction_npz(stage / NETWORK_RECONSTRUCTION_NAME, recon, extra=extra)
+            result = refine_scan(scan_data, refine, start=recon.obj, start_origin=recon.origin, progress=progress)
+            done = _write_refined(result, scan_data, stage, out, write_product,
+                                  source=str(out / NETWORK_RECONSTRUCTION_NAME), seconds=0.0, config=refine)
+            return ReconstructOutcome(npz=done.npz, amplitude_png=done.amplitude_png, phase_png=done.phase_png,
+                                      product_h5=done.product_h5, n_patterns=recon.n_patterns,
+                                      shape=tuple(result.obj.shape), seconds=time.perf_counter() - t0,
+                                      reconstruction=recon, refined=result)
+        save_reconstruction_npz(stage / RECONSTRUCTION_NAME, recon, extra=extra)
+        save_object_images(recon.obj, stage, coverage=recon.coverage, origin_xy=recon.origin,
+                           pixel_size_m=scan_data.pixel_size_m, title="Reconstructed")
+        product = None
+        if write_product:
+            positions = np.asarray(recon.positions) - np.asarray(recon.origin)[None, :]
+            _write_product(stage / PRODUCT_NAME, recon.obj, positions, scan_data.probe, scan_data, "ptychopinn")
+            product = out / PRODUCT_NAME
+    return ReconstructOutcome(npz=out / RECONSTRUCTION_NAME, amplitude_png=out / "amplitude.png",
+                              phase_png=out / "phase.png", product_h5=product, n_patterns=recon.n_patterns,
+                              shape=tuple(recon.obj.shape), seconds=time.perf_counter() - t0, reconstruction=recon)
 
 
 @dataclass
@@ -247,54 +305,62 @@ def refine_reconstruction(
     Args:
         scan: scan (or its path); ground truth in it is never used.
         output_dir: where ``reconstruction.npz`` (with the refined ``probe`` and ``misfit`` history),
-            ``amplitude.png``, ``phase.png``, ``misfit.png`` and optionally ``reconstruction.h5`` go.
-        start: a reconstruction NPZ to start from (e.g. ``ptychopinn infer`` output); None = flat object.
+            ``amplitude.png``, ``phase.png``, ``misfit.png`` and optionally ``reconstruction.h5`` go, together
+            and only when the refinement succeeds.
+        start: a reconstruction NPZ to start from (e.g. ``ptychopinn infer`` output; never the one this run
+            writes); None = flat object.
         refine: a :class:`~ptychopinn.config.RefineConfig` (default settings when None).
         units, write_product, progress: as :func:`reconstruct_scan`.
     """
+    from ptychopinn.io.outputs import check_outputs_apart
     from ptychopinn.refine import refine_scan
 
     t0 = time.perf_counter()
     cfg = refine or RefineConfig()
+    out = Path(output_dir)
+    names = refine_outputs(write_product=write_product)
+    inputs = [_path_of(scan), start]
+    check_outputs_apart(out, names, inputs)
     scan_data = _as_scan(scan, units)
     obj, origin = None, (0.0, 0.0)
     if start is not None:
         obj, _, origin = load_reconstruction(start)
-    result = refine_scan(scan_data, cfg, start=obj, start_origin=origin, progress=progress)
-    return _write_refined(result, scan_data, Path(output_dir), write_product,
-                          source="flat" if start is None else str(start), seconds=time.perf_counter() - t0,
-                          config=cfg)
+    with output_run(out, names, inputs, holder="ptychopinn refine", last=RECONSTRUCTION_NAME) as stage:
+        result = refine_scan(scan_data, cfg, start=obj, start_origin=origin, progress=progress)
+        return _write_refined(result, scan_data, stage, out, write_product,
+                              source="flat" if start is None else str(start), seconds=time.perf_counter() - t0,
+                              config=cfg)
 
 
-def _write_refined(result: Any, scan: ScanData, out: Path, write_product: bool, *, source: str,
+def _write_refined(result: Any, scan: ScanData, stage: Path, out: Path, write_product: bool, *, source: str,
                    seconds: float, config: RefineConfig) -> RefineOutcome:
+    """Write a refinement's files into ``stage``; the outcome names them where they land: in ``out``."""
     from ptychopinn.pictures import save_object_images
     from ptychopinn.plots import save_loss_curves
 
-    out.mkdir(parents=True, exist_ok=True)
     misfit = np.asarray([h["misfit"] for h in result.history], dtype=np.float64)
     logging.getLogger("ptychopinn").info(
         "refinement: engine %s, %s misfit, %d iterations in %.1f s, misfit %.4g -> %.4g, stopped: %s",
         result.engine, result.noise, result.iterations, result.seconds, misfit[0], misfit[-1], result.stop_reason)
-    npz = save_reconstruction_npz(
-        out / "reconstruction.npz", result,
+    save_reconstruction_npz(
+        stage / RECONSTRUCTION_NAME, result,
         extra={"n_patterns": int(scan.n_points), "refined_from": source, "iterations": result.iterations,
                "refine_seconds": result.seconds, "start_scale": result.scale, "refine_engine": result.engine,
                "refine_noise": result.noise, "refine_stop_reason": result.stop_reason,
                # the misfit history is only comparable between runs with the same settings
                "refine_config": config.to_dict(), **_physical_extra(scan)},
         arrays={"probe": result.probe, "misfit": misfit, "positions_start": scan.positions})
-    images = save_object_images(result.obj, out, coverage=result.coverage, origin_xy=tuple(result.origin),
-                                pixel_size_m=scan.pixel_size_m, title="Refined")
-    amp, phase = images["amplitude.png"], images["phase.png"]
-    mis = save_loss_curves({"misfit / total counts": misfit.tolist()}, out / "misfit.png",
-                           title="Refinement misfit", xlabel="iteration", ylabel="misfit")
+    save_object_images(result.obj, stage, coverage=result.coverage, origin_xy=tuple(result.origin),
+                       pixel_size_m=scan.pixel_size_m, title="Refined")
+    save_loss_curves({"misfit / total counts": misfit.tolist()}, stage / MISFIT_NAME,
+                     title="Refinement misfit", xlabel="iteration", ylabel="misfit")
     product = None
     if write_product:
         positions = np.asarray(result.positions) - np.asarray(result.origin)[None, :]
-        product = _write_product(out / "reconstruction.h5", result.obj, positions, result.probe, scan,
-                                 "ptychopinn refine")
-    return RefineOutcome(npz=npz, amplitude_png=amp, phase_png=phase, misfit_png=mis, product_h5=product,
+        _write_product(stage / PRODUCT_NAME, result.obj, positions, result.probe, scan, "ptychopinn refine")
+        product = out / PRODUCT_NAME
+    return RefineOutcome(npz=out / RECONSTRUCTION_NAME, amplitude_png=out / "amplitude.png",
+                         phase_png=out / "phase.png", misfit_png=out / MISFIT_NAME, product_h5=product,
                          iterations=result.iterations, seconds=seconds, result=result)
 
 
@@ -306,27 +372,31 @@ def evaluate_reconstruction(
     remove_ramp: bool = False,
 ) -> dict[str, Any]:
     """Compare a reconstruction NPZ with the ground truth and write ``metrics.json``,
-    ``comparison.png`` and ``frc.png`` to ``output_dir``. Returns the metrics dict.
+    ``comparison.png`` and ``frc.png`` to ``output_dir`` (together, when it succeeds). Returns the metrics dict.
 
     The reconstruction canvas is placed on the truth's pixel grid using its recorded origin;
     metrics are computed over the covered (scanned) region only.
     """
+    from ptychopinn.io.outputs import check_outputs_apart
     from ptychopinn.io.registry import load_object
     from ptychopinn.metrics import align_for_comparison, evaluate, on_truth_grid
     from ptychopinn.plots import save_comparison_figure, save_frc_figure
 
+    out = Path(output_dir)
+    names = evaluate_outputs()
+    inputs = [reconstruction, truth]
+    check_outputs_apart(out, names, inputs)
     obj, coverage, origin = load_reconstruction(reconstruction)
     gt = load_object(truth)
     recon_full, mask = on_truth_grid(obj, coverage, origin, gt.shape)
     metrics = evaluate(recon_full, gt, mask=mask, remove_ramp=remove_ramp)
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "metrics.json", metrics)
     r_crop, t_crop, info = align_for_comparison(recon_full, gt, mask=mask, remove_ramp=remove_ramp)
     (r0, _), (c0, _) = info.region
-    save_comparison_figure(r_crop, t_crop, out / "comparison.png", metrics=metrics, mask=info.mask,
-                           origin_xy=(c0, r0))
-    save_frc_figure(metrics, out / "frc.png")
+    with output_run(out, names, inputs, holder="ptychopinn evaluate", last="metrics.json") as stage:
+        _write_json(stage / "metrics.json", metrics)
+        save_comparison_figure(r_crop, t_crop, stage / "comparison.png", metrics=metrics, mask=info.mask,
+                               origin_xy=(c0, r0))
+        save_frc_figure(metrics, stage / "frc.png")
     return metrics
 
 

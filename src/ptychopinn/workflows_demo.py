@@ -18,6 +18,7 @@ from ptychopinn.config import (
     SimulationConfig,
     TrainingConfig,
 )
+from ptychopinn.io.outputs import LOCK_NAME
 
 
 @dataclass
@@ -52,6 +53,10 @@ class DemoResult:
                 f"{self.amplitude_png}, {self.phase_png}; numbers in {self.metrics_json}")
 
 
+DEMO_OUTPUTS = (LOCK_NAME, "train.npz", "test.npz", "preview.png", "model/", "reconstruction/",
+                "evaluation/")
+"""What the demo writes into its folder (folders end in ``/``)."""
+
 REFINE_ITERATIONS = 30
 """Refinement iterations after the network in the demo (about a second at N=32)."""
 
@@ -72,22 +77,33 @@ def demo_configs(epochs: int, seed: int) -> tuple[SimulationConfig, SimulationCo
 def run_demo(output_dir: str | os.PathLike[str], *, epochs: int = 30, seed: int = 0, progress: bool = True,
              log: Callable[[str], None] = print) -> DemoResult:
     """Run the whole pipeline and write everything under ``output_dir``; returns a :class:`DemoResult`."""
+    from ptychopinn.io.outputs import check_outputs_apart, folder_lock, remove_stale_temporaries
+
+    out = Path(output_dir)
+    check_outputs_apart(out, DEMO_OUTPUTS, ())
+    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out, "ptychopinn demo"):
+        remove_stale_temporaries(out, DEMO_OUTPUTS)
+        return _run_demo(out, epochs, seed, progress, log)
+
+
+def _run_demo(out: Path, epochs: int, seed: int, progress: bool, log: Callable[[str], None]) -> DemoResult:
     from ptychopinn.io.npz import save_npz
+    from ptychopinn.io.outputs import staged_outputs
     from ptychopinn.plots import save_scan_preview
     from ptychopinn.simulate import simulate_scan
     from ptychopinn.workflows import evaluate_reconstruction, reconstruct_scan, train_model
 
     t0 = time.perf_counter()
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     train_sim, test_sim, model, training = demo_configs(epochs, seed)
     train_scan = simulate_scan(train_sim, progress=progress)
     test_scan = simulate_scan(test_sim, progress=progress)
-    save_npz(out / "train.npz", train_scan)
-    save_npz(out / "test.npz", test_scan)
     assert train_scan.obj is not None  # a simulated scan always holds its object
-    save_scan_preview(train_scan.obj, train_scan.probe, train_scan.positions, train_scan.diffraction[:4],
-                      out / "preview.png")
+    with staged_outputs(out) as stage:
+        save_npz(stage / "train.npz", train_scan)
+        save_npz(stage / "test.npz", test_scan)
+        save_scan_preview(train_scan.obj, train_scan.probe, train_scan.positions, train_scan.diffraction[:4],
+                          stage / "preview.png")
     log(f"simulated {train_scan.n_points} training and {test_scan.n_points} test patterns "
         f"({train_sim.N}x{train_sim.N}, {train_sim.nphotons:.0e} photons each)")
     execution = ExecutionConfig(enable_progress_bar=progress, logger="csv")

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from helpers import norm_corr
+from helpers import compare_with_truth
 
 pytestmark = pytest.mark.slow
 
@@ -23,9 +23,7 @@ def _scan(seed: int) -> Any:
     from ptychopinn.config import SimulationConfig
     from ptychopinn.simulate import simulate_scan
 
-    # 'lines' rather than 'grf': with the default network width (there is no --n_filters_scale flag on this
-    # CLI) a 10-epoch run on the smooth 'grf' phase measured r = -0.17 even with all 256 groups, so its phase
-    # is not yet retrievable in a test-sized run; the 'lines' object is (see the floor below).
+    # 'lines': the numbers quoted in test_train_and_inference_command_lines were measured on these scans.
     return simulate_scan(SimulationConfig(N=32, object_size=96, object_kind="lines", overlap=0.6, nphotons=1e6,
                                           seed=seed))
 
@@ -57,6 +55,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory, data: dict[str, Path]) -> 
 def test_train_and_inference_command_lines(trained: dict[str, Any]) -> None:
     import matplotlib.image as mpimg
 
+    from ptychopinn.config import InferenceConfig, RefineConfig
+    from ptychopinn.inference.predict import reconstruct
+    from ptychopinn.io.registry import load_scan
+    from ptychopinn.models.persist import load_model
+    from ptychopinn.refine import refine_onto
+
     proc, out, cwd, test = trained["proc"], trained["out"], trained["cwd"], trained["test"]
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "wts.h5.zip").is_file() and (out / "checkpoints" / "last.ckpt").is_file()
@@ -76,22 +80,33 @@ def test_train_and_inference_command_lines(trained: dict[str, Any]) -> None:
 
     with np.load(rec_dir / "reconstruction.npz") as z:
         obj, coverage = z["obj"], z["coverage"]
-    truth = np.load(test)["objectGuess"]
+    scan = load_scan(test)
+    truth = scan.obj
     assert obj.ndim == 2 and np.iscomplexobj(obj)
     # The documented canvas is the scan's object pixel grid (origin 0), so no registration is needed.
     assert obj.shape == truth.shape and coverage.shape == obj.shape
-    m = coverage > 0
-    assert m.mean() > 0.3
-    rot = np.exp(-1j * np.angle(np.sum(obj[m] * np.conj(truth[m]))))  # remove the global phase
-    phase = np.angle(obj[m] * rot)
-    r = norm_corr(phase, np.angle(truth[m]))
-    tp = np.angle(truth)
-    wrong = [tp[::-1, :], tp[:, ::-1], tp[::-1, ::-1]] + ([tp.T] if tp.shape[0] == tp.shape[1] else [])
-    r_wrong = max(abs(norm_corr(phase, w[m])) for w in wrong)
-    # The network's phase at gridsize 1 varies between machines and thread counts (measured r = 0.40 once,
-    # 0.18 with the same code on another machine, 0.22-0.25 now); a flipped or transposed canvas gives
-    # |r| < 0.1. What this test must prove is that the phase is retrieved and on the object grid.
-    assert r >= 0.15 and r > r_wrong + 0.08, (r, r_wrong)
+    assert (coverage > 0).mean() > 0.3
+
+    # Trained: the physics loss fell (measured to 0.35-0.46 of the first epoch's over training seeds 0-3, 42).
+    loaded = load_model(out)
+    losses = loaded.metadata["history"]["train_loss"]
+    assert len(losses) == 10 and losses[-1] < 0.75 * losses[0], losses
+    # Applied like the core API, on the object grid: the inference command line's canvas is the one
+    # inference.reconstruct gives for this archive and scan (whose placement tests/geometry checks to the pixel
+    # with exact patches). Deterministic, unlike the network's quality.
+    api = reconstruct(loaded.model, scan, InferenceConfig.reference(accelerator="cpu"), object_shape=truth.shape)
+    np.testing.assert_allclose(obj, api.obj, rtol=1e-3, atol=1e-4 * float(np.abs(api.obj).max()))
+    # Phase retrieved on that grid: 10 refinement iterations from the canvas (what `ptychopinn infer` does by
+    # default). Measured phase correlation 0.935-0.958 over five trainings (seeds 0-3, 42), flipped or transposed
+    # truth <= 0.15, shift 0 px; a flat start reaches 0.73. The network's own phase is not asserted: at gridsize 1
+    # after 10 epochs it lands in either of two basins (the true object or its twin, conjugated) and measured
+    # r = -0.31 to 0.19 over the same seeds (0.13-0.40 on other machines with one seed), so no floor on it is
+    # safe from the machine-to-machine spread.
+    refined = refine_onto(scan, obj, (0.0, 0.0), RefineConfig(iterations=10, accelerator="cpu"))
+    q = compare_with_truth(refined, truth)
+    assert q["phase_corr"] >= 0.85, q
+    assert max(abs(s) for s in q["shift"]) <= 1.0, q
+    assert max(q["flipped_phase_corr"].values()) <= q["phase_corr"] - 0.5, q
 
 
 def test_workflow_functions(data: dict[str, Path], tiny_archive: Path, tmp_path: Path,

@@ -103,8 +103,9 @@ def ptychodus_scan(seed: int) -> tuple[ReconstructInput, np.ndarray, np.ndarray]
 def test_ptychopinn_torch_plugin_reconstructs_a_ptychodus_simulated_scan(tmp_path: Path) -> None:
     """Export -> train -> reconstruct another scan through the real plugin (spawned children).
 
-    Floors 0.3 amplitude, 0.5 phase: measured 0.45 / 0.61 (2 CPU cores, ~35 s, two thirds of it the children's
-    imports); 0.75 / 0.04 before the initialisation fix."""
+    Floors 0.3 amplitude, 0.3 phase: measured amplitude 0.42-0.45 and phase 0.54-0.66 (2 CPU cores, ~35 s, two
+    thirds of it the children's imports; the phase moved by 0.12 between runs with 1 and 3 threads, as it may
+    between machines); 0.75 / 0.04 before the initialisation fix."""
     from ptychodus.model.ptychopinn_torch.core import PtychoPINNTorchReconstructorLibrary
 
     lib = PtychoPINNTorchReconstructorLibrary(SettingsRegistry(), is_developer_mode_enabled=False)
@@ -125,7 +126,7 @@ def test_ptychopinn_torch_plugin_reconstructs_a_ptychodus_simulated_scan(tmp_pat
     q = compare_on_scan_box(canvas, truth, xy)
     print(f"PtychoPINN-Torch: {q}, final loss {outputs[-1].training_loss[-1].value:.4f}, "
           f"{time.perf_counter() - start:.1f} s")
-    assert q["phase"] >= 0.5 and q["amp"] >= 0.3, q
+    assert q["phase"] >= 0.3 and q["amp"] >= 0.3, q
 
 
 @pytest.mark.slow

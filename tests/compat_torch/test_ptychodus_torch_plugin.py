@@ -69,9 +69,10 @@ def test_plugin_is_active_and_train_payload_builds_and_pickles(tmp_path: Path) -
 
 @pytest.mark.slow
 def test_plugin_train_save_load_reconstruct_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Phase-correlation floor 0.5: 3 epochs of the default ptychodus architecture (gridsize 2, CBAM encoder,
-    n_subsample 7, n_filters_scale 1) measured 0.72 through the same API calls (~2 min on 2 CPU cores); with
-    one group per point and 2 epochs it measured 0.02 (undertrained), so the floor checks real learning."""
+    """Phase-correlation floor 0.35: 3 epochs of the default ptychodus architecture (gridsize 2, CBAM encoder,
+    n_subsample 7, n_filters_scale 1) measured 0.61-0.72 through the same API calls (~2 min on 2 CPU cores; 0.61
+    with 1 and with 3 threads, 0.72 on another machine); with one group per point and 2 epochs it measured 0.02
+    (undertrained), so the floor checks real learning."""
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
@@ -106,6 +107,6 @@ def test_plugin_train_save_load_reconstruct_end_to_end(tmp_path: Path, monkeypat
     assert type(arr) is np.ndarray and np.iscomplexobj(arr) and arr.ndim == 2
     assert np.abs(arr).max() < 2.0, "transmission scale expected"
     corr = compare_on_scan_box(arr, target.obj, target.positions - 0.5)["phase"]  # the positions ptychodus had
-    assert corr >= 0.5, corr
+    assert corr >= 0.35, corr
     again = list(fresh.reconstruct(_reconstruct_input(target, tmp_path, "target2")))[0].product.object_.get_layer(0)
     np.testing.assert_allclose(again, arr, rtol=1e-5, atol=1e-6)  # deterministic

@@ -20,7 +20,8 @@ def test_short_demo_reconstructs_unseen_image(tmp_path) -> None:
     assert net is not None
     # The full 30-epoch demo measures: network alone amplitude SSIM 0.40, phase SSIM 0.23; after 30
     # refinement iterations amplitude / phase SSIM 0.906 / 0.975. After 4 epochs the network's
-    # image is rougher, but the refined image must already be one a scientist recognises.
-    assert net["amplitude"]["pearson"] > 0.5
+    # image is rougher (amplitude Pearson 0.70 with 3 threads, 0.86 with 1: the floor sits a whole spread
+    # below), but the refined image (SSIM 0.911 / 0.980 either way) must already be one a scientist recognises.
+    assert net["amplitude"]["pearson"] > 0.35
     assert a["ssim"] > 0.8 and ph["ssim"] > 0.8
     assert "demo done" in res.summary() and "network alone" in res.summary()

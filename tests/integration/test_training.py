@@ -220,10 +220,11 @@ def _predict(model: PtychoPINN, scan) -> np.ndarray:
 def test_trained_model_recovers_phase_of_unseen_object(tmp_path) -> None:
     """Generalisation: train on one object, predict a different one (about 60-90 s on 2 cores).
 
-    Measured on a 2-core EPYC with the default 'unet' generator (an epoch costs about a third of the
-    reference 'cnn''s): 40 epochs give phase r 0.55, amplitude r 0.83; 12 epochs only 0.02-0.21 (the
-    'cnn' reached 0.34-0.44 in 12 epochs, seeds 0-3). The thresholds leave room for other CPUs, whose
-    rounding changes the trajectory about as much as a different seed does.
+    Measured on 2-core machines with the default 'unet' generator (an epoch costs about a third of the
+    reference 'cnn''s): 40 epochs give phase r 0.44-0.66 (0.66 with 1 thread, 0.44 with 3, 0.55 on another
+    machine), amplitude r 0.82-0.85; 12 epochs only 0.02-0.21 (the 'cnn' reached 0.34-0.44 in 12 epochs, seeds
+    0-3); the untrained network gives -0.04 / -0.02. The floors sit a whole measured spread below the lowest
+    value: other CPUs' rounding changes the trajectory about as much as a different seed does.
     """
     train_scan = _sim(seed=1, n_points=None).subset(np.arange(0, 1024, 4))  # 256 points, one object
     test_scan = _sim(seed=2, n_points=None).subset(np.arange(0, 1024, 8))  # 128 points, another object
@@ -238,5 +239,5 @@ def test_trained_model_recovers_phase_of_unseen_object(tmp_path) -> None:
     r_phase, r_amp = _corr(_predict(res.model, test_scan), test_scan.patches)
     print(f"unseen object, central window: phase r {r_phase:.3f} (untrained {base_phase:.3f}), "
           f"amplitude r {r_amp:.3f} (untrained {base_amp:.3f})")
-    assert r_phase > 0.25 and r_phase > base_phase + 0.2
+    assert r_phase > 0.15 and r_phase > base_phase + 0.15
     assert r_amp > 0.5 and r_amp > base_amp + 0.4

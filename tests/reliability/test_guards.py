@@ -135,14 +135,14 @@ def test_two_trainings_never_share_an_output_folder(tmp_path: Path) -> None:
                 "from ptychopinn.errors import ConfigError\n"
                 f"try:\n    output_lock(Path({str(tmp_path)!r})).__enter__()\nexcept ConfigError as e:\n    print(e)")
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=60)
-        assert "is in use by another training" in proc.stdout and f"pid {os.getpid()}" in proc.stdout, proc.stderr
+        assert "is in use by another run" in proc.stdout and f"pid {os.getpid()}" in proc.stdout, proc.stderr
     assert not (tmp_path / LOCK_NAME).exists()
     with output_lock(tmp_path):  # free again once the first run ends
         pass
 
 
 def test_lock_is_refused_in_process_too(tmp_path: Path) -> None:
-    with output_lock(tmp_path), pytest.raises(ConfigError, match="in use by another training"), \
+    with output_lock(tmp_path), pytest.raises(ConfigError, match="in use by another run"), \
             output_lock(tmp_path):
         pass
 

@@ -23,8 +23,9 @@ COMMANDS = ("simulate", "train", "infer", "refine", "evaluate", "info", "demo")
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one sub-parser per command."""
     from ptychopinn import __version__
+    from ptychopinn.cli.common import OneLineParser
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="ptychopinn",
         description="Physics-informed neural-network ptychography: simulate scans, train without "
                     "ground truth, reconstruct, evaluate.",

@@ -5,9 +5,26 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr and exit code 2 (the usage itself is in
+    ``--help``); sub-parsers made by ``add_subparsers`` are of the same class."""
+
+    def error(self, message: str) -> Any:
+        text = message.strip().splitlines()[0] if message.strip() else "bad arguments"
+        both = _EXCLUSIVE.match(text)
+        if both:
+            text = (f"{both.group(1)} and {both.group(2)} exclude each other; expected one of them, found both; "
+                    "drop one")
+        self.exit(2, f"{self.prog}: error: {text}; see {self.prog} --help\n")
+
+
+_EXCLUSIVE = re.compile(r"^argument (\S+?)(?:/\S+)?: not allowed with argument (\S+?)(?:/\S+)?$")
 
 
 def _int_at_least(text: str, low: int, expected: str) -> int:
@@ -104,17 +121,38 @@ CLOSED_PIPE_EXIT = 141
 """Exit code when stdout is closed early (``ptychopinn info FILE | head``): 128 + SIGPIPE, as a shell tool."""
 
 
-def command(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Wrap a command's ``run``: logging set up for it (``run.log`` in ``args.output_dir``, warnings on
-    stderr, see :func:`ptychopinn.logs.cli_session`) and a quiet exit when stdout is a closed pipe."""
+OutputPlan = tuple[Sequence[str], Sequence["str | os.PathLike[str] | None"]]
+"""What a command will write and read: ``(output names relative to --output-dir, input paths)``."""
+
+
+def command(run: Callable[[argparse.Namespace], int],
+            plan: Callable[[argparse.Namespace], OutputPlan | None] | None = None,
+            ) -> Callable[[argparse.Namespace], int]:
+    """Wrap a command's ``run``: its outputs checked against its inputs, logging set up for it (``run.log`` in
+    ``args.output_dir``, warnings on stderr, see :func:`ptychopinn.logs.cli_session`) and a quiet exit when
+    stdout is a closed pipe.
+
+    ``plan(args)`` names the outputs (``run.log`` is added) and the input files of this invocation; they are
+    compared (:func:`ptychopinn.io.outputs.check_outputs_apart`) before anything is written, ``run.log``
+    included. A plan of None means the invocation writes nothing (no ``run.log`` either).
+    """
 
     @functools.wraps(run)
     def wrapped(args: argparse.Namespace) -> int:
-        from ptychopinn.logs import cli_session
+        from ptychopinn.logs import LOG_NAME, cli_session
 
         settings = {k: v for k, v in vars(args).items() if k not in ("func", "debug")}
         name = str(getattr(args, "command", None) or run.__module__.rsplit(".", 1)[-1])
         out = getattr(args, "output_dir", None)
+        if plan is not None:
+            planned = plan(args)
+            if planned is None:
+                out = None
+            elif out is not None:
+                from ptychopinn.io.outputs import check_outputs_apart
+
+                names, inputs = planned
+                check_outputs_apart(out, [LOG_NAME, *names], inputs)
         try:
             with cli_session(name, verbose=int(getattr(args, "verbose", 0) or 0),
                              quiet=bool(getattr(args, "quiet", False)), output_dir=out, settings=settings):

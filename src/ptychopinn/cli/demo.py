@@ -28,7 +28,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--quick", action="store_true", help=f"a {QUICK_EPOCHS}-epoch smoke run")
     p.add_argument("--seed", type=nonneg_int, default=0, help="simulation and training seed")
     add_common_options(p)
-    p.set_defaults(func=command(run))
+    p.set_defaults(func=command(run, plan))
+
+
+def plan(args: argparse.Namespace) -> tuple[tuple[str, ...], list[str]]:
+    """The outputs of this invocation (it reads no file)."""
+    from ptychopinn.workflows_demo import DEMO_OUTPUTS
+
+    return DEMO_OUTPUTS, []
 
 
 def run(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--output-dir", required=True, help="directory for metrics.json and figures")
     p.add_argument("--remove-ramp", action="store_true", help="also remove a linear phase ramp")
     add_common_options(p)
-    p.set_defaults(func=command(run))
+    p.set_defaults(func=command(run, plan))
 
 
 def format_metrics(m: dict[str, Any]) -> str:
@@ -37,6 +37,13 @@ def format_metrics(m: dict[str, Any]) -> str:
     return (f"amplitude SSIM {f(a.get('ssim'))} PSNR {f(a.get('psnr'))} dB MAE {f(a.get('mae'))}; "
             f"phase SSIM {f(p.get('ssim'))} PSNR {f(p.get('psnr'))} dB MAE {f(p.get('mae'))} rad; "
             f"FRC(1/2-bit) amplitude {f(a.get('frc_resolution_px_half_bit'))} px")
+
+
+def plan(args: argparse.Namespace) -> tuple[tuple[str, ...], list[str]]:
+    """The outputs of this invocation and the files it reads (compared before anything is written)."""
+    from ptychopinn.workflows import evaluate_outputs
+
+    return evaluate_outputs(), [args.reconstruction, args.truth]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_refine_options(p, iterations_flag="--refine")
     add_cxi_options(p)
     add_common_options(p)
-    p.set_defaults(func=command(run))
+    p.set_defaults(func=command(run, plan))
 
 
 _SCAN_MEMBERS = ("diff3d.npy", "diffraction.npy", "xcoords.npy", "probeGuess.npy")
@@ -85,6 +85,14 @@ def check_model_argument(model: str) -> None:
         what = f"a scan NPZ (it holds {', '.join(n[:-4] for n in found)})" if found else "an NPZ file"
         raise ArchiveError(f"MODEL: expected a model archive (wts.h5.zip) or a training output directory as the "
                            f"first argument, but {path} is {what}; usage: ptychopinn infer MODEL SCAN.npz")
+
+
+def plan(args: argparse.Namespace) -> tuple[tuple[str, ...], list[str | None]]:
+    """The outputs of this invocation and the files it reads (compared before anything is written)."""
+    from ptychopinn.workflows import reconstruct_outputs
+
+    return (reconstruct_outputs(write_product=args.product, refine=args.refine > 0),
+            [args.model, args.scan, args.probe])
 
 
 def run(args: argparse.Namespace) -> int:

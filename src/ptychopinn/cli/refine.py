@@ -84,7 +84,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--product", action="store_true", help="also write a ptychodus product reconstruction.h5")
     add_cxi_options(p)
     add_common_options(p)
-    p.set_defaults(func=command(run))
+    p.set_defaults(func=command(run, plan))
+
+
+def plan(args: argparse.Namespace) -> tuple[tuple[str, ...], list[str | None]]:
+    """The outputs of this invocation and the files it reads (compared before anything is written)."""
+    from ptychopinn.workflows import refine_outputs
+
+    return refine_outputs(write_product=args.product), [args.scan, args.probe, args.init]
 
 
 def run(args: argparse.Namespace) -> int:

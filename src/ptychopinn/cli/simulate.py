@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from ptychopinn.cli.common import add_common_options, command, number, show_progress, summary
+from ptychopinn.io.outputs import LOCK_NAME
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -66,7 +67,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--seed", type=int, default=0, metavar="INT",
                    help="seed of the training scan: object (lines/grf), jitter and noise (default: 0)")
     add_common_options(p)
-    p.set_defaults(func=command(run))
+    p.set_defaults(func=command(run, plan))
+
+
+SIMULATE_OUTPUTS = (LOCK_NAME, "train.npz", "test.npz", "preview.png")
+"""What ``simulate`` writes (the lock file while it runs)."""
+
+
+def plan(args: argparse.Namespace) -> tuple[tuple[str, ...], list[str]]:
+    """The outputs of this invocation (it reads no file)."""
+    return SIMULATE_OUTPUTS, []
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from ptychopinn.config import SimulationConfig
     from ptychopinn.errors import ConfigError
     from ptychopinn.io.npz import save_npz
+    from ptychopinn.io.outputs import output_run
     from ptychopinn.plots import save_scan_preview
     from ptychopinn.simulate import next_image, simulate_scan
 
@@ -100,14 +111,16 @@ def run(args: argparse.Namespace) -> int:
     progress = show_progress(args)
     train = simulate_scan(train_cfg, progress=progress)
     test = simulate_scan(test_cfg, progress=progress)
-    train_path = save_npz(out / "train.npz", train)
-    test_path = save_npz(out / "test.npz", test)
     if train.obj is None:  # pragma: no cover - simulate_scan always stores the ground truth
         raise RuntimeError("simulated scan lost its ground-truth object")
     title = (f"simulated training scan: {args.object_kind}, M={train.n_points}, N={train.N}, "
              f"nphotons={args.nphotons:g}")
-    preview_path = save_scan_preview(train.obj, train.probe, train.positions, train.diffraction,
-                                     out / "preview.png", title=title)
+    with output_run(out, SIMULATE_OUTPUTS, holder="ptychopinn simulate", last="train.npz") as stage:
+        save_npz(stage / "train.npz", train)
+        save_npz(stage / "test.npz", test)
+        save_scan_preview(train.obj, train.probe, train.positions, train.diffraction, stage / "preview.png",
+                          title=title)
+    train_path, test_path, preview_path = out / "train.npz", out / "test.npz", out / "preview.png"
     noise = "Poisson" if args.poisson else "noiseless"
     summary(f"ptychopinn simulate: wrote {train_path} (M={train.n_points}), {test_path} (M={test.n_points}), "
             f"{preview_path}; N={train.N}, nphotons={args.nphotons:g} per pattern ({noise})")

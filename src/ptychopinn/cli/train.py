@@ -139,7 +139,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="continue from DIR/checkpoints/last.ckpt (default: start afresh)")
     add_cxi_options(p)
     add_common_options(p)
-    p.set_defaults(func=command(run))
+    p.set_defaults(func=command(run, plan))
 
 
 def build_configs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
@@ -196,6 +196,17 @@ def build_configs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     if isinstance(gs, int) and not isinstance(gs, bool) and gs > 1 and "neighbor_count" not in training:
         training["neighbor_count"] = max(4, gs * gs - 1)
     return ModelConfig.from_dict(model), TrainingConfig.from_dict(training), ExecutionConfig.from_dict(execution)
+
+
+def plan(args: argparse.Namespace) -> tuple[tuple[str, ...], list[str | None]] | None:
+    """The outputs of this invocation and the files it reads (compared before anything is written); None for
+    ``--print-config``, which writes nothing (no run.log either). The resume checkpoint is an output: a
+    resumed run continues and rewrites it."""
+    if args.print_config:
+        return None
+    from ptychopinn.workflows import train_outputs
+
+    return train_outputs(), [args.train_file, args.test, args.probe, args.config]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -52,14 +52,15 @@ CANVAS_BYTES_PER_PIXEL = 24
 float32 coverage returned by :meth:`Stitcher.result`."""
 
 
-def check_canvas_memory(shape: tuple[int, int]) -> None:
-    """Refuse a canvas of ``shape`` ``(H, W)`` pixels whose memory exceeds :func:`ptychopinn.limits.memory_limit`
-    (:class:`DataFormatError`); two scan positions far apart, or in metres instead of pixels,
-    would otherwise allocate gigabytes before anything can go wrong."""
+def check_canvas_memory(shape: tuple[float, float], *, bytes_per_pixel: int = CANVAS_BYTES_PER_PIXEL,
+                        what: str = "the stitching canvas") -> None:
+    """Refuse a canvas of ``shape`` ``(H, W)`` pixels whose memory (``bytes_per_pixel`` each) exceeds
+    :func:`ptychopinn.limits.memory_limit` (:class:`DataFormatError`); two scan positions far apart, or in metres
+    instead of pixels, would otherwise allocate gigabytes before anything can go wrong."""
     from ptychopinn.limits import check_memory
 
-    h, w = int(shape[0]), int(shape[1])
-    check_memory(float(h) * float(w) * CANVAS_BYTES_PER_PIXEL, f"the stitching canvas of {w} x {h} pixels",
+    h, w = float(shape[0]), float(shape[1])
+    check_memory(h * w * bytes_per_pixel, f"{what} of {w:.0f} x {h:.0f} pixels",
                  "check the scan positions are in object pixels (not metres or nanometres) and belong to "
                  "one scan", DataFormatError)
 _STITCH_BATCH = 2048  # patches per Stitcher.add call in stitch_patches: bounds the temporaries

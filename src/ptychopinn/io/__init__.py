@@ -11,7 +11,8 @@ Submodules (import them explicitly; this package imports nothing so that it stay
 * ``ptychopinn.io.reconstruction``: reconstruction NPZ files; ``ptychopinn.io.product_h5``: ptychodus products.
 * ``ptychopinn.io.probe``: probe estimate from the data.
 * ``ptychopinn.io.files``: regular-file, container and memory-limit checks; ``ptychopinn.io.atomic``: atomic
-  writes; ``ptychopinn.io.units``: amplitude/intensity detection and conversion.
+  writes; ``ptychopinn.io.outputs``: output folders (outputs apart from inputs, one run per folder, outputs
+  only on success); ``ptychopinn.io.units``: amplitude/intensity detection and conversion.
 * ``ptychopinn.io.h5guard``: the one gate of every HDF5 reader (links, external storage, virtual datasets,
   filters, declared sizes, text); ``ptychopinn.io.h5decode``: compressed chunks decoded in a child process.
 """

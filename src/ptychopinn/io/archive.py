@@ -52,6 +52,7 @@ from ptychopinn.io.archive_container import (
     read_members,
     resolve_archive_path,
 )
+from ptychopinn.io.atomic import temp_prefix_suffix
 from ptychopinn.limits import nesting_depth
 
 FORMAT_NAME = "ptychopinn-archive"
@@ -186,7 +187,8 @@ def save_archive(
     target = Path(path)
     target = target / ARCHIVE_NAME if target.is_dir() else target
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    prefix, suffix = temp_prefix_suffix(target.name)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=prefix, suffix=suffix)
     try:
         with os.fdopen(fd, "wb") as fh:
             with zipfile.ZipFile(fh, "w") as zf:

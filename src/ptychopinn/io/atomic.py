@@ -1,16 +1,46 @@
 """One way to write an output file: into a temporary file in the target folder, fsync, give it the mode
 a normal ``open()`` would (``0666 & ~umask``; ``mkstemp`` alone leaves ``0600``), then rename over the
-final name. A reader never sees a half-written file, and a failed write leaves nothing behind.
+final name. A reader never sees a half-written file, and a failed write leaves nothing behind; a process
+killed mid-write leaves its temporary ``.NAME.*.tmp`` (:data:`TEMP_PATTERN`), which
+:func:`remove_stale_temp_files` clears on the next run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+TEMP_PATTERN = ".{name}.*.tmp"
+"""Glob of the temporary files written next to an output ``name`` (``{name}`` filled in)."""
+
+
+def temp_prefix_suffix(name: str) -> tuple[str, str]:
+    """``(prefix, suffix)`` of the temporary file names of output ``name`` (for ``mkstemp``)."""
+    return f".{name}.", ".tmp"
+
+
+def remove_stale_temp_files(directory: str | os.PathLike[str], target_suffix: str) -> list[Path]:
+    """Delete ``.NAME.*.tmp`` files (NAME ending in ``target_suffix``) left in ``directory`` by a killed writer.
+
+    A finished write renames its temporary file away, so one that is still there belongs to a run that was
+    killed mid-write; call this only while holding the folder's lock (:func:`ptychopinn.io.outputs.folder_lock`),
+    when no other run can be writing there. Symbolic links are removed, never followed. Returns the removed paths.
+    """
+    removed = []
+    folder = Path(directory)
+    if folder.is_dir():
+        for stale in folder.glob(TEMP_PATTERN.format(name=f"*{target_suffix}")):
+            if stale.is_dir() and not stale.is_symlink():
+                continue
+            with contextlib.suppress(OSError):
+                stale.unlink()
+                removed.append(stale)
+    return removed
 
 
 def _umask() -> int:
@@ -47,7 +77,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    prefix, suffix = temp_prefix_suffix(final.name)
+    fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -20,7 +20,41 @@ if TYPE_CHECKING:
     from ptychopinn.data.scan import ScanData
     from ptychopinn.refine.base import Reconstructor, RefineResult
 
-__all__ = ["create_reconstructor", "refine_onto", "refine_scan", "resolve_engine"]
+__all__ = ["REFINE_BYTES_PER_PIXEL", "create_reconstructor", "refine_onto", "refine_scan", "resolve_engine"]
+
+
+REFINE_BYTES_PER_PIXEL = 64
+"""Memory per canvas pixel of a refinement, rounded up: the complex64 object, its copy of the previous pass and
+its momentum, the complex64 and float32 update accumulators, the start canvas, and the float32 coverage and
+complex64 object of the result."""
+
+_CANVAS_SLACK = 16  # pixels added to the windows' bounding box: the position margin and rounding
+
+
+def _check_canvas(scan: ScanData) -> None:
+    """Refuse a scan whose refinement canvas (the bounding box of its windows) exceeds the memory limit, before
+    anything is allocated: two positions far apart, or in metres instead of pixels, ask for gigabytes."""
+    import numpy as np
+
+    from ptychopinn.inference.stitch import check_canvas_memory
+
+    pos = np.asarray(scan.positions, dtype=np.float64)
+    span = pos.max(axis=0) - pos.min(axis=0) + scan.N + _CANVAS_SLACK
+    check_canvas_memory((float(span[1]), float(span[0])), bytes_per_pixel=REFINE_BYTES_PER_PIXEL,
+                        what="the refinement canvas")
+
+
+def _check_result(result: RefineResult) -> None:
+    """Refuse a refinement that produced no usable object (non-finite or all-zero values) instead of saving it."""
+    import numpy as np
+
+    from ptychopinn.errors import DataFormatError
+
+    obj = result.obj
+    if not np.all(np.isfinite(obj)) or not np.any(np.abs(obj) > 0) or not np.isfinite(result.scale):
+        raise DataFormatError("refinement produced an object with non-finite or all-zero values (the start object "
+                              "or the data are out of range for float32); expected finite amplitudes; check the "
+                              "start reconstruction (--init) and the diffraction units, or start from --flat")
 
 
 def resolve_engine(scan: ScanData, config: RefineConfig) -> str:
@@ -49,6 +83,7 @@ def create_reconstructor(scan: ScanData, config: RefineConfig | None = None, *, 
     if not isinstance(cfg, RefineConfig):
         raise ConfigError(f"config: expected a RefineConfig, found {type(cfg).__name__}; build one with "
                           f"RefineConfig(...)")
+    _check_canvas(scan)
     if resolve_engine(scan, cfg) == "cg":
         from ptychopinn.limits import check_memory
         from ptychopinn.refine.cg import ConjugateGradient, cache_bytes
@@ -80,8 +115,10 @@ def refine_scan(scan: ScanData, config: RefineConfig | None = None, *, start: np
         :class:`~ptychopinn.refine.base.RefineResult` (object on the scanned region's canvas, probe,
         positions, misfit history, why it stopped).
     """
-    return create_reconstructor(scan, config, start=start, start_origin=start_origin).run(progress=progress,
-                                                                                       callback=callback)
+    result = create_reconstructor(scan, config, start=start, start_origin=start_origin).run(progress=progress,
+                                                                                         callback=callback)
+    _check_result(result)
+    return result
 
 
 def refine_onto(scan: ScanData, start: np.ndarray, start_origin: tuple[float, float] = (0.0, 0.0),

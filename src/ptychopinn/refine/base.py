@@ -49,6 +49,7 @@ TOLERANCE_WINDOW = 5
 """Iterations over which the stopping rule averages the misfit's relative improvement."""
 
 _POSITION_MARGIN = 4  # canvas pixels kept around the windows when positions may move
+_START_RANGE = (1e-6, 1e6)  # start objects peaking outside this range are divided by their peak first
 
 
 @dataclass(eq=False)
@@ -65,7 +66,7 @@ class RefineResult:
         positions: ``[M, 2]`` float64 (x, y) object pixels (refined or as given).
         history: one entry per iteration: ``{'iteration', 'seconds', 'misfit'}``; ``misfit`` is the
             misfit of that pass divided by the total counts, ``seconds`` cumulative iteration time.
-        scale: factor applied to the start object so that it explains the total counts (Parseval).
+        scale: factor applied to the caller's start object so that it explains the total counts (Parseval).
         engine: the engine that ran (``'rpie'`` or ``'cg'``) and ``noise`` the misfit it minimised.
         stop_reason: why the run ended (``'converged'``, ``'iteration cap'``, ``'time limit'``), or ``''``
             for a state taken before :meth:`Reconstructor.run` finished.
@@ -133,6 +134,7 @@ class Reconstructor(ABC):
         if not (math.isfinite(self._probe_energy) and self._probe_energy > 0):
             raise DataFormatError("probe: expected a probe with non-zero, finite energy, found all zeros or "
                                   "NaN/Inf; pass the probe of the scan")
+        self._start_peak = 1.0
         self.obj = self._start_object(start, start_origin)
         self._rng = np.random.default_rng(cfg.seed)
         self._cache: torch.Tensor | None = None
@@ -157,6 +159,11 @@ class Reconstructor(ABC):
         if not np.all(np.isfinite(s)):
             raise DataFormatError("start object: expected finite values, found NaN/Inf; reconstruct again or "
                                   "start from a flat object (--flat)")
+        peak = float(np.max(np.abs(s.astype(np.complex128))))
+        if peak > 0 and not _START_RANGE[0] <= peak <= _START_RANGE[1]:
+            # squaring amplitudes of 1e30 (or 1e-30) in float32 overflows (underflows); the start is scaled to
+            # the measured counts anyway, so only its shape matters here
+            s, self._start_peak = s.astype(np.complex128) / peak, peak
         covered = np.abs(s) > 0
         if not covered.any():
             raise DataFormatError("start object: expected some non-zero pixels, found all zeros; start from a "
@@ -191,7 +198,7 @@ class Reconstructor(ABC):
             raise DataFormatError("diffraction: all patterns are zero; nothing to refine")
         c = math.sqrt(self._total_counts / model_counts)
         self.obj.mul_(c)
-        return c
+        return c / self._start_peak
 
     # ------------------------------------------------------------------ geometry helpers
     def _batches(self, order: np.ndarray, size: int | None = None) -> list[np.ndarray]:

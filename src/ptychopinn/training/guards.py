@@ -1,9 +1,8 @@
 """What keeps a training run from hurting itself or another: the output-folder lock, Ctrl-C as a clean stop,
 the resume checkpoint checked before Lightning touches it, and a clear error when DDP processes never join.
 
-* :func:`output_lock`: one training per output folder. The lock is ``DIR/.ptychopinn-train.lock``, held with
-  ``flock`` (released by the kernel when the process dies, so a killed run never leaves a stale lock) and
-  naming the holder (pid, host, start time) for the error of a second run.
+* :func:`output_lock`: one run per output folder (:func:`ptychopinn.io.outputs.folder_lock`: ``DIR/.ptychopinn.lock``
+  held with ``flock``, released by the kernel when the process dies, naming the holder for a second run's error).
 * :func:`interrupt_as_exception` and :class:`StopOnInterrupt`: Ctrl-C (SIGINT) during ``fit`` stops training
   at the next safe point (the end of a batch or an epoch) by raising :class:`TrainingInterrupted`, which
   Lightning does not swallow (it turns a ``KeyboardInterrupt`` into ``sys.exit(1)``). Never in the middle of
@@ -19,9 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,12 +28,11 @@ from lightning.pytorch.callbacks import Callback
 
 from ptychopinn.config import ExecutionConfig
 from ptychopinn.errors import ConfigError
+from ptychopinn.io.outputs import LOCK_NAME, folder_lock
 
 __all__ = ["LOCK_NAME", "StopOnInterrupt", "TrainingInterrupted", "check_resume_checkpoint",
            "interrupt_as_exception", "interrupt_requested", "output_lock", "rendezvous_error"]
 
-LOCK_NAME = ".ptychopinn-train.lock"
-_HOLDER_BYTES = 300  # the lock file holds one short line; never read more from it
 
 
 class TrainingInterrupted(BaseException):
@@ -51,45 +47,14 @@ def _is_rank_zero() -> bool:
 
 @contextlib.contextmanager
 def output_lock(output_dir: Path) -> Iterator[None]:
-    """Hold the training lock of ``output_dir`` for the duration of the block; :class:`ConfigError` naming the
-    other run when it is held already. Only rank 0 of a distributed run locks (the other ranks are its own
-    processes). Without ``fcntl`` (Windows) the block runs unlocked."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
+    """Hold the lock of ``output_dir`` (:func:`ptychopinn.io.outputs.folder_lock`, the one lock of every command)
+    for the duration of the block; :class:`ConfigError` naming the other run when it is held already. Only rank
+    0 of a distributed run locks (the other ranks are its own processes)."""
     if not _is_rank_zero():
         yield
         return
-    path = output_dir / LOCK_NAME
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, _HOLDER_BYTES).decode("utf-8", "replace").strip() or "an unknown process"
-            os.close(fd)
-            raise ConfigError(f"output folder {output_dir} is in use by another training ({holder[:200]}); "
-                              "expected one training per folder; wait for it to finish or pass another "
-                              "--output-dir") from None
-        # The previous holder may have removed the file between our open and flock: lock the current one.
-        try:
-            same = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
-    try:
-        started = time.strftime("%Y-%m-%d %H:%M:%S")
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n".encode())
+    with folder_lock(output_dir, "ptychopinn training"):
         yield
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        os.close(fd)
 
 
 class _Interrupt:

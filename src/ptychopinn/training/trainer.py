@@ -38,6 +38,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ptychopinn.config import ExecutionConfig, TrainingConfig
 from ptychopinn.errors import ConfigError
+from ptychopinn.io.atomic import remove_stale_temp_files, temp_prefix_suffix
 from ptychopinn.training.guards import StopOnInterrupt
 
 __all__ = ["LAST_NAME", "AtomicCheckpointIO", "DivergenceGuardedCheckpoint", "EpochLog", "LossHistory",
@@ -78,23 +79,6 @@ def _uses_cuda(accelerator: str) -> bool:
     return accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
 
 
-def remove_stale_temp_files(directory: str | Path, target_suffix: str) -> list[Path]:
-    """Delete ``.NAME.*.tmp`` files (NAME ending in ``target_suffix``) left in ``directory`` by a killed writer.
-
-    These are the temporary files of :class:`AtomicCheckpointIO` and of the archive writer; a finished
-    write renames them away, so one that is still there belongs to a run that was killed mid-write (two
-    runs writing into the same output folder at once are not supported). Returns the removed paths.
-    """
-    removed = []
-    folder = Path(directory)
-    if folder.is_dir():
-        for stale in folder.glob(f".*{target_suffix}.*.tmp"):
-            with contextlib.suppress(OSError):
-                stale.unlink()
-                removed.append(stale)
-    return removed
-
-
 def with_filename(exc: BaseException, path: str | Path) -> BaseException:
     """``exc`` itself, or for an ``OSError`` without a file name (a failed write: disk full, I/O error) the same
     error type with ``path`` as its file name, so that the one-line CLI message says which file failed."""
@@ -126,7 +110,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        prefix, suffix = temp_prefix_suffix(target.name)
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=prefix, suffix=suffix)
         try:
             with os.fdopen(fd, "wb") as fh:
                 torch.save(checkpoint, fh)
