@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kinds", default="image,grf")
     ap.add_argument("--doses", default="1e9,1e4")
     ap.add_argument("--noises", default=",".join(NOISE_MODELS))
-    ap.add_argument("--alphas", default=str(RefineConfig().alpha), help="comma-separated rPIE alphas")
+    ap.add_argument("--alphas", default=str(RefineConfig().resolved_alpha("rpie")), help="comma-separated rPIE alphas")
     ap.add_argument("--iterations", type=int, default=max(CHECKPOINTS))
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)

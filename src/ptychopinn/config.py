@@ -292,7 +292,9 @@ class RefineConfig(ConfigBase):
     log-likelihood of the counts) or ``'auto'`` (Gaussian for ``'cg'``, Poisson for ``'rpie'``: the
     better of the two for each engine on the benchmarks, see the README). ``batch_size``: patterns
     per rPIE mini-batch (and per chunk of the cg engine), drawn in a seeded random order.
-    ``alpha``: regularisation of the illumination preconditioner, in (0, 1]; ``step``: rPIE object
+    ``alpha``: regularisation of the illumination preconditioner, in (0, 1], or None for the engine's
+    measured default (0.1 for ``'rpie'``; 0.01 for ``'cg'``, whose rPIE warm-up then gives the conjugate
+    gradients a better start, see the README); ``step``: rPIE object
     step length (1 = full rPIE step). ``momentum``: after each rPIE pass the object moves on by
     ``momentum`` times its accumulated change (heavy-ball acceleration of the slow, large-scale
     phase; 0 = plain rPIE).
@@ -309,7 +311,7 @@ class RefineConfig(ConfigBase):
     warmup: int = 10
     batch_size: int = 64
     noise: str = "auto"
-    alpha: float = 0.1
+    alpha: float | None = None
     step: float = 1.0
     momentum: float = 0.8
     refine_probe: bool = False
@@ -328,8 +330,8 @@ class RefineConfig(ConfigBase):
         check_choice("engine", self.engine, REFINE_ENGINES)
         check_int("warmup", self.warmup, 0)
         check_choice("noise", self.noise, ("auto", *NOISE_MODELS))
-        check_num("alpha", self.alpha, 0.0, strict=True)
-        require(self.alpha <= 1.0, "alpha", "a number in (0, 1]", self.alpha)
+        check_num("alpha", self.alpha, 0.0, strict=True, optional=True)
+        require(self.alpha is None or self.alpha <= 1.0, "alpha", "a number in (0, 1]", self.alpha)
         check_num("step", self.step, 0.0, strict=True)
         require(self.step <= 2.0, "step", "a number in (0, 2]", self.step)
         check_num("momentum", self.momentum, 0.0)
@@ -341,6 +343,12 @@ class RefineConfig(ConfigBase):
         check_num("max_position_step", self.max_position_step, 0.0, strict=True)
         check_choice("accelerator", self.accelerator, ACCELERATORS)
         check_int("seed", self.seed, 0)
+
+    def resolved_alpha(self, engine: str) -> float:
+        """The preconditioner regularisation ``engine`` (``'cg'`` or ``'rpie'``) uses under this configuration."""
+        if self.alpha is not None:
+            return float(self.alpha)
+        return 0.01 if engine == "cg" else 0.1
 
     def resolved_noise(self, engine: str) -> str:
         """The misfit ``engine`` (``'cg'`` or ``'rpie'``) minimises under this configuration."""

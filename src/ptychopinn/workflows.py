@@ -346,7 +346,7 @@ def _write_refined(result: Any, scan: ScanData, stage: Path, out: Path, write_pr
         stage / RECONSTRUCTION_NAME, result,
         extra={"n_patterns": int(scan.n_points), "refined_from": source, "iterations": result.iterations,
                "refine_seconds": result.seconds, "start_scale": result.scale, "refine_engine": result.engine,
-               "refine_noise": result.noise, "refine_stop_reason": result.stop_reason,
+               "refine_noise": result.noise, "refine_alpha": result.alpha, "refine_stop_reason": result.stop_reason,
                # the misfit history is only comparable between runs with the same settings
                "refine_config": config.to_dict(), **_physical_extra(scan)},
         arrays={"probe": result.probe, "misfit": misfit, "positions_start": scan.positions})

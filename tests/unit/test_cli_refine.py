@@ -32,7 +32,7 @@ def test_refine_flat_writes_outputs_and_matches_the_truth(tmp_path, scan_path, c
         assert z["misfit"].shape == (25,) and z["probe"].shape == (32, 32) and z["positions"].shape == (441, 2)
         meta = json.loads(str(z["_metadata"]))
     settings = meta["refine_config"]  # the misfit history's meaning
-    assert settings["noise"] == "auto" and settings["iterations"] == 25 and settings["alpha"] == 0.1
+    assert settings["noise"] == "auto" and settings["iterations"] == 25 and settings["alpha"] is None
     assert meta["refine_engine"] == "cg" and meta["refine_noise"] == "gaussian"
     assert meta["refine_stop_reason"] == "iteration cap" and "stopped: iteration cap" in line[0]
     m = evaluate_reconstruction(out / "reconstruction.npz", scan_path, output_dir=tmp_path / "ev", remove_ramp=True)
@@ -57,7 +57,9 @@ def test_refine_alpha_flag_reaches_the_refinement():
     p = argparse.ArgumentParser()
     add_refine_options(p)
     assert refine_config(p.parse_args(["--alpha", "0.3"]), 5).alpha == 0.3
-    assert refine_config(p.parse_args([]), 5).alpha == 0.1  # the RefineConfig default
+    cfg = refine_config(p.parse_args([]), 5)
+    assert cfg.alpha is None  # the RefineConfig default: each engine's own
+    assert cfg.resolved_alpha("cg") == 0.01 and cfg.resolved_alpha("rpie") == 0.1
 
 
 def test_refine_from_a_reconstruction_and_with_probe_and_positions(tmp_path, scan_path):

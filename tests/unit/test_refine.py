@@ -109,7 +109,7 @@ def test_whole_scan_engine_beats_rpie_where_the_data_are_noisy() -> None:
     assert cg.history[-1]["misfit"] < 0.95 * rpie.history[-1]["misfit"]
     amp_r, ph_r = ssim_on_scanned_region(rpie.obj, rpie.origin, scan)
     amp_c, ph_c = ssim_on_scanned_region(cg.obj, cg.origin, scan)
-    # measured: rPIE (Gaussian) 0.557 / 0.770, rPIE (Poisson) 0.635 / 0.849, cg 0.748 / 0.885
+    # measured: rPIE (Gaussian) 0.557 / 0.770, rPIE (Poisson) 0.635 / 0.849, cg 0.749 / 0.878
     assert amp_c >= 0.70 and ph_c >= 0.85, (amp_c, ph_c)
     assert amp_c >= amp_r + 0.10 and ph_c >= ph_r + 0.05, (amp_r, ph_r, amp_c, ph_c)
 

@@ -45,8 +45,9 @@ def add_refine_options(p: argparse.ArgumentParser, *, iterations_flag: str = "--
                    help="misfit: amplitude least squares (gaussian) or Poisson likelihood of the counts; auto: "
                         "gaussian for cg, poisson for rpie (default %(default)s)")
     p.add_argument("--alpha", type=number, default=defaults.alpha,
-                   help="rPIE regularisation of the illumination preconditioner, in (0, 1] (default "
-                        "%(default)s; 0.3 gives a less noisy amplitude at a few counts per pixel, see README)")
+                   help="regularisation of the illumination preconditioner, in (0, 1] (default: the engine's, "
+                        "0.01 for cg and 0.1 for rpie; for rpie, 0.3 gives a less noisy amplitude at a few counts "
+                        "per pixel, see README)")
     p.add_argument("--refine-probe", action="store_true", help="also refine the probe (energy held fixed)")
     p.add_argument("--refine-positions", action="store_true", help="also correct scan positions")
     p.add_argument("--refine-batch-size", type=positive_int, default=defaults.batch_size,

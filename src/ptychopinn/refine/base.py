@@ -67,7 +67,8 @@ class RefineResult:
         history: one entry per iteration: ``{'iteration', 'seconds', 'misfit'}``; ``misfit`` is the
             misfit of that pass divided by the total counts, ``seconds`` cumulative iteration time.
         scale: factor applied to the caller's start object so that it explains the total counts (Parseval).
-        engine: the engine that ran (``'rpie'`` or ``'cg'``) and ``noise`` the misfit it minimised.
+        engine: the engine that ran (``'rpie'`` or ``'cg'``), ``noise`` the misfit it minimised and ``alpha`` its
+            preconditioner regularisation.
         stop_reason: why the run ended (``'converged'``, ``'iteration cap'``, ``'time limit'``), or ``''``
             for a state taken before :meth:`Reconstructor.run` finished.
     """
@@ -81,6 +82,7 @@ class RefineResult:
     scale: float = 1.0
     engine: str = ""
     noise: str = ""
+    alpha: float = 0.0
     stop_reason: str = ""
 
     @property
@@ -119,6 +121,7 @@ class Reconstructor(ABC):
         self.scan = scan
         self.device = resolve_device(cfg.accelerator if device is None else device)
         self.noise: NoiseModel = noise_model(cfg.resolved_noise(self.engine))
+        self.alpha = cfg.resolved_alpha(self.engine)
         n = self.n = scan.N
         self.positions = np.array(scan.positions, dtype=np.float64, copy=True)
         corner, _ = split_positions(self.positions, n)
@@ -320,5 +323,5 @@ class Reconstructor(ABC):
         return RefineResult(obj=self.obj.cpu().numpy().astype(np.complex64), coverage=cov.astype(np.float32),
                             origin=self.origin, probe=self.probe.cpu().numpy().astype(np.complex64),
                             positions=self.positions.copy(), history=[dict(h) for h in self.history],
-                            scale=self.scale, engine=self.engine, noise=self.noise.name,
+                            scale=self.scale, engine=self.engine, noise=self.noise.name, alpha=self.alpha,
                             stop_reason=self.stop_reason)

@@ -6,7 +6,9 @@ benchmark scans their misfit stays above the minimum's and the amplitude below w
 This engine minimises the noise model's misfit over the whole scan:
 
 1. ``config.warmup`` rPIE passes (:class:`~ptychopinn.refine.rpie.RPIE`) bring the large-scale
-   structure in cheaply;
+   structure in cheaply; with this engine's ``alpha`` (0.01 unless set) they step boldly into weakly lit
+   pixels, a noisy image alone but a start from which the conjugate gradients converge in far fewer passes
+   (README);
 2. then each pass computes the descent direction of the whole scan, ``r = sum_k place_k(conj(P_k)
    F^-1 D_k)`` with ``D_k`` the noise model's far-field direction, preconditions it by the scan's
    illumination, ``z = r / ((1 - alpha) sum_k place_k(|P_k|**2) + alpha max)``, and moves along the
@@ -84,7 +86,7 @@ class ConjugateGradient(RPIE):
         illum = torch.zeros(self.obj.numel(), dtype=torch.float32, device=self.device)
         for index, probes in zip(self._index, self._probe_chunks, strict=True):
             illum.index_add_(0, index, (probes.real.square() + probes.imag.square()).reshape(-1))
-        alpha = self.config.alpha
+        alpha = self.alpha
         self._precond = (1.0 - alpha) * illum + alpha * float(illum.max())
         self._refresh()
 

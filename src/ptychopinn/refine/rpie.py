@@ -82,11 +82,11 @@ class RPIE(Reconstructor):
             self._acc_num.index_add_(0, flat, (probes.conj() * dpsi).reshape(-1))
             self._acc_den.index_add_(0, flat, self._intensities(idx, probes).reshape(-1))
             if dense:
-                flat_obj.add_(self._acc_num / ((1.0 - cfg.alpha) * self._acc_den + cfg.alpha * pmax), alpha=cfg.step)
+                flat_obj.add_(self._acc_num / ((1.0 - self.alpha) * self._acc_den + self.alpha * pmax), alpha=cfg.step)
                 self._acc_num.zero_()
                 self._acc_den.zero_()
             else:
-                den = (1.0 - cfg.alpha) * self._acc_den[flat] + cfg.alpha * pmax
+                den = (1.0 - self.alpha) * self._acc_den[flat] + self.alpha * pmax
                 flat_obj[flat] = window.reshape(-1) + cfg.step * self._acc_num[flat] / den
                 self._acc_num[flat] = 0
                 self._acc_den[flat] = 0
@@ -113,7 +113,7 @@ class RPIE(Reconstructor):
         frac = self._fractions(idx)
         num = fourier_shift(window.conj() * dpsi, -frac).sum(dim=0)
         den = window.abs().square().sum(dim=0)
-        alpha = self.config.alpha
+        alpha = self.alpha
         self.probe = self.probe + num / ((1.0 - alpha) * den + alpha * den.max())
         self.probe = self.probe * math.sqrt(self._probe_energy / float(self.probe.abs().square().sum()))
 
