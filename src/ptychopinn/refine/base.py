@@ -266,11 +266,15 @@ class Reconstructor(ABC):
         self.history.append({"iteration": it + 1, "seconds": seconds, "misfit": value})
         return value
 
+    def _first_checked_pass(self) -> int:
+        """Passes before the stopping rule may look at the misfit (an engine's warm-up)."""
+        return 0
+
     def converged(self) -> bool:
         """The tolerance rule (module docstring) on the history so far."""
         tol = self.config.tolerance
         k = TOLERANCE_WINDOW
-        if not tol or len(self.history) <= k:
+        if not tol or len(self.history) <= k + self._first_checked_pass():
             return False
         mis = [h["misfit"] for h in self.history[-1 - k:]]
         if not all(math.isfinite(m) and m > 0 for m in mis) or mis[-1] > mis[0]:

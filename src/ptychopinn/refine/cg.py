@@ -76,6 +76,9 @@ class ConjugateGradient(RPIE):
         self._passes = 0
         self.last_step = 0.0  # step length t of the last conjugate-gradient pass
 
+    def _first_checked_pass(self) -> int:
+        return self.config.warmup  # the warm-up's misfit says nothing about the conjugate gradients
+
     def _prepare(self) -> None:
         self._fill_cache()
         self._chunks = self._batches(np.arange(self.scan.n_points))
