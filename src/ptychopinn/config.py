@@ -58,9 +58,8 @@ class ModelConfig(ConfigBase):
     transmitting object reconstructs at amplitude ``2 / probe_scale`` (0.5 by default), well
     inside the range of every amplitude activation. ``generator``: ``'unet'`` (default) or ``'cnn'`` (the
     reference architecture, :data:`REFERENCE_GENERATOR`). ``n_filters_scale``: width multiplier; the
-    default 1 (``'unet'``: 0.06 GFLOP per pattern at N=64) trains and predicts 3-4x faster than width 2 at
-    the same quality on the benchmark, and 25x less work than the reference ``'cnn'`` at width 2 (the
-    README has the numbers); the reference surfaces pass their own width 2.
+    default 1 is the measured choice (README, Quality benchmark and Performance); the reference surfaces pass
+    their own width 2.
     """
 
     N: int = 64
@@ -227,18 +226,16 @@ class InferenceConfig(ConfigBase):
     ``stitch_window`` is the side in pixels of the central region of each predicted patch that is
     placed on the canvas (the rest of the patch is less reliable); ``None`` uses ``N * 5 // 16``
     (20 px at N=64, the reference value). ``stitch_taper`` weights each window's centre up to
-    ``1 + stitch_taper`` times its edges (0 = uniform average, as the reference; the default 10 raised
-    the network's amplitude SSIM on the benchmark's unseen scan from 0.25 to 0.36), which softens
-    seams between neighbouring patches. ``stitch_sync``: ``'phase'`` multiplies each window by the
+    ``1 + stitch_taper`` times its edges (0 = uniform average, as the reference; the default 10 is the
+    measured choice, README), which softens seams between neighbouring patches. ``stitch_sync``:
+    ``'phase'`` multiplies each window by the
     phase offset that makes it agree with its overlapping neighbours, solved for the whole scan at once
     (phase synchronisation, :mod:`ptychopinn.inference.phase_sync`); ``'phase+amplitude'`` also
     equalises amplitude gains; ``'off'`` averages the windows as predicted; ``'auto'`` (default) is
     ``'phase'`` for gridsize 1 and ``'off'`` otherwise, and ``'off'`` when the image only starts refinement
-    (``infer --refine``: refinement from the synchronised image ended lower, phase SSIM 0.952 against 0.971).
-    A network that sees one pattern at a time is blind
-    to each patch's constant phase, and phase synchronisation raised its phase SSIM on the benchmark's
-    unseen scan by 0.06-0.18 for three trained networks at no loss of amplitude (amplitude sync lowered
-    it); at gridsize > 1 the overlap constraint already ties the phases of a group, and keeping every
+    (a synchronised start refines to a lower phase; README). A network that sees one pattern at a time is
+    blind to each patch's constant phase, which synchronisation restores (amplitude synchronisation did not
+    help; README); at gridsize > 1 the overlap constraint already ties the phases of a group, and keeping every
     window of every group would double the memory of a large scan. A scan whose windows would need more
     than a quarter of the memory limit to keep falls back to ``'off'`` with a warning. Grouping at inference
     takes no settings: every point seeds one group of itself and its C-1 nearest neighbours.

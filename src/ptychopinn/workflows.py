@@ -244,8 +244,7 @@ def reconstruct_scan(
     scan_data = _as_scan(scan, units)
     cfg = inference or InferenceConfig()
     if refine is not None and cfg.stitch_sync == "auto":
-        # Synchronised phases look better alone but start refinement worse (benchmark, 20 iterations: phase
-        # SSIM 0.952 from the synchronised image, 0.971 from the unsynchronised one, 0.962 from a flat start).
+        # Synchronised phases look better alone but start refinement worse (README, Quality benchmark).
         cfg = cfg.replace(stitch_sync="off")
     object_shape = tuple(scan_data.obj.shape) if scan_data.obj is not None else None
     extra = {"model": str(loaded.path), **_physical_extra(scan_data)}

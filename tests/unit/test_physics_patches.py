@@ -1,10 +1,9 @@
-"""Property tests for ptychopinn.physics.patches: extraction, placement and translation.
+"""Property tests for ptychopinn.physics.patches: bilinear extraction and placement.
 
-The stitching, the overlap constraint and the simulator all go through these three functions, so
-the geometry is pinned here once (reference pitfall 6: sign conventions that forked between
-modules): a patch centred at (x, y) has its pixel (h//2, w//2) on image (row=y, col=x); translate
-moves content by +shift with dx along columns and dy along rows; place is the exact adjoint of
-extract for every position, inside or outside the image.
+The overlap constraint and the reference surface's supervised patches go through these two functions, so
+their geometry is pinned here (reference pitfall 6: sign conventions that forked between modules): a patch
+centred at (x, y) has its pixel (h//2, w//2) on image (row=y, col=x); place is the exact adjoint of extract
+for every position, inside or outside the image.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ptychopinn.physics.patches import extract_patches, place_patches, translate
+from ptychopinn.physics.patches import extract_patches, place_patches
 
 
 def _crand(shape: tuple[int, ...], rng: np.random.Generator, complex_: bool = True) -> torch.Tensor:
@@ -235,49 +234,3 @@ def test_complex64_extraction_and_gradient() -> None:
     assert img.grad is not None and img.grad.dtype == torch.complex64
     placed = place_patches(out.detach(), pos, (12, 12))
     assert placed.dtype == torch.complex64
-
-
-# ----------------------------------------------------------------------------------------------------
-# translate
-
-
-def test_translate_moves_content_by_plus_shift() -> None:
-    img = torch.zeros(1, 10, 12, dtype=torch.float64)
-    img[0, 3, 4] = 1.0  # row 3, col 4
-    out = translate(img, torch.tensor([[2.0, 1.0]], dtype=torch.float64))  # dx=2 (cols), dy=1 (rows)
-    assert out.shape == img.shape
-    assert out[0].nonzero().tolist() == [[4, 6]]
-    back = translate(out, torch.tensor([[-2.0, -1.0]], dtype=torch.float64))
-    torch.testing.assert_close(back, img, rtol=0.0, atol=0.0)
-
-
-def test_translate_subpixel_splits_bilinearly() -> None:
-    img = torch.zeros(1, 8, 8, dtype=torch.float64)
-    img[0, 4, 4] = 1.0
-    out = translate(img, torch.tensor([[0.25, 0.0]], dtype=torch.float64))
-    assert float(out[0, 4, 4]) == pytest.approx(0.75)
-    assert float(out[0, 4, 5]) == pytest.approx(0.25)  # a quarter moved right (+x)
-    assert float(out.sum()) == pytest.approx(1.0)
-
-
-def test_translate_is_consistent_with_extract() -> None:
-    # Moving content by +s and reading a patch at integer p equals reading the original at p - s:
-    # the same point of the content, one convention across both primitives. Two batch members with
-    # different sub-pixel shifts; the read patches stay inside the image so zero fill plays no part.
-    rng = np.random.default_rng(15)
-    imgs = _crand((2, 20, 24), rng)
-    shifts = torch.tensor([[1.5, -2.25], [-0.75, 3.0]], dtype=torch.float64)
-    moved = translate(imgs, shifts)
-    p = torch.tensor([[12.0, 10.0]], dtype=torch.float64)
-    for b in range(2):
-        got = extract_patches(moved[b], p, 6)
-        want = extract_patches(imgs[b], p - shifts[b], 6)
-        torch.testing.assert_close(got, want, rtol=0.0, atol=1e-12)
-
-
-def test_translate_zero_shift_is_identity_for_odd_and_even_sizes() -> None:
-    rng = np.random.default_rng(16)
-    for shape in [(2, 7, 9), (1, 8, 6)]:
-        imgs = _crand(shape, rng)
-        out = translate(imgs, torch.zeros(shape[0], 2, dtype=torch.float64))
-        torch.testing.assert_close(out, imgs, rtol=0.0, atol=0.0)

@@ -14,8 +14,6 @@ import argparse
 
 from ptychopinn.cli.common import add_common_options, command, nonneg_int, positive_int, say, show_progress, summary
 
-DEMO_N = 32
-DEMO_OBJECT = 192
 DEMO_EPOCHS = 30
 QUICK_EPOCHS = 3
 

@@ -30,10 +30,9 @@ branch's own activation (the reference uses SiLU for both), so amplitude stays i
 range and phase in ``(-pi, pi)``. 'swish' is SiLU shifted up by its minimum (0.278) so amplitudes
 are never negative (a negative amplitude would be a hidden pi phase flip).
 
-Cost (N=64, s=2, C=1): 2.31 M parameters, 1.56 GFLOP per forward pass of one sample; the encoder
-does about two thirds of the work. Memory format: the default contiguous (NCHW) layout is kept;
-``channels_last`` was measured on a 2-core AVX2 CPU and was not faster for a training step (within
-+-5 %). Callers may still convert with ``model.to(memory_format=torch.channels_last)`` (e.g. on GPUs).
+Cost: :func:`forward_flops` counts it (the README has the measured speed). Memory format: the default
+contiguous (NCHW) layout is kept (channels-last was not faster on a CPU, README); callers may still convert
+with ``model.to(memory_format=torch.channels_last)`` (e.g. on GPUs).
 """
 
 from __future__ import annotations

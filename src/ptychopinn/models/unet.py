@@ -15,8 +15,8 @@ Design (for speed on CPUs and for detail):
   not ``probe_big`` the object is confined to the central ``N/2 x N/2`` (0 outside), as for ``'cnn'``;
   otherwise the whole patch is predicted.
 
-Cost (N=64, n_filters_scale=2, C=1): about 0.23 GFLOP per pattern, against 1.56 for ``'cnn'`` (measured
-with :func:`~ptychopinn.models.cnn.forward_flops`; see the README for speed and quality side by side).
+Cost: :func:`~ptychopinn.models.cnn.forward_flops` counts it; the README has speed and quality beside
+``'cnn'``.
 """
 
 from __future__ import annotations

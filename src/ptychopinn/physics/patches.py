@@ -119,15 +119,3 @@ def place_patches(
     acc = acc.reshape(shape3)
     return acc[0] if squeeze else acc
 
-
-def translate(images: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
-    """Move image content by ``+shift`` (sub-pixel, bilinear, zero fill): ``out(p) = in(p - shift)``.
-
-    ``images``: ``[B, H, W]`` real or complex; ``shifts``: ``[B, 2]`` (dx, dy) pixels.
-    Returns ``[B, H, W]``. Content moving right/down for positive dx/dy is the orientation tested
-    in the unit tests.
-    """
-    b, height, width = images.shape
-    centre = torch.tensor([width // 2, height // 2], dtype=torch.float64, device=images.device)
-    pos = centre[None, :] - shifts.to(torch.float64)
-    return extract_patches(images, pos, (height, width), torch.arange(b, device=images.device))
