@@ -7,7 +7,10 @@ place (``dataclasses.replace`` / ``ScanData.subset`` give new scans).
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -232,3 +235,23 @@ def ssim_on_scanned_region(obj: np.ndarray, origin: tuple[float, float], scan: S
     full, _ = on_truth_grid(obj, np.ones(obj.shape, np.float32), origin, scan.obj.shape)
     m = evaluate(full, scan.obj, mask=scanned_region(scan), remove_ramp=True)
     return m["amplitude"]["ssim"], m["phase"]["ssim"]
+
+
+class CaseTimeout(Exception):
+    """A hostile case that did not finish in time (it hangs)."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: int) -> Iterator[None]:
+    """SIGALRM after ``seconds``: a blocked open() or read() (e.g. of a named pipe) is interrupted and the case
+    fails with :class:`CaseTimeout`."""
+    def on_alarm(signum: int, frame: object) -> None:
+        raise CaseTimeout(f"did not finish within {seconds} s (hangs)")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

@@ -91,9 +91,13 @@ def _physical_extra(scan: ScanData) -> dict[str, Any]:
     return dict(scan.physical())
 
 
-def _write_product(path: Path, obj: Any, positions_px: Any, probe: Any, scan: ScanData, source: str) -> Path:
-    """A ptychodus product with the scan's real pixel size, energy and distance where known (placeholders else)."""
+def _write_product(path: Path, obj: Any, origin: Any, positions: Any, probe: Any, scan: ScanData, source: str) -> Path:
+    """A ptychodus product of the canvas ``obj`` whose pixel ``(0, 0)`` is object pixel ``origin`` (x, y), with
+    ``positions`` ``[M, 2]`` in object pixels, and the scan's real pixel size, energy and distance where known
+    (placeholders else)."""
     from ptychopinn.io.product_h5 import save_product_h5
+
+    positions_px = np.asarray(positions) - np.asarray(origin)[None, :]
 
     meta: dict[str, Any] = {"source": source}
     if scan.energy_ev is not None:
@@ -267,8 +271,8 @@ def reconstruct_scan(
                            pixel_size_m=scan_data.pixel_size_m, title="Reconstructed")
         product = None
         if write_product:
-            positions = np.asarray(recon.positions) - np.asarray(recon.origin)[None, :]
-            _write_product(stage / PRODUCT_NAME, recon.obj, positions, scan_data.probe, scan_data, "ptychopinn")
+            _write_product(stage / PRODUCT_NAME, recon.obj, recon.origin, recon.positions, scan_data.probe, scan_data,
+                           "ptychopinn")
             product = out / PRODUCT_NAME
     return ReconstructOutcome(npz=out / RECONSTRUCTION_NAME, amplitude_png=out / "amplitude.png",
                               phase_png=out / "phase.png", product_h5=product, n_patterns=recon.n_patterns,
@@ -355,8 +359,8 @@ def _write_refined(result: Any, scan: ScanData, stage: Path, out: Path, write_pr
                      title="Refinement misfit", xlabel="iteration", ylabel="misfit")
     product = None
     if write_product:
-        positions = np.asarray(result.positions) - np.asarray(result.origin)[None, :]
-        _write_product(stage / PRODUCT_NAME, result.obj, positions, result.probe, scan, "ptychopinn refine")
+        _write_product(stage / PRODUCT_NAME, result.obj, result.origin, result.positions, result.probe, scan,
+                       "ptychopinn refine")
         product = out / PRODUCT_NAME
     return RefineOutcome(npz=out / RECONSTRUCTION_NAME, amplitude_png=out / "amplitude.png",
                          phase_png=out / "phase.png", misfit_png=out / MISFIT_NAME, product_h5=product,

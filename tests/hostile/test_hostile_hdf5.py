@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hdf5_corpus as hc  # noqa: E402
 
+from helpers import time_limit  # noqa: E402
 from ptychopinn.errors import DataFormatError, PtychoInputError  # noqa: E402
 from ptychopinn.io import h5decode, h5guard  # noqa: E402
 from ptychopinn.io.reconstruction import reconstruction_metadata  # noqa: E402
@@ -32,19 +32,6 @@ from ptychopinn.io.registry import load_probe, load_scan  # noqa: E402
 SECONDS = 60
 SRC = Path(__file__).resolve().parents[2] / "src"
 
-
-@contextlib.contextmanager
-def time_limit(seconds: int) -> Iterator[None]:
-    def on_alarm(signum: int, frame: object) -> None:
-        raise TimeoutError(f"did not finish within {seconds} s (hangs)")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture(scope="module")

@@ -3,14 +3,11 @@ and through the ``ptychopinn`` CLI (exit 2, one ``ptychopinn <cmd>: error:`` lin
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
 import pickle
-import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hostile_corpus as hc  # noqa: E402
 
+from helpers import time_limit  # noqa: E402
 from ptychopinn.cli import main  # noqa: E402
 from ptychopinn.errors import ArchiveError  # noqa: E402
 
@@ -44,24 +42,6 @@ def test_corpus_size() -> None:
 
 CASE_SECONDS = 60  # a case that takes longer hangs (the slowest, a tiny training, takes a few seconds)
 
-
-class CaseTimeout(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def time_limit(seconds: int) -> Iterator[None]:
-    """SIGALRM after ``seconds``: a blocked open() or read() of a pipe is interrupted and the case fails."""
-    def on_alarm(signum: int, frame: object) -> None:
-        raise CaseTimeout(f"did not finish within {seconds} s (hangs)")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _unavailable(case: hc.Case) -> str | None:

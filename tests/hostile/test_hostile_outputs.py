@@ -6,11 +6,8 @@ unchanged (inputs byte for byte, the output folder as it was, nothing created be
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +17,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import outputs_corpus as oc  # noqa: E402
 
+from helpers import time_limit  # noqa: E402
 from ptychopinn.cli import main  # noqa: E402
 from ptychopinn.errors import ConfigError, DataFormatError  # noqa: E402
 
@@ -31,19 +29,6 @@ def fx(tmp_path_factory: pytest.TempPathFactory, tiny_scan_path: Path, tiny_arch
     recon = oc.refine_api(tiny_scan_path, tmp_path_factory.mktemp("outputs_fx") / "recon").npz
     return oc.Fixtures(scan=tiny_scan_path, model=tiny_archive, recon=recon)
 
-
-@contextlib.contextmanager
-def time_limit(seconds: int) -> Iterator[None]:
-    def on_alarm(signum: int, frame: object) -> None:
-        raise TimeoutError(f"did not finish within {seconds} s (hangs)")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
