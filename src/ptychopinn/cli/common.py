@@ -76,8 +76,11 @@ def say(args: argparse.Namespace, text: str) -> None:
 
 
 def summary(text: str) -> None:
-    """The one-line summary at the end of a command (always printed)."""
+    """The one-line summary at the end of a command: always printed, and kept in ``run.log``."""
+    import logging
+
     print(text, file=sys.stdout, flush=True)
+    logging.getLogger("ptychopinn.cli").info("summary: %s", text, extra={"file_only": True})
 
 
 def add_cxi_options(p: argparse.ArgumentParser) -> None:
@@ -98,6 +101,16 @@ def cxi_options(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, name, False):
             opts[name] = True
     return opts
+
+
+_ROLE = re.compile(r":(?:data|func|class|mod|meth|attr|obj):`~?([^`]+)`")
+
+
+def help_text(doc: str | None) -> str:
+    """A module docstring as command help: reStructuredText markup (double backquotes, ``:func:`x```
+    roles) removed, so ``--help`` shows plain text."""
+    text = _ROLE.sub(lambda m: m.group(1).rsplit(".", 1)[-1], doc or "")
+    return text.replace("``", "")
 
 
 def add_common_options(p: argparse.ArgumentParser) -> None:

@@ -17,6 +17,7 @@ from ptychopinn.cli.common import (
     command,
     cxi_options,
     devices,
+    help_text,
     nonneg_int,
     number,
     positive_int,
@@ -59,7 +60,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         return f"(default: {none if v is None else v})"
 
     p = sub.add_parser("train", help="train a model on a scan (physics loss, no ground truth needed)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=help_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("train_file", metavar="TRAIN.npz", nargs="?",
                    help="training scan (NPZ, HDF5 or CXI; see README 'Data'); required unless --print-config")
     p.add_argument("--test", metavar="TEST.npz",

@@ -20,6 +20,7 @@ Adding a format is one module plus one :class:`Format` entry in :data:`FORMATS`.
 
 from __future__ import annotations
 
+import logging
 import os
 import zipfile
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError, DataFormatError, PtychoInputError
 from ptychopinn.io.files import container, regular_file
 
+logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Format:
@@ -262,7 +264,18 @@ def load_scan(path: str | os.PathLike[str], units: str = "auto", *, probe: Any =
         raise ConfigError(f"probe must be None, 'auto', 'estimate', a file path or an array, got {probe!r}")
     scan = fmt.load_scan(Path(path), units, **kw)
     scan.metadata["probe_source"] = source
+    _log_mask(path, scan)
     return scan
+
+
+def _log_mask(path: str | os.PathLike[str], scan: ScanData) -> None:
+    n_pixels = scan.N * scan.N
+    if scan.valid_pixels is None:
+        logger.info("%s: no detector mask: all %d pixels of each pattern are used", path, n_pixels)
+    else:
+        masked = int(np.count_nonzero(~scan.valid_pixels))
+        logger.info("%s: detector mask: %d of %d pixels of each pattern masked (left out of every likelihood)",
+                    path, masked, n_pixels)
 
 
 def _has_probe(fmt: Format, path: Path) -> bool:

@@ -276,9 +276,10 @@ def _spill_file(path: Path, shape: tuple[int, ...]) -> tuple[np.memmap, Any]:
 def _units_before_reading(units: str, stated: Any, dtype: np.dtype, path: Path) -> str | None:
     """Units known without looking at values (explicit, stated in _metadata, integer counts), else None."""
     if units != "auto":
+        logger.info("%s: diffraction units given as %s", path, units)
         return units
     if stated in ("amplitude", "intensity"):
-        logger.info("%s: diffraction units %s taken from _metadata", path, stated)
+        logger.info("%s: diffraction units %s, as the file states", path, stated)
         return str(stated)
     if dtype.kind in "iu":
         logger.info("%s: diffraction units detected as intensity: integer dtype %s means photon counts", path, dtype)
@@ -366,7 +367,7 @@ def amplitude_stack(src: ArraySource, key: str, m: int, units: str, metadata: di
         check_allocation(src.path, f"'{key}'", src.shape(key), max(dtype.itemsize, 4) * 2)
         logger.info("%s: '%s' has legacy layout %s (N, N, M); transposing to (M, N, N)", src.path, key, src.shape(key))
         raw = np.ascontiguousarray(np.moveaxis(np.asarray(src.read(key)).reshape(src.shape(key)[:3]), 2, 0))
-        amplitude, used = to_amplitude(raw, resolved or "auto")
+        amplitude, used = to_amplitude(raw, resolved or "auto", log=resolved is None)
         _note_units(metadata, units, used)
         return amplitude
 
@@ -390,7 +391,7 @@ def amplitude_stack(src: ArraySource, key: str, m: int, units: str, metadata: di
         if resolved is None:
             resolved, reason = detect_units(batch)
             logger.info("diffraction units detected as %s (first %d patterns): %s", resolved, len(batch), reason)
-        out[lo:lo + len(batch)], _ = to_amplitude(batch, resolved)
+        out[lo:lo + len(batch)], _ = to_amplitude(batch, resolved, log=False)
         lo += len(batch)
     if lo != shape[0]:
         raise DataFormatError(f"{src.path}: '{key}' yielded {lo} of {shape[0]} patterns; the file is truncated "
