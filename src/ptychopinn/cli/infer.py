@@ -18,9 +18,9 @@ import argparse
 
 from ptychopinn.cli.common import (
     add_common_options,
-    add_cxi_options,
+    add_frame_options,
     command,
-    cxi_options,
+    frame_options,
     help_text,
     nonneg_int,
     number,
@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="then refine the network's image with at most K iterations on the physics (the "
                         "--tolerance rule may stop it sooner); 0 keeps the network's image alone (default %(default)s)")
     add_refine_options(p, iterations_flag="--refine")
-    add_cxi_options(p)
+    add_frame_options(p)
     add_common_options(p)
     p.set_defaults(func=command(run, plan))
 
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
                           precision=args.precision, accelerator=args.accelerator)
     check_model_argument(args.model)
     refine = refine_config(args, args.refine) if args.refine > 0 else None
-    scan = load_scan(args.scan, units=args.units, probe=args.probe, **cxi_options(args))
+    scan = load_scan(args.scan, units=args.units, probe=args.probe, **frame_options(args))
     logging.getLogger("ptychopinn").info("probe: %s", scan.metadata["probe_source"])
     out = reconstruct_scan(args.model, scan, output_dir=args.output_dir, inference=cfg, units=args.units,
                            write_product=args.product, progress=show_progress(args), refine=refine)

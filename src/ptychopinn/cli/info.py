@@ -2,8 +2,9 @@
 
 The file's format is recognised from its content (see README "Data"). For a model archive
 (``wts.h5.zip``, or a training output directory): its manifest and full configuration. For a scan
-(NPZ, HDF5 or CXI): size, units, physical metadata, and for an NPZ its keys, shapes and dtypes, and the
-validation errors, if any. For a reconstruction NPZ or a ptychodus product: object, probe and
+(NPZ, HDF5, CXI or tike): size, units, physical metadata, and for an NPZ its keys, shapes and dtypes, and
+the validation errors, if any; --crop, --crop-centre, --flip-x and --flip-y show the scan as refine and
+infer would read it with them. For a reconstruction NPZ or a ptychodus product: object, probe and
 positions. Exit code 2 when the file is invalid.
 
 Output: one "name: value" line per entry, a nested entry (keys, metadata) as indented lines below its
@@ -17,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ptychopinn.cli.common import add_common_options, command, help_text
+from ptychopinn.cli.common import add_common_options, add_frame_options, command, frame_options, help_text
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,15 +27,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("file", metavar="FILE", help="wts.h5.zip / training directory / scan (.npz, .h5, .cxi) / "
                    "reconstruction.npz / product .h5")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    add_frame_options(p)
     add_common_options(p)
     p.set_defaults(func=command(run))
 
 
-def describe(path: Path) -> tuple[str, dict[str, Any], bool]:
+def describe(path: Path, **options: Any) -> tuple[str, dict[str, Any], bool]:
     """``(kind, description, valid)`` for a file; raises only for a missing path."""
     from ptychopinn.io.registry import describe_file
 
-    return describe_file(path)
+    return describe_file(path, **options)
 
 
 def _scalar(value: Any) -> str:
@@ -59,7 +61,7 @@ def format_lines(info: dict[str, Any], indent: int = 2) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     path = Path(args.file)
-    kind, info, valid = describe(path)
+    kind, info, valid = describe(path, **frame_options(args))
     if args.json:
         print(json.dumps({"kind": kind, "valid": valid, **info}, indent=2, default=str))
     else:

@@ -16,9 +16,9 @@ import argparse
 
 from ptychopinn.cli.common import (
     add_common_options,
-    add_cxi_options,
+    add_frame_options,
     command,
-    cxi_options,
+    frame_options,
     help_text,
     number,
     positive_int,
@@ -84,7 +84,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--units", choices=UNITS, default="auto",
                    help="units of the patterns in SCAN (default %(default)s: detected and logged to run.log)")
     p.add_argument("--product", action="store_true", help="also write a ptychodus product reconstruction.h5")
-    add_cxi_options(p)
+    add_frame_options(p)
     add_common_options(p)
     p.set_defaults(func=command(run, plan))
 
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from ptychopinn.workflows import refine_reconstruction
 
     cfg = refine_config(args, args.iterations)
-    scan = load_scan(args.scan, units=args.units, probe=args.probe, **cxi_options(args))
+    scan = load_scan(args.scan, units=args.units, probe=args.probe, **frame_options(args))
     logging.getLogger("ptychopinn").info("probe: %s", scan.metadata["probe_source"])
     out = refine_reconstruction(scan, output_dir=args.output_dir, start=args.init, refine=cfg,
                                 units=args.units, write_product=args.product, progress=show_progress(args))
