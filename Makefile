@@ -53,5 +53,11 @@ $(PEER_STAMP): $(STAMP)
 bench-peer: $(PEER_STAMP)
 	$(BIN)/python benchmarks/ptychi_peer.py
 
+# Opt-in: tike's Siemens star (real synchrotron data) from the raw file with the default command line; downloads
+# the tike 0.26.0 sdist once into ~/.cache/ptychopinn (pip download, no install). See benchmarks/real_data.py.
+.PHONY: bench-real
+bench-real: $(STAMP)
+	$(BIN)/python benchmarks/real_data.py --images docs/images
+
 clean:
-	rm -rf $(VENV) demo_output
+	rm -rf $(VENV) demo_output real_data_output

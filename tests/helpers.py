@@ -93,6 +93,27 @@ def write_ptychodus_npz(path: Path, scan: ScanData, diff3d: np.ndarray) -> Path:
     return path
 
 
+def write_tike(path: Path, *, compress: bool = True, **arrays: Any) -> Path:
+    """``arrays`` (e.g. ``data``, ``scan``, ``probe``) saved as tike does: ``numpy.savez``, then the whole file
+    compressed with bzip2 when ``compress`` (``.npz.bz2``). Object arrays are pickled, as numpy writes them."""
+    import bz2
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    path.write_bytes(bz2.compress(buf.getvalue(), 1) if compress else buf.getvalue())
+    return path
+
+
+def tike_forward(obj: np.ndarray, corners: np.ndarray, probe: np.ndarray) -> np.ndarray:
+    """tike's own model of the counts, written from its documentation: pattern ``k`` is ``|fft2(probe *
+    obj[r:r+N, c:c+N])|**2`` with the orthonormal UNSHIFTED FFT (zero frequency at pixel (0, 0)) for the integer
+    top-left corner ``(r, c) = corners[k]`` (row, column). ``[M, N, N]`` float32."""
+    n = probe.shape[-1]
+    out = [np.abs(np.fft.fft2(probe * obj[r:r + n, c:c + n], norm="ortho")) ** 2 for r, c in corners.astype(int)]
+    return np.stack(out).astype(np.float32)
+
+
 # ------------------------------------------------------------------------------------------ hostile input
 class PickleMarker:
     """Unpickling this creates the file ``path`` (the payload of a malicious pickle): a test that plants it and

@@ -6,6 +6,7 @@ image that training sends to TensorBoard / MLflow.
 - :func:`save_tiff`: one ``[H, W]`` float32 TIFF (every image tool opens it; Fiji/ImageJ keeps the values).
 - :func:`save_object_images`: ``amplitude.png``, ``phase.png``, ``complex.png``, ``amplitude.tif``,
   ``phase.tif`` of one reconstruction, uncovered pixels masked.
+- :func:`save_probe_png`: amplitude and phase of an estimated or refined probe.
 - :func:`patch_figure_rgb`: ``[H, W, 3]`` uint8 image of one measured pattern next to the predicted
   amplitude and phase of its patch.
 
@@ -23,12 +24,14 @@ import numpy as np
 
 from ptychopinn.drawing import (
     MASKED_COLOUR,
+    amplitude_panel,
     check_image,
     colour_limits,
     covered_mask,
     draw_scale_bar,
     image_panel,
     new_figure,
+    phase_panel,
     phase_style,
     save_figure,
     write_atomic,
@@ -40,7 +43,7 @@ if TYPE_CHECKING:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 __all__ = ["OBJECT_IMAGE_NAMES", "complex_to_rgb", "patch_figure_rgb", "save_complex_png", "save_object_images",
-           "save_tiff"]
+           "save_probe_png", "save_tiff"]
 
 _GREY = tuple(int(MASKED_COLOUR[i:i + 2], 16) / 255.0 for i in (1, 3, 5))
 
@@ -168,6 +171,34 @@ def save_object_images(
         "phase.tif": save_tiff(nan_outside(np.angle(o)), out / "phase.tif",
                                description=f"ptychopinn: object phase in radians{note}"),
     }
+
+
+def save_probe_png(probe: np.ndarray, path: str | os.PathLike[str], *, title: str = "Probe",
+                   pixel_size_m: float | None = None, dpi: float = 120) -> Path:
+    """Amplitude and phase of a probe side by side, atomically; returns the path.
+
+    Args:
+        probe: ``[N, N]`` complex probe on the object grid.
+        path: the PNG to write.
+        title: figure title (e.g. "Refined probe").
+        pixel_size_m: object pixel size in metres, for the scale bars (None: bars in pixels).
+
+    Axes are object pixels from the probe centre (pixel ``N//2``, the point on a scan position); the phase is
+    shown where the amplitude is at least 5 % of its peak (grey elsewhere, where it means nothing).
+    """
+    p = check_image("probe", probe)
+    amp = np.abs(p)
+    top = float(amp.max())
+    covered = amp >= 0.05 * top if top > 0 else None
+    origin = (-(p.shape[1] // 2), -(p.shape[0] // 2))
+    fig = new_figure((10.0, 4.4))
+    ax_a, ax_p = fig.subplots(1, 2)
+    amplitude_panel(fig, ax_a, p, "Amplitude", origin_xy=origin)
+    phase_panel(fig, ax_p, p, "Phase (amplitude >= 5 % of peak)", covered=covered, origin_xy=origin)
+    for ax in (ax_a, ax_p):
+        draw_scale_bar(ax, p.shape[1], pixel_size_m)
+    fig.suptitle(title)
+    return save_figure(fig, path, dpi)
 
 
 def patch_figure_rgb(pattern: np.ndarray, patch: np.ndarray, *, title: str = "", dpi: float = 80) -> np.ndarray:

@@ -35,6 +35,7 @@ RECONSTRUCTION_NAME = "reconstruction.npz"
 NETWORK_RECONSTRUCTION_NAME = "network_reconstruction.npz"
 PRODUCT_NAME = "reconstruction.h5"
 MISFIT_NAME = "misfit.png"
+PROBE_NAME = "probe.png"
 
 
 def train_outputs() -> tuple[str, ...]:
@@ -50,7 +51,7 @@ def reconstruct_outputs(*, write_product: bool = False, refine: bool = False) ->
     from ptychopinn.io.outputs import LOCK_NAME
     from ptychopinn.pictures import OBJECT_IMAGE_NAMES
 
-    names = [LOCK_NAME, RECONSTRUCTION_NAME, *OBJECT_IMAGE_NAMES]
+    names = [LOCK_NAME, RECONSTRUCTION_NAME, *OBJECT_IMAGE_NAMES, PROBE_NAME]
     if refine:
         names += [NETWORK_RECONSTRUCTION_NAME, MISFIT_NAME]
     return (*names, *([PRODUCT_NAME] if write_product else []))
@@ -61,7 +62,7 @@ def refine_outputs(*, write_product: bool = False) -> tuple[str, ...]:
     from ptychopinn.io.outputs import LOCK_NAME
     from ptychopinn.pictures import OBJECT_IMAGE_NAMES
 
-    return (LOCK_NAME, RECONSTRUCTION_NAME, *OBJECT_IMAGE_NAMES, MISFIT_NAME,
+    return (LOCK_NAME, RECONSTRUCTION_NAME, *OBJECT_IMAGE_NAMES, MISFIT_NAME, PROBE_NAME,
             *([PRODUCT_NAME] if write_product else []))
 
 
@@ -89,6 +90,17 @@ def _as_scan(scan: ScanData | str | os.PathLike[str], units: str) -> ScanData:
 def _physical_extra(scan: ScanData) -> dict[str, Any]:
     """The scan's known physical quantities, for the reconstruction's metadata."""
     return dict(scan.physical())
+
+
+def _probe_estimated(scan: ScanData) -> bool:
+    return str(scan.metadata.get("probe_source", "")).startswith("estimated")
+
+
+def _save_probe_picture(stage: Path, probe: Any, scan: ScanData, what: str) -> None:
+    """``probe.png`` (amplitude and phase) of a probe the run estimated or refined."""
+    from ptychopinn.pictures import save_probe_png
+
+    save_probe_png(np.asarray(probe), stage / PROBE_NAME, pixel_size_m=scan.pixel_size_m, title=f"{what} probe")
 
 
 def _write_product(path: Path, obj: Any, origin: Any, positions: Any, probe: Any, scan: ScanData, source: str) -> Path:
@@ -211,6 +223,7 @@ class ReconstructOutcome:
     seconds: float
     reconstruction: Any = field(repr=False, default=None)
     refined: Any = field(repr=False, default=None)
+    probe_png: Path | None = None
 
 
 def reconstruct_scan(
@@ -247,25 +260,34 @@ def reconstruct_scan(
     loaded = load_model(model_path)
     scan_data = _as_scan(scan, units)
     cfg = inference or InferenceConfig()
-    if refine is not None and cfg.stitch_sync == "auto":
-        # Synchronised phases look better alone but start refinement worse (README, Quality benchmark).
-        cfg = cfg.replace(stitch_sync="off")
     object_shape = tuple(scan_data.obj.shape) if scan_data.obj is not None else None
     extra = {"model": str(loaded.path), **_physical_extra(scan_data)}
     with output_run(out, names, inputs, holder="ptychopinn infer", last=RECONSTRUCTION_NAME) as stage:
         # the device comes from cfg.accelerator through inference.predict.resolve_device (the one mapping)
-        recon = reconstruct(loaded.model, scan_data, cfg, object_shape=object_shape, progress=progress)
+        # With refinement the network's image (network_reconstruction.npz) is the one `--refine 0` writes, but
+        # refinement starts from the same windows without phase synchronisation under stitch_sync 'auto': a
+        # synchronised start ends worse (benchmark, 20 iterations: phase SSIM 0.952 from the synchronised
+        # image, 0.971 from the unsynchronised one, 0.962 from a flat start).
+        plain_start = refine is not None and cfg.stitch_sync == "auto"
+        recon = reconstruct(loaded.model, scan_data, cfg, object_shape=object_shape, progress=progress,
+                            keep_unsynchronised=plain_start)
+        extra["stitch_sync"] = recon.sync
+        if _probe_estimated(scan_data):
+            _save_probe_picture(stage, scan_data.probe, scan_data, "Estimated")
         if refine is not None:
             from ptychopinn.refine import refine_scan
 
-            save_reconstruction_npz(stage / NETWORK_RECONSTRUCTION_NAME, recon, extra=extra)
-            result = refine_scan(scan_data, refine, start=recon.obj, start_origin=recon.origin, progress=progress)
+            start = recon.obj if recon.unsynchronised is None else recon.unsynchronised
+            save_reconstruction_npz(stage / NETWORK_RECONSTRUCTION_NAME, recon,
+                                    extra={**extra, "refinement_start": "this image" if start is recon.obj else
+                                           "the same windows without phase synchronisation"})
+            result = refine_scan(scan_data, refine, start=start, start_origin=recon.origin, progress=progress)
             done = _write_refined(result, scan_data, stage, out, write_product,
                                   source=str(out / NETWORK_RECONSTRUCTION_NAME), seconds=0.0, config=refine)
             return ReconstructOutcome(npz=done.npz, amplitude_png=done.amplitude_png, phase_png=done.phase_png,
                                       product_h5=done.product_h5, n_patterns=recon.n_patterns,
                                       shape=tuple(result.obj.shape), seconds=time.perf_counter() - t0,
-                                      reconstruction=recon, refined=result)
+                                      reconstruction=recon, refined=result, probe_png=done.probe_png)
         save_reconstruction_npz(stage / RECONSTRUCTION_NAME, recon, extra=extra)
         save_object_images(recon.obj, stage, coverage=recon.coverage, origin_xy=recon.origin,
                            pixel_size_m=scan_data.pixel_size_m, title="Reconstructed")
@@ -276,7 +298,8 @@ def reconstruct_scan(
             product = out / PRODUCT_NAME
     return ReconstructOutcome(npz=out / RECONSTRUCTION_NAME, amplitude_png=out / "amplitude.png",
                               phase_png=out / "phase.png", product_h5=product, n_patterns=recon.n_patterns,
-                              shape=tuple(recon.obj.shape), seconds=time.perf_counter() - t0, reconstruction=recon)
+                              shape=tuple(recon.obj.shape), seconds=time.perf_counter() - t0, reconstruction=recon,
+                              probe_png=out / PROBE_NAME if _probe_estimated(scan_data) else None)
 
 
 @dataclass
@@ -291,6 +314,7 @@ class RefineOutcome:
     iterations: int
     seconds: float
     result: Any = field(repr=False, default=None)
+    probe_png: Path | None = None
 
 
 def refine_reconstruction(
@@ -357,6 +381,11 @@ def _write_refined(result: Any, scan: ScanData, stage: Path, out: Path, write_pr
                        pixel_size_m=scan.pixel_size_m, title="Refined")
     save_loss_curves({"misfit / total counts": misfit.tolist()}, stage / MISFIT_NAME,
                      title="Refinement misfit", xlabel="iteration", ylabel="misfit")
+    refined_probe = not np.array_equal(np.asarray(result.probe), np.asarray(scan.probe))
+    probe_png = None
+    if refined_probe or _probe_estimated(scan):
+        _save_probe_picture(stage, result.probe, scan, "Refined" if refined_probe else "Estimated")
+        probe_png = out / PROBE_NAME
     product = None
     if write_product:
         _write_product(stage / PRODUCT_NAME, result.obj, result.origin, result.positions, result.probe, scan,
@@ -364,7 +393,7 @@ def _write_refined(result: Any, scan: ScanData, stage: Path, out: Path, write_pr
         product = out / PRODUCT_NAME
     return RefineOutcome(npz=out / RECONSTRUCTION_NAME, amplitude_png=out / "amplitude.png",
                          phase_png=out / "phase.png", misfit_png=out / MISFIT_NAME, product_h5=product,
-                         iterations=result.iterations, seconds=seconds, result=result)
+                         iterations=result.iterations, seconds=seconds, result=result, probe_png=probe_png)
 
 
 def evaluate_reconstruction(

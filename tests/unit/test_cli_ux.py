@@ -5,6 +5,7 @@ closed pipe ends quietly, a failed run leaves no empty folder, misleading inputs
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pty
 import struct
@@ -14,6 +15,7 @@ import termios
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ptychopinn.cli import main
@@ -87,6 +89,21 @@ def test_infer_draws_no_bar_without_a_terminal(tiny_archive, tiny_scan_path, tmp
     assert cap.err == "" and "reconstruct" not in cap.err
     assert len(cap.out.strip().splitlines()) == 1
     assert "diffraction units" in (tmp_path / "r" / "run.log").read_text()
+
+
+def test_network_image_is_the_same_with_and_without_refinement(tiny_archive, tiny_scan_path, tmp_path):
+    """network_reconstruction.npz is what `infer --refine 0` writes: same canvas, same synchronisation."""
+    alone, refined = tmp_path / "alone", tmp_path / "refined"
+    assert main(["infer", str(tiny_archive), str(tiny_scan_path), "--output-dir", str(alone), "--refine", "0",
+                 "-q"]) == 0
+    assert main(["infer", str(tiny_archive), str(tiny_scan_path), "--output-dir", str(refined), "--refine", "2",
+                 "-q"]) == 0
+    with np.load(alone / "reconstruction.npz") as a, np.load(refined / "network_reconstruction.npz") as b:
+        np.testing.assert_array_equal(a["obj"], b["obj"])
+        np.testing.assert_array_equal(a["origin_xy"], b["origin_xy"])
+        meta_a, meta_b = json.loads(str(a["_metadata"])), json.loads(str(b["_metadata"]))
+    assert meta_a["stitch_sync"] == meta_b["stitch_sync"] == "phase"
+    assert meta_b["refinement_start"] == "the same windows without phase synchronisation"
 
 
 def test_verbose_puts_the_units_decision_on_stderr(tiny_scan_path, tmp_path, capsys):

@@ -303,8 +303,7 @@ def test_atomic_write_mode_and_cleanup(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["m.json"]
 
 
-def test_cli_reads_cxi_with_crop_and_refuses_cxi_options_elsewhere(tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_reads_cxi_and_npz_with_crop(tmp_path: Path) -> None:
     from ptychopinn.cli import main
 
     big = np.zeros((M, 40, 40), np.uint32)
@@ -316,9 +315,8 @@ def test_cli_reads_cxi_with_crop_and_refuses_cxi_options_elsewhere(tmp_path: Pat
                  "--output-dir", str(out), "--quiet"]) == 0
     with np.load(out / "reconstruction.npz", allow_pickle=False) as z:
         assert z["probe"].shape == (32, 32)
-    npz = save_npz(tmp_path / "s.npz", _scan())
-    assert main(["refine", str(npz), "--crop", "16", "--flat", "--iterations", "1",
-                 "--output-dir", str(tmp_path / "no")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "apply to CXI files only" in err and "\n" not in err
-    assert not (tmp_path / "no").exists()
+    npz = save_npz(tmp_path / "s.npz", _scan(obj=None))
+    assert main(["refine", str(npz), "--crop", "8", "--crop-centre", "8,8", "--flat", "--iterations", "1",
+                 "--output-dir", str(tmp_path / "npz"), "--quiet"]) == 0
+    with np.load(tmp_path / "npz" / "reconstruction.npz", allow_pickle=False) as z:
+        assert z["probe"].shape == (8, 8)

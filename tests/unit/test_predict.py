@@ -257,22 +257,35 @@ def test_real_model_batches_stream_into_the_same_object_and_bf16_is_close() -> N
 
 
 @pytest.mark.parametrize("refine", [False, True])
-def test_auto_sync_is_off_when_the_image_starts_refinement(monkeypatch: pytest.MonkeyPatch, tmp_path,
-                                                           refine: bool) -> None:
+def test_auto_sync_keeps_the_network_image_and_starts_refinement_without_it(monkeypatch: pytest.MonkeyPatch, tmp_path,
+                                                                            refine: bool) -> None:
+    """The network's image is synchronised with or without refinement (network_reconstruction.npz is what `infer
+    --refine 0` writes); refinement starts from the same windows without synchronisation (it ends better)."""
     from types import SimpleNamespace
 
     import ptychopinn.inference.phase_sync as phase_sync
     import ptychopinn.models.persist as persist
+    import ptychopinn.refine as refine_pkg
     from ptychopinn.config import RefineConfig
     from ptychopinn.workflows import reconstruct_scan
 
     calls: list[int] = []
     real = phase_sync.synchronize
     monkeypatch.setattr(phase_sync, "synchronize", lambda w, c, **kw: calls.append(1) or real(w, c, **kw))
+    starts: list[np.ndarray] = []
+    real_refine = refine_pkg.refine_scan
+    monkeypatch.setattr(refine_pkg, "refine_scan",
+                        lambda scan, cfg, **kw: starts.append(kw["start"]) or real_refine(scan, cfg, **kw))
     truth = _truth()
     model = TruthModel(truth, 1)
     monkeypatch.setattr(persist, "load_model", lambda path: SimpleNamespace(model=model, path=path))
     scan = _scan(truth, _raster(20, 18, 4, 15, 14))
-    reconstruct_scan(tmp_path / "wts.h5.zip", scan, output_dir=tmp_path / "out", progress=False,
-                     refine=RefineConfig(iterations=1) if refine else None)
-    assert bool(calls) is not refine
+    out = reconstruct_scan(tmp_path / "wts.h5.zip", scan, output_dir=tmp_path / "out", progress=False,
+                           refine=RefineConfig(iterations=1) if refine else None)
+    assert calls
+    rec = out.reconstruction
+    if refine:
+        assert rec.unsynchronised is not None and starts[0] is rec.unsynchronised
+        assert rec.sync == "phase"
+    else:
+        assert rec.unsynchronised is None and not starts

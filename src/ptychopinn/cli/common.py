@@ -76,28 +76,61 @@ def say(args: argparse.Namespace, text: str) -> None:
 
 
 def summary(text: str) -> None:
-    """The one-line summary at the end of a command (always printed)."""
+    """The one-line summary at the end of a command: always printed, and kept in ``run.log``."""
+    import logging
+
     print(text, file=sys.stdout, flush=True)
+    logging.getLogger("ptychopinn.cli").info("summary: %s", text, extra={"file_only": True})
 
 
-def add_cxi_options(p: argparse.ArgumentParser) -> None:
-    """``--crop N``, ``--flip-x``, ``--flip-y``: how a CXI file's frames and translations are read."""
-    g = p.add_argument_group("CXI input")
+def crop_centre(text: str) -> tuple[float, float]:
+    """argparse type: ``ROW,COL`` detector pixel coordinates (two finite numbers)."""
+    parts = text.replace(" ", "").split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        row, col = (number(v) for v in parts)
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(f"expected ROW,COL (two numbers, detector pixels), got {text!r}") from None
+    return row, col
+
+
+def add_frame_options(p: argparse.ArgumentParser) -> None:
+    """``--crop N``, ``--crop-centre ROW,COL``, ``--flip-x``, ``--flip-y``: how a scan's frames and positions are
+    read, for every scan format (:mod:`ptychopinn.io.frames`)."""
+    g = p.add_argument_group("detector frames and positions (every scan format)")
     g.add_argument("--crop", type=positive_int, metavar="N",
-                   help="cut CXI frames to N x N around the zero order (default: the frames as stored, square)")
-    g.add_argument("--flip-x", action="store_true", help="CXI translations use the opposite x sign (default: off)")
-    g.add_argument("--flip-y", action="store_true", help="CXI translations use the opposite y sign (default: off)")
+                   help="cut the frames to N x N (even) around the zero order; the positions, pixel size and the "
+                        "scan's probe are resampled to the coarser object grid (default: the frames as stored)")
+    g.add_argument("--crop-centre", type=crop_centre, metavar="ROW,COL",
+                   help="the zero order in detector pixels of the frames as read, e.g. 64,65.5 (default: "
+                        "estimated from the mean of the patterns, logged to run.log)")
+    g.add_argument("--flip-x", action="store_true",
+                   help="mirror the x positions (a stage whose x axis points the other way) (default: off)")
+    g.add_argument("--flip-y", action="store_true",
+                   help="mirror the y positions (a stage whose y axis points the other way) (default: off)")
 
 
-def cxi_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The CXI reader options the user gave (none for other formats; the reader refuses them there)."""
+def frame_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The reader options the user gave, as :func:`ptychopinn.io.registry.load_scan` keywords."""
     opts: dict[str, Any] = {}
-    if getattr(args, "crop", None) is not None:
-        opts["crop"] = args.crop
+    for name in ("crop", "crop_centre"):
+        if getattr(args, name, None) is not None:
+            opts[name] = getattr(args, name)
     for name in ("flip_x", "flip_y"):
         if getattr(args, name, False):
             opts[name] = True
     return opts
+
+
+_ROLE = re.compile(r":(?:data|func|class|mod|meth|attr|obj):`~?([^`]+)`")
+
+
+def help_text(doc: str | None) -> str:
+    """A module docstring as command help: reStructuredText markup (double backquotes, ``:func:`x```
+    roles) removed, so ``--help`` shows plain text."""
+    text = _ROLE.sub(lambda m: m.group(1).rsplit(".", 1)[-1], doc or "")
+    return text.replace("``", "")
 
 
 def add_common_options(p: argparse.ArgumentParser) -> None:

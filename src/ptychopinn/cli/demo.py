@@ -12,7 +12,16 @@ from __future__ import annotations
 
 import argparse
 
-from ptychopinn.cli.common import add_common_options, command, nonneg_int, positive_int, say, show_progress, summary
+from ptychopinn.cli.common import (
+    add_common_options,
+    command,
+    help_text,
+    nonneg_int,
+    positive_int,
+    say,
+    show_progress,
+    summary,
+)
 
 DEMO_EPOCHS = 30
 QUICK_EPOCHS = 3
@@ -20,7 +29,7 @@ QUICK_EPOCHS = 3
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="simulate, train, reconstruct and evaluate on built-in data",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=help_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output-dir", default="demo_output", help="where to write everything (default demo_output)")
     p.add_argument("--epochs", type=positive_int, help=f"training epochs (default {DEMO_EPOCHS})")
     p.add_argument("--quick", action="store_true", help=f"a {QUICK_EPOCHS}-epoch smoke run")

@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ptychopinn.cli.common import add_common_options, command, summary
+from ptychopinn.cli.common import add_common_options, command, help_text, summary
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("evaluate", help="compare a reconstruction with the ground truth",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=help_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("reconstruction", metavar="RECONSTRUCTION.npz", help="output of `ptychopinn infer`")
     p.add_argument("truth", metavar="TRUTH.npz", help="scan with objectGuess, reconstruction NPZ or product .h5")
     p.add_argument("--output-dir", required=True, help="directory for metrics.json and figures")

@@ -6,7 +6,10 @@ convention: obj[row, col] is object pixel (y, x) = (origin_y + row, origin_x + c
 DIR/phase.png and, with --product, a ptychodus product DIR/reconstruction.h5. The network's image is then
 refined on the physics (at most --refine K iterations, fewer once the misfit stops improving by more than
 --tolerance; see 'ptychopinn refine') and the refined image takes its place; the network's own is kept as
-DIR/network_reconstruction.npz. --refine 0 keeps the network's image alone.
+DIR/network_reconstruction.npz, the same image --refine 0 writes (same canvas, same --stitch-sync). With
+--stitch-sync auto the refinement starts from the same windows without phase synchronisation, which ends
+better than the synchronised image (README "Refinement"). --refine 0 keeps the network's image alone.
+DIR/probe.png shows the probe when it was estimated (--probe estimate) or refined.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ import argparse
 
 from ptychopinn.cli.common import (
     add_common_options,
-    add_cxi_options,
+    add_frame_options,
     command,
-    cxi_options,
+    frame_options,
+    help_text,
     nonneg_int,
     number,
     positive_int,
@@ -30,7 +34,7 @@ from ptychopinn.config import ACCELERATORS, PRECISIONS, STITCH_SYNC, UNITS, Infe
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("infer", help="reconstruct a scan with a trained model",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=help_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL", help="wts.h5.zip archive or training output directory")
     p.add_argument("scan", metavar="SCAN.npz", help="scan to reconstruct (NPZ, HDF5 or CXI; see README 'Data')")
     p.add_argument("--probe", metavar="FILE|estimate",
@@ -56,7 +60,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="then refine the network's image with at most K iterations on the physics (the "
                         "--tolerance rule may stop it sooner); 0 keeps the network's image alone (default %(default)s)")
     add_refine_options(p, iterations_flag="--refine")
-    add_cxi_options(p)
+    add_frame_options(p)
     add_common_options(p)
     p.set_defaults(func=command(run, plan))
 
@@ -106,11 +110,12 @@ def run(args: argparse.Namespace) -> int:
                           precision=args.precision, accelerator=args.accelerator)
     check_model_argument(args.model)
     refine = refine_config(args, args.refine) if args.refine > 0 else None
-    scan = load_scan(args.scan, units=args.units, probe=args.probe, **cxi_options(args))
+    scan = load_scan(args.scan, units=args.units, probe=args.probe, **frame_options(args))
     logging.getLogger("ptychopinn").info("probe: %s", scan.metadata["probe_source"])
     out = reconstruct_scan(args.model, scan, output_dir=args.output_dir, inference=cfg, units=args.units,
                            write_product=args.product, progress=show_progress(args), refine=refine)
     extra = f", {out.product_h5}" if out.product_h5 else ""
+    extra += f", {out.probe_png}" if out.probe_png else ""
     if out.refined is not None:
         extra += (f"; refined {out.refined.iterations} iterations in {out.refined.seconds:.1f} s (network image kept "
                   f"as network_reconstruction.npz)")

@@ -6,7 +6,8 @@ Refines the object of a scan (optionally its probe and scan positions) by minimi
 reconstruction (e.g. ``ptychopinn infer`` output: the fast path to iterative-solver quality) or from a
 flat object. The start is scaled from the data alone. Writes ``DIR/reconstruction.npz`` (object,
 coverage, positions, refined ``probe`` and the ``misfit`` history), ``amplitude.png``, ``phase.png``,
-``misfit.png`` and, with ``--product``, a ptychodus product ``reconstruction.h5``.
+``misfit.png``, ``probe.png`` when the probe was estimated or refined and, with ``--product``, a ptychodus
+product ``reconstruction.h5``.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import argparse
 
 from ptychopinn.cli.common import (
     add_common_options,
-    add_cxi_options,
+    add_frame_options,
     command,
-    cxi_options,
+    frame_options,
+    help_text,
     number,
     positive_int,
     show_progress,
@@ -69,7 +71,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from ptychopinn.config import ACCELERATORS, UNITS
 
     p = sub.add_parser("refine", help="refine a reconstruction (or a flat start) on the physics",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=help_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scan", metavar="SCAN.npz", help="the scan (NPZ, HDF5 or CXI; see README 'Data')")
     p.add_argument("--probe", metavar="FILE|estimate",
                    help="probe: a file holding one (NPZ/HDF5 scan, reconstruction NPZ, ptychodus product, CXI) or "
@@ -83,7 +85,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--units", choices=UNITS, default="auto",
                    help="units of the patterns in SCAN (default %(default)s: detected and logged to run.log)")
     p.add_argument("--product", action="store_true", help="also write a ptychodus product reconstruction.h5")
-    add_cxi_options(p)
+    add_frame_options(p)
     add_common_options(p)
     p.set_defaults(func=command(run, plan))
 
@@ -102,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     from ptychopinn.workflows import refine_reconstruction
 
     cfg = refine_config(args, args.iterations)
-    scan = load_scan(args.scan, units=args.units, probe=args.probe, **cxi_options(args))
+    scan = load_scan(args.scan, units=args.units, probe=args.probe, **frame_options(args))
     logging.getLogger("ptychopinn").info("probe: %s", scan.metadata["probe_source"])
     out = refine_reconstruction(scan, output_dir=args.output_dir, start=args.init, refine=cfg,
                                 units=args.units, write_product=args.product, progress=show_progress(args))
@@ -110,5 +112,6 @@ def run(args: argparse.Namespace) -> int:
     summary(f"refined {res.positions.shape[0]} patterns for {out.iterations} iterations in {res.seconds:.1f} s "
             f"({res.engine}, {res.noise} misfit {res.history[0]['misfit']:.3g} -> {res.history[-1]['misfit']:.3g}; "
             f"stopped: {res.stop_reason}); wrote {out.npz}, "
-            f"{out.amplitude_png}, {out.phase_png}, {out.misfit_png} (+ complex.png and amplitude/phase .tif)")
+            f"{out.amplitude_png}, {out.phase_png}, {out.misfit_png}"
+            f"{'' if out.probe_png is None else ', ' + str(out.probe_png)} (+ complex.png and amplitude/phase .tif)")
     return 0

@@ -13,10 +13,11 @@ from typing import Any
 
 from ptychopinn.cli.common import (
     add_common_options,
-    add_cxi_options,
+    add_frame_options,
     command,
-    cxi_options,
     devices,
+    frame_options,
+    help_text,
     nonneg_int,
     number,
     positive_int,
@@ -59,7 +60,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         return f"(default: {none if v is None else v})"
 
     p = sub.add_parser("train", help="train a model on a scan (physics loss, no ground truth needed)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=help_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("train_file", metavar="TRAIN.npz", nargs="?",
                    help="training scan (NPZ, HDF5 or CXI; see README 'Data'); required unless --print-config")
     p.add_argument("--test", metavar="TEST.npz",
@@ -137,7 +138,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="allow non-deterministic kernels, faster on some GPUs (default: deterministic)")
     p.add_argument("--resume", action="store_true",
                    help="continue from DIR/checkpoints/last.ckpt (default: start afresh)")
-    add_cxi_options(p)
+    add_frame_options(p)
     add_common_options(p)
     p.set_defaults(func=command(run, plan))
 
@@ -233,9 +234,9 @@ def run(args: argparse.Namespace) -> int:
                           "runs without them); e.g. ptychopinn train scan.npz --output-dir run")
     # stacks above $PTYCHOPINN_MMAP_THRESHOLD bytes (default 1 GiB) stay on disk instead of in memory
     probe = args.probe
-    train_scan = load_scan(args.train_file, units=args.units, probe=probe, **cxi_options(args))
+    train_scan = load_scan(args.train_file, units=args.units, probe=probe, **frame_options(args))
     logging.getLogger("ptychopinn").info("probe: %s", train_scan.metadata["probe_source"])
-    test_scan = load_scan(args.test, units=args.units, probe=probe, **cxi_options(args)) if args.test else None
+    test_scan = load_scan(args.test, units=args.units, probe=probe, **frame_options(args)) if args.test else None
     model, training, execution = build_configs(args)
     if model.N != train_scan.N:
         model = model.replace(N=train_scan.N)

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -69,6 +69,9 @@ class Reconstruction:
         n_patterns: M, number of diffraction patterns in the scan.
         n_groups: B, number of groups predicted (M for every gridsize here).
         input_scale: factor ``a`` applied to the amplitudes before the network.
+        sync: the stitching synchronisation applied (``'off'``, ``'phase'`` or ``'phase+amplitude'``).
+        unsynchronised: ``[H, W]`` complex64, the same windows averaged without synchronisation, when
+            :func:`reconstruct` was asked to keep it and synchronised (the start refinement prefers); else None.
     """
 
     obj: np.ndarray
@@ -79,6 +82,8 @@ class Reconstruction:
     n_patterns: int
     n_groups: int
     input_scale: float
+    sync: str = "off"
+    unsynchronised: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def amplitude(self) -> np.ndarray:
@@ -218,7 +223,7 @@ def check_scan_fits_model(model: ModelConfig, scan: ScanData) -> None:
 def reconstruct(
     model: PatchPredictor, scan: ScanData, config: InferenceConfig | None = None, *,
     object_shape: tuple[int, int] | None = None, device: str | torch.device | None = None,
-    progress: bool = False, input_scale: float | None = None,
+    progress: bool = False, input_scale: float | None = None, keep_unsynchronised: bool = False,
 ) -> Reconstruction:
     """Predict every scan point and stitch one complex object (streaming: memory = model + batch + canvas).
 
@@ -232,6 +237,8 @@ def reconstruct(
         device: overrides ``config.accelerator`` ('auto', 'cpu', 'cuda', ...).
         progress: show a tqdm bar over batches.
         input_scale: amplitude factor ``a``; default computed from this scan.
+        keep_unsynchronised: also return the windows averaged without synchronisation
+            (``Reconstruction.unsynchronised``; the same prediction pass).
 
     Returns:
         :class:`Reconstruction` with ``obj [H, W]`` complex64 and ``coverage [H, W]`` float32.
@@ -259,6 +266,8 @@ def reconstruct(
         for patches, member_pos in batches:
             stitcher.add(patches.reshape(-1, scan.N, scan.N), member_pos.reshape(-1, 2))
             bar.update(1)
+    plain = stitcher.unsynchronised_result()[0] if keep_unsynchronised and sync else None
     obj, coverage = stitcher.result()
     return Reconstruction(obj=obj, coverage=coverage, origin=origin, positions=scan.positions.copy(),
-                          window=window, n_patterns=scan.n_points, n_groups=groups.n_groups, input_scale=a)
+                          window=window, n_patterns=scan.n_points, n_groups=groups.n_groups, input_scale=a,
+                          sync=mode if sync else "off", unsynchronised=plain)

@@ -309,6 +309,25 @@ class Stitcher:
             many windows cover each pixel (with a taper, weighted counts >= that number).
         """
         self._flush()
+        return self._average(eps)
+
+    def unsynchronised_result(self, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+        """What :meth:`result` would give without synchronisation: the windows added so far averaged as they
+        are, on fresh canvases (the stitcher's own state is unchanged; call it before :meth:`result`). The
+        same as :meth:`result` for a stitcher that does not synchronise."""
+        if not self.sync:
+            return self.result(eps)
+        saved = self._sum, self._cov
+        self._sum, self._cov = torch.zeros_like(saved[0]), torch.zeros_like(saved[1])
+        try:
+            for win, corner in self._pending:
+                for s in range(0, int(win.shape[0]), self.flush_size):
+                    self._place(win[s:s + self.flush_size], corner[s:s + self.flush_size])
+            return self._average(eps)
+        finally:
+            self._sum, self._cov = saved
+
+    def _average(self, eps: float) -> tuple[np.ndarray, np.ndarray]:
         cov = self._cov[0]
         covered = cov > eps
         # Divide only where covered: a convex combination of window values, never an amplification.

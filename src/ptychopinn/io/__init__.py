@@ -6,8 +6,9 @@ Submodules (import them explicitly; this package imports nothing so that it stay
   reader of scans (format picked from the file's content), plus ``load_probe``, ``load_object`` and
   ``describe_file``.
 * ``ptychopinn.io.schema``: the scan keys -> :class:`ptychopinn.data.ScanData` mapping and its checks.
-* ``ptychopinn.io.npz``, ``ptychopinn.io.hdf5``, ``ptychopinn.io.cxi``: the scan containers (the first two also
-  with the diffraction stack memory-mapped: ``open_npz_mmap``, ``open_h5_scan``).
+* ``ptychopinn.io.npz``, ``ptychopinn.io.hdf5``, ``ptychopinn.io.cxi``, ``ptychopinn.io.tike``: the scan formats
+  (the first two also with the diffraction stack memory-mapped: ``open_npz_mmap``, ``open_h5_scan``).
+* ``ptychopinn.io.frames``: crop window, zero order and mirrored positions, the same for every scan format.
 * ``ptychopinn.io.reconstruction``: reconstruction NPZ files; ``ptychopinn.io.product_h5``: ptychodus products.
 * ``ptychopinn.io.probe``: probe estimate from the data.
 * ``ptychopinn.io.files``: regular-file, container and memory-limit checks; ``ptychopinn.io.atomic``: atomic

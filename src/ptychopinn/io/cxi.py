@@ -18,14 +18,14 @@ Read (paths inside ``entry_1``):
 Geometry: wavelength = h c / E; object pixel size dx = wavelength * distance / (N * detector pixel size) for
 the N x N patterns used; a translation t (m) becomes the object pixel ``(t - min t) / dx + N/2``, so the
 scan's corner sits half a pattern inside the canvas (``metadata['position_origin_m']`` keeps ``min t``).
-Writers differ in the sign of the translations: ``flip_x`` / ``flip_y`` negate them first.
-With ``crop=N`` the frames are cut to N x N around the zero order (the centre of mass of the mean frame).
+Writers differ in the sign of the translations: ``flip_x`` / ``flip_y`` mirror them. With ``crop=N`` the frames
+are cut to N x N around the zero order, and the pixel size, positions and probe follow
+(:mod:`ptychopinn.io.frames`, the rule of every scan format).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +35,9 @@ from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError, DataFormatError
 from ptychopinn.io import h5guard
 from ptychopinn.io.atomic import atomic_path
+from ptychopinn.io.frames import FrameOptions
 from ptychopinn.io.hdf5 import H5Source, open_h5
 from ptychopinn.io.schema import check_units, probe_layout, scan_from_source
-from ptychopinn.limits import check_memory
 
 HC_EV_M = 1.23984198e-6
 """Planck constant times the speed of light, in eV m."""
@@ -55,7 +55,6 @@ _LENGTH_UNITS = {"m": 1.0, "meter": 1.0, "meters": 1.0, "metre": 1.0, "metres": 
 
 MAX_TRANSLATION_M = 1.0
 """Largest |translation| accepted, in metres: scans span micrometres to millimetres; more is a unit error."""
-_CROP_SAMPLE_BYTES = 256 << 20  # frames averaged to find the zero order: at most 64, and at most this many bytes
 
 
 def _first(f: Any, paths: tuple[str, ...]) -> str | None:
@@ -123,16 +122,14 @@ def cxi_energy_ev(f: Any, path: Path) -> float:
     return energy
 
 
-class _CropSource(H5Source):
-    """The CXI datasets under the scan key names, frames cropped to ``[M, N, N]`` and translations in pixels."""
+class _CxiSource(H5Source):
+    """The CXI datasets under the scan key names, with the translations converted to object pixels."""
 
-    def __init__(self, path: Path, f: Any, data_path: str, window: tuple[int, int, int] | None,
-                 positions: np.ndarray, probe_path: str | None):
+    def __init__(self, path: Path, f: Any, data_path: str, positions: np.ndarray, probe_path: str | None):
         names = {"diffraction": data_path}
         if probe_path is not None:
             names["probeGuess"] = probe_path
         super().__init__(path, f, names)
-        self.window = window  # (row0, col0, N) or None for the whole frame
         self.positions = positions
 
     def keys(self) -> set[str]:
@@ -141,10 +138,7 @@ class _CropSource(H5Source):
     def shape(self, key: str) -> tuple[int, ...]:
         if key in ("xcoords", "ycoords"):
             return (self.positions.shape[0],)
-        shape = super().shape(key)
-        if key == "diffraction" and self.window is not None:
-            return (shape[0], self.window[2], self.window[2])
-        return shape
+        return super().shape(key)
 
     def dtype(self, key: str) -> np.dtype:
         return np.dtype(np.float64) if key in ("xcoords", "ycoords") else super().dtype(key)
@@ -152,41 +146,10 @@ class _CropSource(H5Source):
     def read(self, key: str) -> np.ndarray:
         if key in ("xcoords", "ycoords"):
             return self.positions[:, 0 if key == "xcoords" else 1].copy()
-        if key == "diffraction" and self.window is not None:
-            return np.concatenate(list(self.batches(key, 1 << 30)))
         return super().read(key)
-
-    def batches(self, key: str, rows: int) -> Iterator[np.ndarray]:
-        for block in super().batches(key, rows):
-            if self.window is not None:
-                r, c, n = self.window
-                block = np.ascontiguousarray(block[:, r:r + n, c:c + n])
-            yield block
-
-    def mapped(self, key: str, strict: bool = False) -> np.ndarray | None:
-        if self.window is not None:
-            if strict:
-                raise DataFormatError(f"{self.path}: cropped CXI frames cannot be memory-mapped; use load_scan")
-            return None
-        return super().mapped(key, strict)
 
     def metadata_text(self) -> str | None:
         return None
-
-
-def _zero_order(f: Any, data_path: str, sample: int = 64) -> tuple[float, float]:
-    """(row, col) of the centre of mass of the mean of the first ``sample`` frames (fewer for large frames)."""
-    dset = h5guard.dataset(f, data_path)
-    frame = int(np.prod(dset.shape[1:], dtype=np.int64))
-    rows = max(1, min(sample, _CROP_SAMPLE_BYTES // max(frame * dset.dtype.itemsize, 1)))
-    check_memory(frame * 8 * 3, f"{f.filename}: the zero-order search over {dset.shape[1]} x {dset.shape[2]} frames",
-                 "check the file", error=DataFormatError)
-    mean = h5guard.read(f, dset, data_path, (0, rows)).mean(axis=0, dtype=np.float64)
-    total = mean.sum()
-    if not total > 0:
-        return (mean.shape[0] / 2, mean.shape[1] / 2)
-    rows, cols = np.indices(mean.shape)
-    return float((rows * mean).sum() / total), float((cols * mean).sum() / total)
 
 
 def cxi_geometry(f: Any, path: Path, n: int) -> dict[str, float]:
@@ -205,7 +168,7 @@ def cxi_geometry(f: Any, path: Path, n: int) -> dict[str, float]:
             "pixel_size_m": wavelength * distance / (n * px)}
 
 
-def _translations(f: Any, path: Path, m: int, flip_x: bool, flip_y: bool) -> np.ndarray:
+def _translations(f: Any, path: Path, m: int) -> np.ndarray:
     key = _first(f, _TRANSLATION)
     if key is None:
         raise DataFormatError(f"{path}: CXI file has no scan positions (looked for {list(_TRANSLATION)}); add "
@@ -223,23 +186,18 @@ def _translations(f: Any, path: Path, m: int, flip_x: bool, flip_y: bool) -> np.
     if np.abs(t).max() > MAX_TRANSLATION_M:
         raise DataFormatError(f"{path}: '{key}' holds a translation of {np.abs(t).max():.3g} m; scans span "
                               f"at most {MAX_TRANSLATION_M:g} m: check the values and their units attribute")
-    if flip_x:
-        t[:, 0] = -t[:, 0]
-    if flip_y:
-        t[:, 1] = -t[:, 1]
     return t
 
 
 def load_cxi(path: str | os.PathLike[str], units: str = "auto", *, probe: np.ndarray | str | None = None,
-             mapping: str = "auto", threshold: int | None = None, crop: int | None = None,
-             flip_x: bool = False, flip_y: bool = False) -> ScanData:
+             mapping: str = "auto", threshold: int | None = None, frames: FrameOptions | None = None) -> ScanData:
     """Read a CXI file (module docstring) into a :class:`ScanData` with its physical metadata.
 
     Args:
         path: the ``.cxi`` file.
         units, probe, mapping, threshold: as :func:`ptychopinn.io.registry.load_scan`.
-        crop: cut the frames to ``crop x crop`` (even) around the zero order; None uses whole square frames.
-        flip_x, flip_y: negate the x / y translations (writers differ in sign conventions).
+        frames: crop window and mirrored axes (:mod:`ptychopinn.io.frames`); frames that are not square need a
+            crop.
 
     Returns:
         A validated scan: float32 amplitude ``[M, N, N]``, positions in object pixels, ``pixel_size_m``,
@@ -252,8 +210,6 @@ def load_cxi(path: str | os.PathLike[str], units: str = "auto", *, probe: np.nda
     """
     check_units(units)
     p = Path(path)
-    if crop is not None and (int(crop) != crop or crop < 8 or crop % 2):
-        raise ConfigError(f"crop must be an even number of pixels >= 8, got {crop!r}")
     with open_h5(p, "CXI file") as f:
         data_path = _first(f, _DATA)
         if data_path is None:
@@ -265,46 +221,34 @@ def load_cxi(path: str | os.PathLike[str], units: str = "auto", *, probe: np.nda
         if m == 0 or ny == 0 or nx == 0:
             raise DataFormatError(f"{p}: '{data_path}' holds no frames (shape {dset.shape}); expected [M, ny, nx] "
                                   "with at least one frame")
-        window = None
-        n = nx
-        if crop is not None:
-            n = int(crop)
-            if n > min(ny, nx):
-                raise ConfigError(f"crop {n} is larger than the {ny} x {nx} detector frames")
-            r0, c0 = _zero_order(f, data_path)
-            row, col = int(round(r0)) - n // 2, int(round(c0)) - n // 2
-            if row < 0 or col < 0 or row + n > ny or col + n > nx:
-                raise DataFormatError(f"{p}: a {n} x {n} crop around the zero order at (row {r0:.1f}, col {c0:.1f}) "
-                                      f"leaves the {ny} x {nx} frame; use a smaller crop")
-            window = (row, col, n)
-        elif ny != nx:
-            raise DataFormatError(f"{p}: frames are {ny} x {nx}, not square; read it with load_scan(..., crop=N) "
-                                  "to cut them")
-        geo = cxi_geometry(f, p, n)
-        t = _translations(f, p, m, flip_x, flip_y)
+        # object pixels of the frames as stored, per axis (a crop to a square window rescales them)
+        geo = cxi_geometry(f, p, nx)
+        pixel_y = geo["wavelength_m"] * geo["distance_m"] / (ny * geo["detector_pixel_m"])
+        t = _translations(f, p, m)
         origin = t.min(axis=0)
-        positions = (t - origin) / geo["pixel_size_m"] + n / 2
-        bad, valid = 0, None
+        positions = (t - origin) / np.array([geo["pixel_size_m"], pixel_y]) + np.array([nx / 2, ny / 2])
+        valid = None
         if h5guard.has(f, f"{_DETECTOR}/mask"):
             mask_dset = h5guard.dataset(f, f"{_DETECTOR}/mask")
             if mask_dset.shape != (ny, nx) or mask_dset.dtype.kind not in "iub":
                 raise DataFormatError(f"{p}: '{_DETECTOR}/mask' must be integers [{ny}, {nx}], found "
                                       f"shape={mask_dset.shape} dtype={mask_dset.dtype}")
-            mask = h5guard.read(f, mask_dset, f"{_DETECTOR}/mask")
-            if window is not None:
-                mask = mask[window[0]:window[0] + n, window[1]:window[1] + n]
-            bad = int(np.count_nonzero(mask))
-            valid = mask == 0 if bad else None
+            mask = np.asarray(h5guard.read(f, mask_dset, f"{_DETECTOR}/mask"))
+            if np.any(mask):
+                valid = mask == 0
         probe_path = _first(f, _PROBE) if probe is None else None
-        src = _CropSource(p, f, data_path, window, positions, probe_path)
+        src = _CxiSource(p, f, data_path, positions, probe_path)
         extra: dict[str, Any] = {"source_format": "cxi", "position_origin_m": origin.tolist(),
-                                 "detector_pixel_m": geo["detector_pixel_m"], "bad_pixels": bad}
+                                 "detector_pixel_m": geo["detector_pixel_m"]}
         stated = (_units(f, dset, data_path) or "").lower()
         if stated in ("counts", "photons", "intensity", "amplitude"):  # honoured by units='auto'
             extra["diffraction_units"] = "amplitude" if stated == "amplitude" else "intensity"
-        return scan_from_source(src, units, probe=probe, mapping=mapping, threshold=threshold, extra_metadata=extra,
+        scan = scan_from_source(src, units, probe=probe, mapping=mapping, threshold=threshold, extra_metadata=extra,
                                 physical={k: geo[k] for k in ("pixel_size_m", "energy_ev", "distance_m")},
-                                valid_pixels=valid)
+                                valid_pixels=valid, frames=frames)
+    # masked pixels inside the patterns as read (a crop may leave some out)
+    scan.metadata["bad_pixels"] = 0 if scan.valid_pixels is None else int(np.count_nonzero(~scan.valid_pixels))
+    return scan
 
 
 def load_cxi_probe(path: str | os.PathLike[str]) -> np.ndarray:

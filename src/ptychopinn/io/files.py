@@ -29,6 +29,10 @@ HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 NPY_MAGIC = b"\x93NUMPY"
 
+BZ2_MAGIC = b"BZh"
+"""First bytes of a bzip2 stream, followed by the block size digit 1-9 and a block (or end-of-stream) marker."""
+_BZ2_MARKERS = (b"1AY&SY", b"\x17rE8P\x90")
+
 MMAP_THRESHOLD_ENV = "PTYCHOPINN_MMAP_THRESHOLD"
 DEFAULT_MMAP_THRESHOLD = 1 << 30
 """Bytes above which a diffraction stack stays on disk (1 GiB)."""
@@ -69,17 +73,17 @@ def regular_file(path: str | os.PathLike[str], what: str = "file") -> Path:
 
 
 def container(path: Path) -> str:
-    """``'zip'``, ``'hdf5'``, ``'npy'`` or ``'unknown'``, from the first bytes of a regular file.
+    """``'zip'``, ``'hdf5'``, ``'npy'``, ``'bz2'`` or ``'unknown'``, from the first bytes of a regular file.
 
     HDF5 is recognised by its signature at offset 0 or, after a user block, at 512, 1024, 2048, ... (every
     power of two from 512 below the file's size, as the HDF5 format specifies), before the zip magic.
     """
     try:
         with open(path, "rb") as fh:
-            head = fh.read(8)
+            head = fh.read(10)
             size = os.fstat(fh.fileno()).st_size
             offset = 512
-            found = head == HDF5_MAGIC
+            found = head[:8] == HDF5_MAGIC
             while not found and offset + 8 <= size:
                 fh.seek(offset)
                 found = fh.read(8) == HDF5_MAGIC
@@ -92,4 +96,6 @@ def container(path: Path) -> str:
         return "zip"
     if head[:6] == NPY_MAGIC:
         return "npy"
+    if head[:3] == BZ2_MAGIC and head[3:4] in b"123456789" and head[4:10] in _BZ2_MARKERS:
+        return "bz2"
     return "unknown"

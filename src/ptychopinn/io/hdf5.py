@@ -29,6 +29,7 @@ from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError, DataFormatError
 from ptychopinn.io import h5guard
 from ptychopinn.io.atomic import atomic_path
+from ptychopinn.io.frames import FrameOptions
 from ptychopinn.io.schema import check_units, scan_from_source
 
 COMPRESSIONS: tuple[str, ...] = ("none", "gzip", "lzf", "lz4", "bitshuffle-lz4", "zstd")
@@ -118,12 +119,12 @@ def is_h5_scan(f: Any) -> bool:
 
 
 def load_h5_scan(path: str | os.PathLike[str], units: str = "auto", *, probe: np.ndarray | None = None,
-                 mapping: str = "auto", threshold: int | None = None) -> ScanData:
+                 mapping: str = "auto", threshold: int | None = None, frames: FrameOptions | None = None) -> ScanData:
     """Read an HDF5 scan with the NPZ key names (module docstring) into a :class:`ScanData`.
 
     Args:
         path: the HDF5 file.
-        units, probe, mapping: as :func:`ptychopinn.io.npz.load_npz`.
+        units, probe, mapping, threshold, frames: as :func:`ptychopinn.io.npz.load_npz`.
 
     Returns:
         A validated scan; ``diffraction`` ``[M, N, N]`` float32 amplitude is in memory, memory-mapped
@@ -135,7 +136,8 @@ def load_h5_scan(path: str | os.PathLike[str], units: str = "auto", *, probe: np
     """
     check_units(units)
     with open_h5(path) as f:
-        return scan_from_source(H5Source(Path(path), f), units, probe=probe, mapping=mapping, threshold=threshold)
+        return scan_from_source(H5Source(Path(path), f), units, probe=probe, mapping=mapping, threshold=threshold,
+                                frames=frames)
 
 
 def open_h5_scan(path: str | os.PathLike[str], units: str = "amplitude") -> ScanData:

@@ -38,7 +38,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -46,6 +46,7 @@ from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import DataFormatError, PtychoInputError
 from ptychopinn.io.atomic import atomic_write
 from ptychopinn.io.files import check_allocation, container, regular_file
+from ptychopinn.io.frames import FrameOptions
 from ptychopinn.io.schema import REQUIRED_KEYS, UNITS_METADATA_KEY, check_units, scan_from_source
 
 logger = logging.getLogger(__name__)
@@ -94,12 +95,15 @@ class NpzSource:
     context manager (closes the zip).
     """
 
-    def __init__(self, path: str | os.PathLike[str]):
+    def __init__(self, path: str | os.PathLike[str], *, fileobj: IO[bytes] | None = None):
         self.path = regular_file(path, "NPZ file")
         self.members: dict[str, _Member] = {}
         self.other: dict[str, str] = {}  # members whose header could not be parsed: key -> reason
+        # fileobj: the NPZ bytes when they are not the file at `path` itself (e.g. decompressed from it); `path`
+        # then only names the file in messages, and nothing is memory-mapped
+        self._fileobj = fileobj
         try:
-            self._zf = zipfile.ZipFile(self.path)
+            self._zf = zipfile.ZipFile(self.path if fileobj is None else fileobj)
         except _ZIP_ERRORS as exc:
             raise _not_npz(self.path, exc) from exc
         try:
@@ -205,8 +209,25 @@ class NpzSource:
         except _ZIP_ERRORS as exc:
             raise self._unreadable(key, exc) from exc
 
+    def view(self, key: str, shape: tuple[int, ...]) -> None:
+        """Read member ``key`` as ``shape`` from now on: the same C-ordered values, e.g. leading axes of length 1
+        dropped so that :meth:`batches` runs over the patterns.
+
+        Raises:
+            DataFormatError: a different number of values, or a Fortran-ordered member.
+        """
+        member = self._member(key)
+        if math.prod(shape) != math.prod(member.shape) or (member.fortran and len(member.shape) > 1):
+            raise DataFormatError(f"{self.path}: key '{key}' of shape {member.shape} cannot be read as {shape}")
+        member.shape = tuple(int(d) for d in shape)
+
     def mapped(self, key: str, strict: bool = False) -> np.ndarray | None:
         member = self._member(key)
+        if self._fileobj is not None:
+            if not strict:
+                return None
+            raise DataFormatError(f"{self.path}: '{key}' is stored compressed and cannot be memory-mapped; "
+                                  "decompress it into a plain NPZ, or load it into memory with load_scan")
         if member.info.compress_type != zipfile.ZIP_STORED:
             if not strict:
                 return None
@@ -248,12 +269,13 @@ class NpzSource:
         return text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)
 
     def is_mappable(self, key: str) -> bool:
-        return key in self.members and self.members[key].info.compress_type == zipfile.ZIP_STORED
+        return (self._fileobj is None and key in self.members
+                and self.members[key].info.compress_type == zipfile.ZIP_STORED)
 
 
 # ---------------------------------------------------------------------------------------- reading
 def load_npz(path: str | os.PathLike[str], units: str = "auto", *, probe: np.ndarray | None = None,
-             mapping: str = "auto", threshold: int | None = None) -> ScanData:
+             mapping: str = "auto", threshold: int | None = None, frames: FrameOptions | None = None) -> ScanData:
     """Read a scan NPZ (the PtychoPINN contract, ptychodus exports, legacy layouts) into a ScanData.
 
     Args:
@@ -265,6 +287,7 @@ def load_npz(path: str | os.PathLike[str], units: str = "auto", *, probe: np.nda
         mapping: ``'auto'`` (stacks above the mmap threshold stay on disk), ``'never'`` or ``'require'``
             (see :func:`ptychopinn.io.schema.scan_from_source`).
         threshold: bytes above which the stack stays on disk (default ``$PTYCHOPINN_MMAP_THRESHOLD``).
+        frames: crop window and mirrored axes (:mod:`ptychopinn.io.frames`); None = as stored.
 
     Returns:
         A validated :class:`ScanData` holding float32 amplitude ``[M, N, N]``, positions ``[M, 2]``
@@ -278,7 +301,7 @@ def load_npz(path: str | os.PathLike[str], units: str = "auto", *, probe: np.nda
     """
     check_units(units)
     with NpzSource(path) as src:
-        return scan_from_source(src, units, probe=probe, mapping=mapping, threshold=threshold)
+        return scan_from_source(src, units, probe=probe, mapping=mapping, threshold=threshold, frames=frames)
 
 
 def open_npz_mmap(path: str | os.PathLike[str], units: str = "amplitude") -> ScanData:
@@ -369,8 +392,9 @@ def scan_arrays(scan: ScanData, *, legacy_names: bool = True) -> dict[str, np.nd
 
 
 # ---------------------------------------------------------------------------------------- inspection
-def describe_npz(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Summarise an NPZ for humans (the ``info`` command) without raising for bad files.
+def describe_npz(path: str | os.PathLike[str], **options: Any) -> dict[str, Any]:
+    """Summarise an NPZ for humans (the ``info`` command) without raising for bad files; ``options`` as
+    :func:`ptychopinn.io.registry.load_scan` (crop, flips).
 
     Returns:
         A JSON-serialisable dict: ``path``; ``keys`` mapping each member to ``{'shape', 'dtype'}``
@@ -389,7 +413,7 @@ def describe_npz(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            scan = load_npz(p, units="auto")
+            scan = load_npz(p, units="auto", frames=FrameOptions.of(options))
     except (PtychoInputError, OSError) as exc:
         info["errors"].append(str(exc))
         return info

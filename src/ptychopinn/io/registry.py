@@ -9,6 +9,7 @@ name                container  kind        recognised by
 ==================  =========  ==========  ====================================================
 ``archive``         zip        archive     ``manifest.json`` (a model archive ``wts.h5.zip``)
 ``reconstruction``  zip        recon       an ``obj`` member and no diffraction
+``tike``            zip, bz2   scan        ``data`` and ``scan`` members (tike's layout; bzip2: always)
 ``npz``             zip        scan        anything else in a zip (the NPZ scan contract)
 ``cxi``             hdf5       scan        an ``entry_1`` group (CXI 1.6)
 ``product``         hdf5       product     ``probe_position_x_m`` and ``object`` (ptychodus product)
@@ -20,6 +21,7 @@ Adding a format is one module plus one :class:`Format` entry in :data:`FORMATS`.
 
 from __future__ import annotations
 
+import logging
 import os
 import zipfile
 from collections.abc import Callable
@@ -33,6 +35,7 @@ from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError, DataFormatError, PtychoInputError
 from ptychopinn.io.files import container, regular_file
 
+logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Format:
@@ -47,6 +50,8 @@ class Format:
         load_scan: ``(path, units, *, probe, mapping, threshold, **options) -> ScanData`` for scan formats.
         load_object: ``path -> [H, W] complex64`` object (reconstructions, products, scans with a truth object).
         load_probe: ``path -> [N, N] complex64`` probe.
+        compressed: outer compressions of the whole file the reader undoes itself (``'bz2'``); a compressed
+            file is given to the first format that names its compression (its reader reports a wrong layout).
     """
 
     name: str
@@ -57,6 +62,7 @@ class Format:
     load_scan: Callable[..., ScanData] | None = None
     load_object: Callable[[Path], np.ndarray] | None = None
     load_probe: Callable[[Path], np.ndarray] | None = None
+    compressed: tuple[str, ...] = ()
 
 
 # ------------------------------------------------------------------------- per-format small readers
@@ -138,6 +144,24 @@ def _cxi_probe(path: Path) -> np.ndarray:
     return load_cxi_probe(path)
 
 
+def _load_tike(path: Path, units: str, **kw: Any) -> ScanData:
+    from ptychopinn.io.tike import load_tike
+
+    return load_tike(path, units, **kw)
+
+
+def _tike_probe(path: Path) -> np.ndarray:
+    from ptychopinn.io.tike import load_tike_probe
+
+    return load_tike_probe(path)
+
+
+def _is_tike(names: set[str]) -> bool:
+    from ptychopinn.io.tike import is_tike
+
+    return is_tike(names)
+
+
 def _is_archive(names: set[str]) -> bool:
     return "manifest.json" in names or any(n.endswith((".dill", ".pt", ".safetensors")) for n in names)
 
@@ -164,6 +188,8 @@ FORMATS: list[Format] = [
     Format("archive", "archive", "zip", _is_archive, "a model archive"),
     Format("reconstruction", "reconstruction", "zip", _is_reconstruction, "a reconstruction NPZ",
            load_object=_npz_object, load_probe=_npz_probe),
+    Format("tike", "scan", "zip", _is_tike, "a tike scan", load_scan=_load_tike, load_probe=_tike_probe,
+           compressed=("bz2",)),
     Format("npz", "scan", "zip", lambda names: True, "an NPZ scan", load_scan=_load_npz, load_object=_npz_object,
            load_probe=_npz_probe),
     Format("cxi", "scan", "hdf5", lambda f: _h5_has(f, "entry_1"), "a CXI file", load_scan=_load_cxi,
@@ -176,7 +202,7 @@ FORMATS: list[Format] = [
 """Registered formats, tried in order within their container."""
 
 
-_WHAT = {".npz": "NPZ file", ".h5": "HDF5 file", ".hdf5": "HDF5 file", ".cxi": "CXI file"}
+_WHAT = {".npz": "NPZ file", ".h5": "HDF5 file", ".hdf5": "HDF5 file", ".cxi": "CXI file", ".bz2": "bzip2 file"}
 
 
 def detect_format(path: str | os.PathLike[str]) -> Format:
@@ -208,13 +234,16 @@ def detect_format(path: str | os.PathLike[str]) -> Format:
             "diffraction|diff3d, xcoords, ycoords (and probeGuess) at the root, a CXI file (entry_1/data_1/data), "
             "or a ptychodus product file"
         )
+    if kind == "bz2":
+        return next(f for f in FORMATS if "bz2" in f.compressed)
     if kind == "npy":
         raise DataFormatError(f"{p} is a single .npy array, not an NPZ archive; save the scan with numpy.savez "
                               "and named keys (diff3d, probeGuess, xcoords, ycoords, ...)")
     with open(p, "rb") as fh:
         head = fh.read(8)
     raise DataFormatError(f"{p} is not a readable NPZ file nor an HDF5 file (first bytes {head!r}); expected a "
-                          "scan, reconstruction, ptychodus product or CXI file: re-export or re-copy it")
+                          "scan, reconstruction, ptychodus product, CXI or tike (.npz.bz2) file: re-export or "
+                          "re-copy it")
 
 
 def load_scan(path: str | os.PathLike[str], units: str = "auto", *, probe: Any = None, mapping: str = "auto",
@@ -231,22 +260,23 @@ def load_scan(path: str | os.PathLike[str], units: str = "auto", *, probe: Any =
             ``metadata['probe_source']`` records which was used.
         mapping: ``'auto'``, ``'never'`` or ``'require'`` (see :func:`ptychopinn.io.schema.scan_from_source`).
         threshold: bytes above which the stack stays on disk (default ``$PTYCHOPINN_MMAP_THRESHOLD`` or 1 GiB).
-        options: format options (CXI: ``crop``, ``flip_x``, ``flip_y``).
+        options: how frames and positions are read, for every scan format (:mod:`ptychopinn.io.frames`):
+            ``crop`` (even pixels), ``crop_centre`` ``(row, col)``, ``flip_x``, ``flip_y``.
 
     Raises:
         FileNotFoundError, ConfigError, DataFormatError (one line, starting with the path).
     """
     from ptychopinn.io.files import mmap_threshold
+    from ptychopinn.io.frames import FrameOptions
 
     if threshold is None:
         threshold = mmap_threshold()  # a malformed environment value is reported before any reading
+    frames = FrameOptions.of(options)
     fmt = detect_format(path)
     if fmt.load_scan is None:
-        raise DataFormatError(f"{path} is {fmt.description}, not a scan; pass a scan file (NPZ, HDF5 or CXI) with "
-                              "diffraction patterns and positions")
-    if options and fmt.name != "cxi":
-        raise ConfigError(f"options {sorted(options)} apply to CXI files only, but {path} is {fmt.description}")
-    kw: dict[str, Any] = {"mapping": mapping, "threshold": threshold, **options}
+        raise DataFormatError(f"{path} is {fmt.description}, not a scan; pass a scan file (NPZ, HDF5, CXI or tike) "
+                              "with diffraction patterns and positions")
+    kw: dict[str, Any] = {"mapping": mapping, "threshold": threshold, "frames": frames}
     source = "from the scan file"
     if isinstance(probe, (str, os.PathLike)) and str(probe) not in ("auto", "estimate"):
         probe_arr = load_probe(probe)
@@ -262,7 +292,18 @@ def load_scan(path: str | os.PathLike[str], units: str = "auto", *, probe: Any =
         raise ConfigError(f"probe must be None, 'auto', 'estimate', a file path or an array, got {probe!r}")
     scan = fmt.load_scan(Path(path), units, **kw)
     scan.metadata["probe_source"] = source
+    _log_mask(path, scan)
     return scan
+
+
+def _log_mask(path: str | os.PathLike[str], scan: ScanData) -> None:
+    n_pixels = scan.N * scan.N
+    if scan.valid_pixels is None:
+        logger.info("%s: no detector mask: all %d pixels of each pattern are used", path, n_pixels)
+    else:
+        masked = int(np.count_nonzero(~scan.valid_pixels))
+        logger.info("%s: detector mask: %d of %d pixels of each pattern masked (left out of every likelihood)",
+                    path, masked, n_pixels)
 
 
 def _has_probe(fmt: Format, path: Path) -> bool:
@@ -305,13 +346,23 @@ def load_object(path: str | os.PathLike[str]) -> np.ndarray:
     return fmt.load_object(Path(path))
 
 
-def describe_file(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any], bool]:
+def describe_file(path: str | os.PathLike[str], **options: Any) -> tuple[str, dict[str, Any], bool]:
     """``(kind, description, valid)`` of any registered file, for ``ptychopinn info``.
+
+    ``options``: for a scan, how its frames are read, as :func:`load_scan` (``crop``, ``crop_centre``,
+    ``flip_x``, ``flip_y``).
 
     Raises only FileNotFoundError for a missing path; every other problem is reported in
     ``description['errors']`` with ``valid`` False.
     """
+    from ptychopinn.io.frames import FRAME_FLAGS, FrameOptions
+
     p = Path(path)
+    if options:
+        try:
+            FrameOptions.of(options)
+        except PtychoInputError as exc:
+            return "unknown", {"path": str(p), "errors": [str(exc)]}, False
     if not p.exists():
         raise FileNotFoundError(f"no such file or directory: {p}")
     if p.is_dir() or (p.is_file() and p.name.endswith(".zip") and container(p) in ("zip", "unknown")):
@@ -324,6 +375,10 @@ def describe_file(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any], bo
         fmt = detect_format(p)
     except (PtychoInputError, OSError) as exc:
         return "unknown", {"path": str(p), "errors": [str(exc)]}, False
+    if options and fmt.load_scan is None:
+        flags = ", ".join(FRAME_FLAGS[k] for k in options)
+        return fmt.kind, {"format": fmt.name, "path": str(p), "errors": [
+            f"{flags}: expected a scan file, found {fmt.description} ({p}); drop {flags}"]}, False
     try:
         if fmt.name == "archive":
             from ptychopinn.io.archive import read_manifest
@@ -332,7 +387,7 @@ def describe_file(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any], bo
         if fmt.name == "npz":
             from ptychopinn.io.npz import describe_npz
 
-            d = describe_npz(p)
+            d = describe_npz(p, **options)
             return "scan", {"format": "npz", **d}, bool(d["valid"])
         if fmt.name == "reconstruction":
             from ptychopinn.io.reconstruction import load_reconstruction, reconstruction_metadata
@@ -351,7 +406,7 @@ def describe_file(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any], bo
                                "photon_energy_eV": prod.metadata.get("photon_energy_eV")}, True
         from ptychopinn.io.npz import describe_scan
 
-        scan = load_scan(p, probe="auto")
+        scan = load_scan(p, probe="auto", **options)
         return "scan", {"format": fmt.name, "path": str(p), "probe_source": scan.metadata.get("probe_source"),
                         **describe_scan(scan)}, True
     except (PtychoInputError, OSError) as exc:

@@ -49,6 +49,7 @@ import numpy as np
 from ptychopinn.data.scan import PHYSICAL_FIELDS, ScanData
 from ptychopinn.errors import ConfigError, DataFormatError, describe_array
 from ptychopinn.io.files import check_allocation, mmap_threshold
+from ptychopinn.io.frames import CroppedSource, CropWindow, FrameOptions, crop_window, mirror
 from ptychopinn.io.units import UNITS_CHOICES, detect_units, to_amplitude
 
 logger = logging.getLogger(__name__)
@@ -276,9 +277,10 @@ def _spill_file(path: Path, shape: tuple[int, ...]) -> tuple[np.memmap, Any]:
 def _units_before_reading(units: str, stated: Any, dtype: np.dtype, path: Path) -> str | None:
     """Units known without looking at values (explicit, stated in _metadata, integer counts), else None."""
     if units != "auto":
+        logger.info("%s: diffraction units given as %s", path, units)
         return units
     if stated in ("amplitude", "intensity"):
-        logger.info("%s: diffraction units %s taken from _metadata", path, stated)
+        logger.info("%s: diffraction units %s, as the file states", path, stated)
         return str(stated)
     if dtype.kind in "iu":
         logger.info("%s: diffraction units detected as intensity: integer dtype %s means photon counts", path, dtype)
@@ -366,7 +368,7 @@ def amplitude_stack(src: ArraySource, key: str, m: int, units: str, metadata: di
         check_allocation(src.path, f"'{key}'", src.shape(key), max(dtype.itemsize, 4) * 2)
         logger.info("%s: '%s' has legacy layout %s (N, N, M); transposing to (M, N, N)", src.path, key, src.shape(key))
         raw = np.ascontiguousarray(np.moveaxis(np.asarray(src.read(key)).reshape(src.shape(key)[:3]), 2, 0))
-        amplitude, used = to_amplitude(raw, resolved or "auto")
+        amplitude, used = to_amplitude(raw, resolved or "auto", log=resolved is None)
         _note_units(metadata, units, used)
         return amplitude
 
@@ -390,7 +392,7 @@ def amplitude_stack(src: ArraySource, key: str, m: int, units: str, metadata: di
         if resolved is None:
             resolved, reason = detect_units(batch)
             logger.info("diffraction units detected as %s (first %d patterns): %s", resolved, len(batch), reason)
-        out[lo:lo + len(batch)], _ = to_amplitude(batch, resolved)
+        out[lo:lo + len(batch)], _ = to_amplitude(batch, resolved, log=False)
         lo += len(batch)
     if lo != shape[0]:
         raise DataFormatError(f"{src.path}: '{key}' yielded {lo} of {shape[0]} patterns; the file is truncated "
@@ -425,7 +427,7 @@ def scan_from_source(src: ArraySource, units: str = "auto", *, probe: np.ndarray
                      mapping: str = "auto", threshold: int | None = None,
                      extra_metadata: dict[str, Any] | None = None,
                      physical: dict[str, float | None] | None = None,
-                     valid_pixels: np.ndarray | None = None) -> ScanData:
+                     valid_pixels: np.ndarray | None = None, frames: FrameOptions | None = None) -> ScanData:
     """Build the :class:`ScanData` of a source holding the scan keys.
 
     Args:
@@ -440,8 +442,10 @@ def scan_from_source(src: ArraySource, units: str = "auto", *, probe: np.ndarray
         threshold: bytes above which the stack stays on disk (default ``$PTYCHOPINN_MMAP_THRESHOLD`` or 1 GiB).
         extra_metadata: merged into the scan's metadata.
         physical: optional ``pixel_size_m``, ``energy_ev``, ``distance_m`` for the scan.
-        valid_pixels: optional ``[N, N]`` detector mask (True = measured) from the container (e.g. a CXI
-            mask); otherwise the ``valid_pixels`` key is used when present.
+        valid_pixels: optional ``[ny, nx]`` detector mask (True = measured) of the frames as stored, from the
+            container (e.g. a CXI mask); otherwise the ``valid_pixels`` key is used when present.
+        frames: crop window, zero order and mirrored axes (:mod:`ptychopinn.io.frames`); None = as stored.
+            Positions and ``physical['pixel_size_m']`` are those of the frames as stored.
 
     Raises:
         DataFormatError: missing keys, bad shapes, dtypes or values (the message starts with the path).
@@ -456,7 +460,8 @@ def scan_from_source(src: ArraySource, units: str = "auto", *, probe: np.ndarray
         raise DataFormatError(f"{path}: missing required keys {missing}; found keys {sorted(keys)}; "
                               f"required: {list(required)} ('a|b' = either name){hint}")
     try:
-        return _build(src, units, probe, mapping, threshold, extra_metadata or {}, physical or {}, valid_pixels)
+        return _build(src, units, probe, mapping, threshold, extra_metadata or {}, physical or {}, valid_pixels,
+                      frames or FrameOptions())
     except DataFormatError as exc:
         if str(exc).startswith(str(path)):
             raise
@@ -464,7 +469,8 @@ def scan_from_source(src: ArraySource, units: str = "auto", *, probe: np.ndarray
 
 
 def _build(src: ArraySource, units: str, probe: np.ndarray | str | None, mapping: str, threshold: int | None,
-           extra: dict[str, Any], physical: dict[str, float | None], valid: np.ndarray | None = None) -> ScanData:
+           extra: dict[str, Any], physical: dict[str, float | None], valid: np.ndarray | None,
+           frames: FrameOptions) -> ScanData:
     path, keys = src.path, src.keys()
     metadata = parse_metadata(src.metadata_text(), path)
     metadata.update(extra)
@@ -497,10 +503,22 @@ def _build(src: ArraySource, units: str, probe: np.ndarray | str | None, mapping
     key = diffraction_key(src)
     if valid is not None:
         valid = np.asarray(valid, bool)
-        n_det = stack_shape(src, key, m)[0][-1]
-        if valid.shape != (n_det, n_det):
+        frame = stack_shape(src, key, m)[0][1:]
+        if valid.shape != frame:
             raise DataFormatError(f"{path}: the detector mask is {valid.shape} but the patterns are "
-                                  f"{n_det} x {n_det}; store one flag per detector pixel")
+                                  f"{frame[0]} x {frame[1]}; store one flag per detector pixel")
+    window = None
+    frame_shape = stack_shape(src, key, m)[0][1:]
+    if frames.crop is None and frame_shape[0] != frame_shape[1]:
+        raise DataFormatError(f"{path}: the frames are {frame_shape[0]} x {frame_shape[1]}, not square; expected N x N "
+                              "patterns: pass --crop N (crop=N) to cut a square window around the zero order")
+    if frames.crop is not None:
+        if stack_shape(src, key, m)[1]:
+            raise DataFormatError(f"{path}: '{key}' has the legacy [N, N, M] layout {src.shape(key)}, which cannot "
+                                  "be cropped while it is read; re-save it as [M, N, N] (np.moveaxis(a, 2, 0))")
+        window = crop_window(src, key, frames, valid)
+        src = CroppedSource(src, key, window)
+        valid = None if valid is None else np.ascontiguousarray(window.cut(valid))
     if mapping == "require":
         diff = required_map(src, key, m, units, metadata)
     else:
@@ -515,7 +533,28 @@ def _build(src: ArraySource, units: str, probe: np.ndarray | str | None, mapping
         probe = estimate_probe(diff)
     elif probe is None:
         probe = probe_layout(read_small(src, "probeGuess"), path)
+        if window is not None:
+            probe = _probe_for_window(probe, window, path, "the file's probe")
+    elif window is not None:
+        probe = _probe_for_window(np.asarray(probe), window, path, "the given probe")
     scan_index = read_small(src, "scan_index").reshape(-1) if "scan_index" in keys else None
+    positions = np.stack([x, y], axis=1)
+    if window is not None:
+        scale = np.asarray(window.scale_xy)
+        positions = positions * scale
+        positions_start = None if positions_start is None else positions_start * scale
+        pixel = physical.get("pixel_size_m")
+        if pixel is not None:
+            physical["pixel_size_m"] = float(pixel) / float(scale[0])
+        dropped = [k for k in ("objectGuess", "Y") if k in keys]
+        if dropped:
+            logger.info("%s: %s left out: the ground truth lives on the pixel grid of the uncropped frames", path,
+                        " and ".join(dropped))
+        keys = keys - {"objectGuess", "Y"}
+        metadata["frames"] = window.metadata()
+    if frames.flip_x or frames.flip_y:
+        positions, positions_start = _mirrored(positions, positions_start, frames)
+        metadata.setdefault("frames", {}).update(flip_x=frames.flip_x, flip_y=frames.flip_y)
     obj = object_layout(read_small(src, "objectGuess"), path) if "objectGuess" in keys else None
     patches = None
     if "Y" in keys:
@@ -534,7 +573,34 @@ def _build(src: ArraySource, units: str, probe: np.ndarray | str | None, mapping
             patches = patches.reshape(src.shape("Y")[:3])
             if y_legacy:
                 patches = np.ascontiguousarray(np.moveaxis(patches, 2, 0))
-    return ScanData(diffraction=diff, positions=np.stack([x, y], axis=1), probe=probe, obj=obj,
+    return ScanData(diffraction=diff, positions=positions, probe=probe, obj=obj,
                     positions_start=positions_start, scan_index=scan_index, patches=patches, metadata=metadata,
                     valid_pixels=valid, **physical)
 
+
+
+def _probe_for_window(probe: np.ndarray, window: CropWindow, path: Path, what: str) -> np.ndarray:
+    """``probe`` on the object grid of the cropped frames: resampled when it belongs to the full frames, kept
+    when it already has the crop's size."""
+    if probe.shape == window.frame:
+        logger.info("%s: %s resampled to the %d x %d crop (its far field cut to the same detector window)", path,
+                    what, window.n, window.n)
+        return window.resample_probe(probe)
+    if probe.shape == (window.n, window.n):
+        return probe
+    raise DataFormatError(f"{path}: {what} is {probe.shape} but the frames are {window.frame[0]} x "
+                          f"{window.frame[1]}, cropped to {window.n} x {window.n}; expected a probe of either size")
+
+
+def _mirrored(positions: np.ndarray, start: np.ndarray | None,
+              frames: FrameOptions) -> tuple[np.ndarray, np.ndarray | None]:
+    """Positions (and nominal positions) with the flipped axes mirrored within the positions' bounding box."""
+    positions = positions.copy()
+    start = None if start is None else start.copy()
+    lo, hi = positions.min(axis=0), positions.max(axis=0)
+    for axis, flip in enumerate((frames.flip_x, frames.flip_y)):
+        if flip:
+            positions[:, axis] = mirror(positions[:, axis], lo[axis], hi[axis])
+            if start is not None:
+                start[:, axis] = mirror(start[:, axis], lo[axis], hi[axis])
+    return positions, start

@@ -97,7 +97,7 @@ def detect_units(patterns: np.ndarray) -> tuple[str, str]:
     )
 
 
-def to_amplitude(patterns: np.ndarray, units: str = "auto") -> tuple[np.ndarray, str]:
+def to_amplitude(patterns: np.ndarray, units: str = "auto", *, log: bool = True) -> tuple[np.ndarray, str]:
     """Convert diffraction patterns to float32 amplitude ``sqrt(counts)``.
 
     Args:
@@ -105,6 +105,7 @@ def to_amplitude(patterns: np.ndarray, units: str = "auto") -> tuple[np.ndarray,
             dtype; amplitude or intensity (photon counts) as given by ``units``.
         units: ``'amplitude'`` (returned unchanged except for the dtype), ``'intensity'`` (square
             root taken) or ``'auto'`` (decided by :func:`detect_units`).
+        log: log the units used (off where the caller converts batch by batch and logged its decision once).
 
     Returns:
         ``(amplitude, units_used)``: amplitude with the shape of ``patterns``, float32, in
@@ -124,10 +125,12 @@ def to_amplitude(patterns: np.ndarray, units: str = "auto") -> tuple[np.ndarray,
     _check_real(patterns)
     if units == "auto":
         units_used, reason = detect_units(patterns)
-        logger.info("diffraction units detected as %s: %s", units_used, reason)
+        if log:
+            logger.info("diffraction units detected as %s: %s", units_used, reason)
     else:
         units_used = units
-        logger.info("diffraction units given as %s", units_used)
+        if log:
+            logger.info("diffraction units given as %s", units_used)
 
     if units_used == "amplitude":
         return np.asarray(patterns, dtype=np.float32), units_used

@@ -76,3 +76,32 @@ def gaussian_smooth(field: torch.Tensor, sigma: float) -> torch.Tensor:
     parts = torch.nn.functional.conv2d(parts, g.view(1, 1, k, 1), padding=(k // 2, 0))
     parts = parts.reshape(*shape[:-2], 2, shape[-2], shape[-1]).movedim(-3, -1).contiguous()
     return torch.view_as_complex(parts)
+
+
+def crop_far_field(probe: torch.Tensor, row0: int, col0: int, n: int) -> torch.Tensor:
+    """The probe on the object grid of an ``n x n`` window of the detector: its far field cut to that window.
+
+    Cutting the detector from ``N`` to ``n`` pixels makes the object pixels ``N / n`` times larger (the object
+    pixel is ``wavelength * distance / (pixels * detector pitch)``). The probe that belongs to the cropped
+    patterns is the one whose far field is the same window of the original's: ``ifft2c(window(fft2c(P)))``.
+    For a transmitting object its pattern ``|fft2c(P')|**2`` is then exactly the window of ``|fft2c(P)|**2``,
+    and ``sum |P'|**2`` is the far-field energy inside the window. A window off the frame's centre moves the
+    zero frequency of the cropped frame: the resampled probe carries the matching phase ramp.
+
+    Args:
+        probe: ``[ny, nx]`` complex probe on the object grid of the full frames.
+        row0, col0: top-left detector pixel of the window in the centred far field (zero frequency at
+            ``(ny//2, nx//2)``, the frame convention of the patterns).
+        n: window side in pixels (the window must lie inside the frame).
+
+    Returns:
+        ``[n, n]`` complex64 probe on the object grid of the cropped patterns.
+    """
+    from ptychopinn.physics.fft import fft2c, ifft2c
+
+    ny, nx = int(probe.shape[-2]), int(probe.shape[-1])
+    if not (0 <= row0 and 0 <= col0 and row0 + n <= ny and col0 + n <= nx):
+        raise DataFormatError(f"probe far-field window: expected rows {row0}..{row0 + n - 1} and columns "
+                              f"{col0}..{col0 + n - 1} inside the {ny} x {nx} probe; choose a window inside it")
+    far = fft2c(probe.to(torch.complex64))
+    return ifft2c(far[..., row0:row0 + n, col0:col0 + n].contiguous()).to(torch.complex64)
