@@ -296,9 +296,16 @@ class RefineConfig(ConfigBase):
     ``momentum`` times its accumulated change (heavy-ball acceleration of the slow, large-scale
     phase; 0 = plain rPIE).
     ``refine_probe`` updates the probe from iteration ``probe_start`` on (its energy is held fixed so
-    the object/probe scale cannot drift). ``refine_positions`` corrects scan positions from iteration
-    ``position_start`` on, at most ``max_position_step`` pixels per iteration. ``accelerator``: where
-    the iterations run. ``seed`` fixes the mini-batch order (results are deterministic on the CPU).
+    the object/probe scale cannot drift); ``'auto'`` (the default) refines it when the probe was estimated
+    from the data, or when a short trial shows that probe updates lower the misfit markedly (the given
+    probe does not explain the data; :mod:`ptychopinn.refine.probe_choice`). ``probe_search``: start an
+    estimated probe from the best of several defocus candidates scored by a short trial (``'auto'``: when
+    the probe was estimated). ``refine_positions`` corrects scan positions from iteration
+    ``position_start`` on: a search of integer offsets up to ``position_search_radius`` pixels (None: N/2;
+    0: no search) by data misfit, repeated with a shrinking radius (:mod:`ptychopinn.refine.positions`),
+    and least-squares sub-pixel steps of at most ``max_position_step`` pixels per iteration.
+    ``accelerator``: where the iterations run. ``seed`` fixes the mini-batch order (results are
+    deterministic on the CPU).
     """
 
     iterations: int = 200
@@ -311,10 +318,12 @@ class RefineConfig(ConfigBase):
     alpha: float | None = None
     step: float = 1.0
     momentum: float = 0.8
-    refine_probe: bool = False
+    refine_probe: bool | str = "auto"
     probe_start: int = 2
+    probe_search: bool | str = "auto"
     refine_positions: bool = False
     position_start: int = 3
+    position_search_radius: int | None = None
     max_position_step: float = 0.5
     accelerator: str = "cpu"
     seed: int = 0
@@ -333,10 +342,13 @@ class RefineConfig(ConfigBase):
         require(self.step <= 2.0, "step", "a number in (0, 2]", self.step)
         check_num("momentum", self.momentum, 0.0)
         require(self.momentum < 1.0, "momentum", "a number in [0, 1)", self.momentum)
-        for name in ("refine_probe", "refine_positions"):
-            check_bool(name, getattr(self, name))
+        for name in ("refine_probe", "probe_search"):
+            value = getattr(self, name)
+            require(isinstance(value, bool) or value == "auto", name, "true, false or 'auto'", value)
+        check_bool("refine_positions", self.refine_positions)
         check_int("probe_start", self.probe_start, 0)
         check_int("position_start", self.position_start, 0)
+        check_int("position_search_radius", self.position_search_radius, 0, optional=True)
         check_num("max_position_step", self.max_position_step, 0.0, strict=True)
         check_choice("accelerator", self.accelerator, ACCELERATORS)
         check_int("seed", self.seed, 0)

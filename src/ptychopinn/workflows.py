@@ -93,7 +93,9 @@ def _physical_extra(scan: ScanData) -> dict[str, Any]:
 
 
 def _probe_estimated(scan: ScanData) -> bool:
-    return str(scan.metadata.get("probe_source", "")).startswith("estimated")
+    from ptychopinn.io.probe import probe_is_estimated
+
+    return probe_is_estimated(scan.metadata)
 
 
 def _save_probe_picture(stage: Path, probe: Any, scan: ScanData, what: str) -> None:
@@ -272,6 +274,7 @@ def reconstruct_scan(
         recon = reconstruct(loaded.model, scan_data, cfg, object_shape=object_shape, progress=progress,
                             keep_unsynchronised=plain_start)
         extra["stitch_sync"] = recon.sync
+        recon, extra["transmission"] = _in_transmission_units(recon)
         if _probe_estimated(scan_data):
             _save_probe_picture(stage, scan_data.probe, scan_data, "Estimated")
         if refine is not None:
@@ -300,6 +303,19 @@ def reconstruct_scan(
                               phase_png=out / "phase.png", product_h5=product, n_patterns=recon.n_patterns,
                               shape=tuple(recon.obj.shape), seconds=time.perf_counter() - t0, reconstruction=recon,
                               probe_png=out / PROBE_NAME if _probe_estimated(scan_data) else None)
+
+
+def _in_transmission_units(recon: Any) -> tuple[Any, float]:
+    """The network's image divided by its free-space level (:func:`ptychopinn.data.normalize.transmission_level`),
+    the rule refinement results follow, so that both images of ``infer`` are about 1 where the sample is empty;
+    and the level (the image's amplitude in the network's units, about ``2 / probe_scale`` for a sample that
+    transmits everywhere)."""
+    import dataclasses
+
+    from ptychopinn.data.normalize import transmission_level
+
+    level = transmission_level(recon.obj, recon.coverage)
+    return dataclasses.replace(recon, obj=(recon.obj / np.float32(level)).astype(np.complex64)), level
 
 
 @dataclass
@@ -374,6 +390,7 @@ def _write_refined(result: Any, scan: ScanData, stage: Path, out: Path, write_pr
         extra={"n_patterns": int(scan.n_points), "refined_from": source, "iterations": result.iterations,
                "refine_seconds": result.seconds, "start_scale": result.scale, "refine_engine": result.engine,
                "refine_noise": result.noise, "refine_alpha": result.alpha, "refine_stop_reason": result.stop_reason,
+               "transmission": result.transmission, "refine_notes": result.notes,
                # the misfit history is only comparable between runs with the same settings
                "refine_config": config.to_dict(), **_physical_extra(scan)},
         arrays={"probe": result.probe, "misfit": misfit, "positions_start": scan.positions})

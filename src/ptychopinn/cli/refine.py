@@ -20,6 +20,7 @@ from ptychopinn.cli.common import (
     command,
     frame_options,
     help_text,
+    nonneg_int,
     number,
     positive_int,
     show_progress,
@@ -50,8 +51,15 @@ def add_refine_options(p: argparse.ArgumentParser, *, iterations_flag: str = "--
                    help="regularisation of the illumination preconditioner, in (0, 1] (default: the engine's, "
                         "0.01 for cg and 0.1 for rpie; for rpie, 0.3 gives a less noisy amplitude at a few counts "
                         "per pixel, see README)")
-    p.add_argument("--refine-probe", action="store_true", help="also refine the probe (energy held fixed)")
-    p.add_argument("--refine-positions", action="store_true", help="also correct scan positions")
+    p.add_argument("--refine-probe", action=argparse.BooleanOptionalAction, default=None,
+                   help="refine the probe too (energy held fixed); default: when it is estimated (--probe estimate) "
+                        "or when a short trial shows that the given probe does not explain the data (one log line "
+                        "says which)")
+    p.add_argument("--refine-positions", action="store_true",
+                   help="also correct scan positions: a search of whole-pixel offsets (shrinking radius), then "
+                        "sub-pixel steps")
+    p.add_argument("--position-search-radius", type=nonneg_int, metavar="R",
+                   help="radius in pixels of the first position search (default N/2; 0: sub-pixel steps only)")
     p.add_argument("--refine-batch-size", type=positive_int, default=defaults.batch_size,
                    help="patterns per refinement update (default %(default)s)")
 
@@ -63,7 +71,9 @@ def refine_config(args: argparse.Namespace, iterations: int) -> object:
     accel = getattr(args, "accelerator", "cpu")
     return RefineConfig(iterations=iterations, time_limit=args.time_limit, tolerance=args.tolerance,
                         engine=args.engine, noise=args.noise, alpha=args.alpha,
-                        refine_probe=args.refine_probe, refine_positions=args.refine_positions,
+                        refine_probe="auto" if args.refine_probe is None else args.refine_probe,
+                        refine_positions=args.refine_positions,
+                        position_search_radius=args.position_search_radius,
                         batch_size=args.refine_batch_size, accelerator=accel)
 
 

@@ -525,18 +525,21 @@ def _build(src: ArraySource, units: str, probe: np.ndarray | str | None, mapping
         diff = amplitude_stack(src, key, m, units, metadata, allow_map=mapping == "auto", threshold=threshold,
                                valid=valid)
 
+    from ptychopinn.io.probe import PROBE_ESTIMATED, estimate_probe
+
     if isinstance(probe, str):
         if probe != "estimate":
             raise ConfigError(f"probe must be an array or 'estimate', got {probe!r}")
-        from ptychopinn.io.probe import estimate_probe
-
         probe = estimate_probe(diff)
-    elif probe is None:
+        metadata[PROBE_ESTIMATED] = True
+    elif probe is None:  # the file's own probe: an estimate only where the file's metadata says so
         probe = probe_layout(read_small(src, "probeGuess"), path)
         if window is not None:
             probe = _probe_for_window(probe, window, path, "the file's probe")
-    elif window is not None:
-        probe = _probe_for_window(np.asarray(probe), window, path, "the given probe")
+    else:
+        metadata.pop(PROBE_ESTIMATED, None)
+        if window is not None:
+            probe = _probe_for_window(np.asarray(probe), window, path, "the given probe")
     scan_index = read_small(src, "scan_index").reshape(-1) if "scan_index" in keys else None
     positions = np.stack([x, y], axis=1)
     if window is not None:

@@ -70,6 +70,11 @@ class NoiseModel(ABC):
         (zero at masked pixels) and the misfit there."""
 
     @abstractmethod
+    def pattern_misfit(self, far: torch.Tensor, measured: torch.Tensor,
+                       weights: torch.Tensor | None = None) -> torch.Tensor:
+        """``[b]`` float32 misfit of each pattern of the batch (the terms :meth:`direction` sums)."""
+
+    @abstractmethod
     def line_derivatives(self, far: torch.Tensor, dfar: torch.Tensor, t: float, measured: torch.Tensor,
                          weights: torch.Tensor | None = None) -> tuple[float, float]:
         """First and second derivative of ``t -> L(far + t dfar)`` at ``t`` (floats)."""
@@ -95,6 +100,13 @@ class GaussianNoise(NoiseModel):
         if weights is not None:
             gain.mul_(weights)
         return far * gain, misfit
+
+    def pattern_misfit(self, far: torch.Tensor, measured: torch.Tensor,
+                       weights: torch.Tensor | None = None) -> torch.Tensor:
+        resid = _abs2(far).sqrt_().sub_(measured).square_()
+        if weights is not None:
+            resid = resid * weights
+        return resid.sum(dim=(-2, -1))
 
     def line_derivatives(self, far: torch.Tensor, dfar: torch.Tensor, t: float, measured: torch.Tensor,
                          weights: torch.Tensor | None = None) -> tuple[float, float]:
@@ -135,6 +147,16 @@ class PoissonNoise(NoiseModel):
         if weights is not None:
             dev, gain = dev * weights, gain.mul_(weights)
         return far * gain, dev.sum(dtype=torch.float64)
+
+    def pattern_misfit(self, far: torch.Tensor, measured: torch.Tensor,
+                       weights: torch.Tensor | None = None) -> torch.Tensor:
+        counts = measured.square()
+        m2 = _abs2(far)
+        eps = self._eps(counts)
+        dev = (m2 - counts).sub_(counts * torch.log((m2 + eps) / (counts + eps)))
+        if weights is not None:
+            dev = dev * weights
+        return dev.sum(dim=(-2, -1))
 
     def line_derivatives(self, far: torch.Tensor, dfar: torch.Tensor, t: float, measured: torch.Tensor,
                          weights: torch.Tensor | None = None) -> tuple[float, float]:

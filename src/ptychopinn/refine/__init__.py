@@ -3,7 +3,9 @@ minimise the data misfit, optionally also over the probe and the scan positions.
 
 Engines (``RefineConfig.engine``): :mod:`~ptychopinn.refine.rpie` (mini-batch rPIE with momentum; object,
 probe, positions) and :mod:`~ptychopinn.refine.cg` (rPIE warm-up, then whole-scan conjugate gradients with
-exact step lengths; object only). :mod:`~ptychopinn.refine.base` holds the model and the stopping rule.
+exact step lengths; object only). :mod:`~ptychopinn.refine.base` holds the model and the stopping rule,
+:mod:`~ptychopinn.refine.probe_choice` decides the probe's start and whether it is refined (``'auto'``) before
+the engine is chosen, :mod:`~ptychopinn.refine.positions` searches positions for the rpie engine.
 
 Importing this package is cheap; torch is imported by :func:`refine_scan` and the engine modules.
 """
@@ -60,10 +62,15 @@ def _check_result(result: RefineResult) -> None:
 def resolve_engine(scan: ScanData, config: RefineConfig) -> str:
     """The engine that runs ``config`` on ``scan``: ``config.engine``, or for ``'auto'`` ``'cg'`` when only
     the object is refined and the cg engine's cache (:func:`ptychopinn.refine.cg.cache_bytes`) fits a
-    quarter of :func:`ptychopinn.limits.memory_limit`, else ``'rpie'``."""
+    quarter of :func:`ptychopinn.limits.memory_limit`, else ``'rpie'``. ``refine_probe='auto'`` counts as
+    refining the probe for an estimated probe and as not refining it otherwise (:func:`create_reconstructor`
+    decides it first, by a trial, and passes the decision here)."""
     if config.engine != "auto":
         return config.engine
-    if config.refine_probe or config.refine_positions:
+    from ptychopinn.io.probe import probe_is_estimated
+
+    probe = config.refine_probe is True or (config.refine_probe == "auto" and probe_is_estimated(scan.metadata))
+    if probe or config.refine_positions:
         return "rpie"
     from ptychopinn.limits import memory_limit
     from ptychopinn.refine.cg import cache_bytes
@@ -75,7 +82,9 @@ def create_reconstructor(scan: ScanData, config: RefineConfig | None = None, *, 
                          start_origin: tuple[float, float] = (0.0, 0.0),
                          device: str | None = None) -> Reconstructor:
     """The engine :func:`resolve_engine` picks, set up on ``scan`` (arguments as :func:`refine_scan`);
-    call its ``run()`` or ``iterate()``."""
+    call its ``run()`` or ``iterate()``. ``'auto'`` probe settings are decided first
+    (:func:`ptychopinn.refine.probe_choice.choose_probe`: a few short trials); the engine's ``notes`` say
+    what was decided."""
     from ptychopinn.config import RefineConfig
     from ptychopinn.errors import ConfigError
 
@@ -84,16 +93,25 @@ def create_reconstructor(scan: ScanData, config: RefineConfig | None = None, *, 
         raise ConfigError(f"config: expected a RefineConfig, found {type(cfg).__name__}; build one with "
                           f"RefineConfig(...)")
     _check_canvas(scan)
+    notes: dict[str, Any] = {}
+    if cfg.refine_probe == "auto" or cfg.probe_search is not False:
+        from ptychopinn.refine.probe_choice import choose_probe
+
+        scan, cfg, notes = choose_probe(scan, cfg)
+    engine: Reconstructor
     if resolve_engine(scan, cfg) == "cg":
         from ptychopinn.limits import check_memory
         from ptychopinn.refine.cg import ConjugateGradient, cache_bytes
 
         check_memory(cache_bytes(scan.n_points, scan.N), "the cg refinement engine's far-field cache",
                      "refine with engine 'rpie' (--engine rpie), which reads the patterns batch by batch")
-        return ConjugateGradient(scan, cfg, start=start, start_origin=start_origin, device=device)
-    from ptychopinn.refine.rpie import RPIE
+        engine = ConjugateGradient(scan, cfg, start=start, start_origin=start_origin, device=device)
+    else:
+        from ptychopinn.refine.rpie import RPIE
 
-    return RPIE(scan, cfg, start=start, start_origin=start_origin, device=device)
+        engine = RPIE(scan, cfg, start=start, start_origin=start_origin, device=device)
+    engine.notes.update(notes)
+    return engine
 
 
 def refine_scan(scan: ScanData, config: RefineConfig | None = None, *, start: np.ndarray | None = None,
@@ -118,6 +136,13 @@ def refine_scan(scan: ScanData, config: RefineConfig | None = None, *, start: np
     result = create_reconstructor(scan, config, start=start, start_origin=start_origin).run(progress=progress,
                                                                                          callback=callback)
     _check_result(result)
+    last = result.history[-1] if result.history else {}
+    if "position_change_rms" in last:
+        import logging
+
+        result.notes["positions"] = (f"moved {last['position_change_rms']:.2f} px rms, "
+                                     f"{last['position_change_median']:.2f} px median from the given positions")
+        logging.getLogger("ptychopinn").info("positions: %s", result.notes["positions"])
     return result
 
 
@@ -126,7 +151,9 @@ def refine_onto(scan: ScanData, start: np.ndarray, start_origin: tuple[float, fl
     """Refine ``start`` and return the result on ``start``'s own canvas (same shape and origin).
 
     For callers whose output grid is fixed (the ptychodus surfaces): pixels the refinement constrains
-    (illumination at least 10 % of its peak) take the refined values, all others keep ``start``'s.
+    (illumination at least 10 % of its peak) take the refined values, in ``start``'s units (the refined
+    object times ``transmission / scale``, :class:`~ptychopinn.refine.base.RefineResult`), all others keep
+    ``start``'s.
 
     Args:
         scan: the scan (positions in the native convention: patch pixel ``N//2`` on each position).
@@ -147,7 +174,7 @@ def refine_onto(scan: ScanData, start: np.ndarray, start_origin: tuple[float, fl
     r0, c0 = max(0, oy), max(0, ox)
     r1, c1 = min(h, oy + res.obj.shape[0]), min(w, ox + res.obj.shape[1])
     if r1 > r0 and c1 > c0:
-        part = res.obj[r0 - oy:r1 - oy, c0 - ox:c1 - ox]
+        part = res.obj[r0 - oy:r1 - oy, c0 - ox:c1 - ox] * np.float32(res.transmission / res.scale)
         covered = res.coverage[r0 - oy:r1 - oy, c0 - ox:c1 - ox] > 0
         out[r0:r1, c0:c1] = np.where(covered, part, out[r0:r1, c0:c1])
     return out

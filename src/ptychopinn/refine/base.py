@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ptychopinn.config import RefineConfig
-from ptychopinn.data.normalize import mean_pattern_energy
+from ptychopinn.data.normalize import mean_pattern_energy, transmission_level
 from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError, DataFormatError, describe_array
 from ptychopinn.physics.fft import fft2u, ifft2u, to_unshifted
@@ -65,8 +65,16 @@ class RefineResult:
         probe: ``[N, N]`` complex64 probe (refined or as given), in the units that explain the data.
         positions: ``[M, 2]`` float64 (x, y) object pixels (refined or as given).
         history: one entry per iteration: ``{'iteration', 'seconds', 'misfit'}``; ``misfit`` is the
-            misfit of that pass divided by the total counts, ``seconds`` cumulative iteration time.
+            misfit of that pass divided by the total counts, ``seconds`` cumulative iteration time; with
+            position refinement also ``position_change_rms`` and ``position_change_median``, how far (pixels)
+            the positions have moved from the given ones (common translation removed).
         scale: factor applied to the caller's start object so that it explains the total counts (Parseval).
+        transmission: the free-space level of the refined object in the units that explain the data with the
+            probe as given (:func:`~ptychopinn.data.normalize.transmission_level`); ``obj`` has been divided by it
+            and ``probe`` multiplied by it (the model of the data is unchanged), so ``obj`` is about 1 where
+            the sample is empty. ``obj * transmission / scale`` is in the caller's start object's units.
+        notes: what the refinement decided by itself (probe start and refinement, position search), for logs
+            and metadata: ``{'probe': str, 'probe_search': {...}, 'positions': str}`` as applicable.
         engine: the engine that ran (``'rpie'`` or ``'cg'``), ``noise`` the misfit it minimised and ``alpha`` its
             preconditioner regularisation.
         stop_reason: why the run ended (``'converged'``, ``'iteration cap'``, ``'time limit'``), or ``''``
@@ -84,6 +92,8 @@ class RefineResult:
     noise: str = ""
     alpha: float = 0.0
     stop_reason: str = ""
+    transmission: float = 1.0
+    notes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def iterations(self) -> int:
@@ -122,10 +132,19 @@ class Reconstructor(ABC):
         self.device = resolve_device(cfg.accelerator if device is None else device)
         self.noise: NoiseModel = noise_model(cfg.resolved_noise(self.engine))
         self.alpha = cfg.resolved_alpha(self.engine)
+        # 'auto' is decided before an engine is built (ptychopinn.refine.probe_choice); an engine made
+        # directly with 'auto' keeps the probe fixed
+        self.refine_probe = cfg.refine_probe is True
+        self.notes: dict[str, Any] = {}
         n = self.n = scan.N
         self.positions = np.array(scan.positions, dtype=np.float64, copy=True)
+        self.start_positions = self.positions.copy()
+        self.search_radius = 0
+        if cfg.refine_positions:
+            radius = n // 2 if cfg.position_search_radius is None else cfg.position_search_radius
+            self.search_radius = int(radius)
         corner, _ = split_positions(self.positions, n)
-        margin = _POSITION_MARGIN if cfg.refine_positions else 0
+        margin = _POSITION_MARGIN + self.search_radius if cfg.refine_positions else 0
         lo = corner.min(axis=0) - margin
         hi = corner.max(axis=0) + n + margin
         self.origin = (float(lo[0]), float(lo[1]))
@@ -236,7 +255,7 @@ class Reconstructor(ABC):
     def _fill_cache(self) -> None:
         cfg = self.config
         m, n = self.scan.n_points, self.n
-        if cfg.refine_probe or cfg.refine_positions or m * n * n * 12 > PROBE_CACHE_BYTES:
+        if self.refine_probe or cfg.refine_positions or m * n * n * 12 > PROBE_CACHE_BYTES:
             self._cache = self._cache_intensity = None
             return
         if self._cache is None:
@@ -320,12 +339,18 @@ class Reconstructor(ABC):
         return acc
 
     def result(self) -> RefineResult:
-        """The current state as a :class:`RefineResult` (copies)."""
+        """The current state as a :class:`RefineResult` (copies), the object in transmission units (free
+        space about 1) and the probe scaled to match (:attr:`RefineResult.transmission`)."""
         illum = self.illumination()
         cov = illum / max(float(illum.max()), 1e-30)
         cov[cov < 0.1] = 0.0
-        return RefineResult(obj=self.obj.cpu().numpy().astype(np.complex64), coverage=cov.astype(np.float32),
-                            origin=self.origin, probe=self.probe.cpu().numpy().astype(np.complex64),
+        obj = self.obj.cpu().numpy().astype(np.complex64)
+        level = transmission_level(obj, cov)
+        if not (math.isfinite(level) and level > 0):
+            level = 1.0
+        return RefineResult(obj=(obj / np.float32(level)).astype(np.complex64), coverage=cov.astype(np.float32),
+                            origin=self.origin,
+                            probe=(self.probe.cpu().numpy() * np.float32(level)).astype(np.complex64),
                             positions=self.positions.copy(), history=[dict(h) for h in self.history],
                             scale=self.scale, engine=self.engine, noise=self.noise.name, alpha=self.alpha,
-                            stop_reason=self.stop_reason)
+                            stop_reason=self.stop_reason, transmission=float(level), notes=dict(self.notes))

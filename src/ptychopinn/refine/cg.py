@@ -63,7 +63,7 @@ class ConjugateGradient(RPIE):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         cfg = self.config
-        if cfg.refine_probe or cfg.refine_positions:
+        if self.refine_probe or cfg.refine_positions:
             raise ConfigError("engine: 'cg' refines the object only, found refine_probe or refine_positions set; "
                               "use engine 'rpie' (or 'auto', which picks it) to refine the probe or positions")
         self._chunks: list[np.ndarray] = []

@@ -11,7 +11,9 @@ object and probe, :mod:`ptychopinn.refine.base`):
 * momentum (after each pass over all patterns): ``v = momentum * v + (O - O_prev)``, ``O += momentum * v``,
   with ``O_prev`` the object after the previous pass; the large-scale phase, which the local updates
   converge slowly, gets there in far fewer passes;
-* positions (optional): the least-squares shift ``dr = Re<d_k, dpsi_k> / |d_k|**2`` per axis, with
+* positions (optional): a coarse-to-fine search of whole-pixel offsets by misfit on a schedule
+  (:mod:`ptychopinn.refine.positions`), and every pass the least-squares shift
+  ``dr = Re<d_k, dpsi_k> / |d_k|**2`` per axis, with
   ``d_k = d psi_k / d r_k = -(dP_k/dx) O_k``, clipped to ``max_position_step`` pixels; the mean shift
   of an iteration is removed (a common translation is not observable); the step carries a gain
   (:data:`POSITION_GAIN`) because the object absorbs part of each error.
@@ -35,6 +37,7 @@ import torch
 
 from ptychopinn.physics.shift import fourier_derivatives, fourier_shift
 from ptychopinn.refine.base import Reconstructor
+from ptychopinn.refine.positions import PositionSearch, position_errors
 
 __all__ = ["POSITION_GAIN", "RPIE"]
 
@@ -56,15 +59,20 @@ class RPIE(Reconstructor):
         momentum = self.config.momentum > 0
         self._prev = self.obj.clone() if momentum else None  # object after the previous pass
         self._velocity = torch.zeros_like(self.obj) if momentum else None
+        self._search = PositionSearch(self.config.position_start, self.search_radius)
 
     def iterate(self) -> float:
         """One pass over all patterns in seeded random mini-batches; returns the normalised misfit."""
         cfg = self.config
         it = len(self.history)
-        do_probe = cfg.refine_probe and it >= cfg.probe_start
+        do_probe = self.refine_probe and it >= cfg.probe_start
         do_pos = cfg.refine_positions and it >= cfg.position_start
         self._fill_cache()
         t0 = time.perf_counter()
+        if do_pos:
+            moves = self._search.run(self, it)
+            if moves is not None:
+                self.positions += moves
         misfit = torch.zeros((), dtype=torch.float64, device=self.device)
         shifts = np.zeros_like(self.positions) if do_pos else None
         pmax = float(self.probe.abs().square().max())
@@ -98,7 +106,11 @@ class RPIE(Reconstructor):
             shifts -= shifts.mean(axis=0, keepdims=True)
             self.positions += shifts
         self._accelerate()
-        return self._record(it, t0, misfit)
+        value = self._record(it, t0, misfit)
+        if cfg.refine_positions:
+            rms, median = position_errors(self.positions, self.start_positions)
+            self.history[-1].update(position_change_rms=rms, position_change_median=median)
+        return value
 
     def _accelerate(self) -> None:
         """Heavy-ball step on the object over whole passes (module docstring)."""

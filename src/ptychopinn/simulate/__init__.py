@@ -2,6 +2,7 @@
 
 Public API: :func:`make_object` (and :data:`AVAILABLE_IMAGES`), :func:`make_probe`,
 :func:`raster_positions`, :func:`spiral_positions`, :func:`step_for_overlap`, :func:`probe_diameter`,
+:func:`realistic_position_errors`,
 :func:`simulate_diffraction`, :func:`simulate_scan`.
 
 Import cost: the object, probe and scan helpers need only numpy (scipy and scikit-image are loaded
@@ -19,6 +20,7 @@ from ptychopinn.simulate.probes import PROBE_KINDS, make_probe
 from ptychopinn.simulate.scan import (
     probe_diameter,
     raster_positions,
+    realistic_position_errors,
     spiral_positions,
     step_for_overlap,
     valid_area,
@@ -37,6 +39,7 @@ __all__ = [
     "phase_partner",
     "probe_diameter",
     "raster_positions",
+    "realistic_position_errors",
     "simulate_diffraction",
     "simulate_scan",
     "spiral_positions",

@@ -11,7 +11,10 @@ amplitude 1 (the absolute scale is irrelevant: the forward model renormalises th
   a hard, pixelated edge gives slowly decaying tails that wrap around the N x N grid (periodic FFT)
   and show up as square ringing in the corners. A quadratic pupil phase ``defocus * (rho / R)**2``
   (radians; ``defocus = DEFAULT_DEFOCUS = pi/2``, a quarter wave of defocus at the pupil edge) gives
-  the probe structure in both amplitude and phase while keeping the main lobe compact. At N = 64
+  the probe structure in both amplitude and phase while keeping the main lobe compact; a large
+  ``defocus`` gives the wide ring-and-fringes probe of a zone plate out of focus (its geometric
+  radius is ``N * defocus / (pi * R)`` pixels), and ``stop`` blocks the pupil's centre out to that
+  fraction of its radius (a zone plate's central stop). At N = 64
   with the default diameter about 19 % of the energy lies in the side lobes (outside the in-focus
   first zero) and under 2 % outside the central N/2 x N/2 square. The probe is the centred inverse
   FFT of the pupil, with the convention of :mod:`ptychopinn.physics.fft` (zero frequency at index
@@ -52,12 +55,14 @@ def _ifft2c(k: np.ndarray) -> np.ndarray:
     return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k), norm="ortho"))
 
 
-def focused_probe(n: int, diameter: float, defocus: float = DEFAULT_DEFOCUS) -> np.ndarray:
+def focused_probe(n: int, diameter: float, defocus: float = DEFAULT_DEFOCUS, stop: float = 0.0) -> np.ndarray:
     """Focused-beam probe ``[n, n]`` complex64 with central spot diameter ``diameter`` px (module docs)."""
     radius = 1.22 * n / diameter  # pupil radius in frequency pixels (first Airy zero at diameter/2)
     rho = _centred_grid(n)
     # soft edge centred on the nominal radius: limits the wrap-around of the Airy tails
     pupil = np.clip((radius + 0.5 * PUPIL_EDGE_PX - rho) / PUPIL_EDGE_PX, 0.0, 1.0)
+    if stop > 0:
+        pupil = pupil * np.clip((rho - stop * radius + 0.5 * PUPIL_EDGE_PX) / PUPIL_EDGE_PX, 0.0, 1.0)
     field = pupil * np.exp(1j * defocus * (rho / radius) ** 2)
     probe = _ifft2c(field)
     return (probe / np.abs(probe).max()).astype(np.complex64)
@@ -71,7 +76,7 @@ def gaussian_probe(n: int, fwhm: float) -> np.ndarray:
 
 
 def make_probe(kind: str, N: int, *, diameter: float | None = None,  # noqa: N803 - N is the patch size
-               defocus: float = DEFAULT_DEFOCUS) -> np.ndarray:
+               defocus: float = DEFAULT_DEFOCUS, stop: float = 0.0) -> np.ndarray:
     """Make a synthetic probe.
 
     Args:
@@ -82,6 +87,7 @@ def make_probe(kind: str, N: int, *, diameter: float | None = None,  # noqa: N80
             ``1.22 N / (N/2 - 2) <= diameter <= N`` (the pupil, soft edge included, must fit the grid).
         defocus: quadratic pupil phase in radians at the pupil edge (``'focused'`` only; 0 is an
             in-focus Airy spot; the default is a quarter wave).
+        stop: central stop as a fraction of the pupil radius, in [0, 0.9] (``'focused'`` only; 0 = none).
 
     Returns:
         ``[N, N]`` complex64 probe centred on pixel ``(N//2, N//2)``, peak amplitude 1.
@@ -101,6 +107,8 @@ def make_probe(kind: str, N: int, *, diameter: float | None = None,  # noqa: N80
                           f"leave it unset for the default N/4 = {n / 4:g}")
     if not math.isfinite(float(defocus)):
         raise ConfigError(f"probe defocus: expected a finite phase in radians, got {defocus!r}; e.g. 3.14")
+    if not (isinstance(stop, (int, float)) and not isinstance(stop, bool) and 0.0 <= stop <= 0.9):
+        raise ConfigError(f"probe stop: expected a fraction of the pupil radius in [0, 0.9], got {stop!r}; e.g. 0.3")
     if kind == "gaussian":
         return gaussian_probe(n, d)
     # the soft pupil edge must stay inside the frequency grid (|k| < N/2) to keep the probe symmetric
@@ -108,4 +116,4 @@ def make_probe(kind: str, N: int, *, diameter: float | None = None,  # noqa: N80
     if d < min_d:
         raise ConfigError(f"probe diameter: a focused {n} x {n} probe needs a central spot of at least "
                           f"{min_d:.3g} pixels, got {d:g}; use a larger diameter or probe kind 'gaussian'")
-    return focused_probe(n, d, float(defocus))
+    return focused_probe(n, d, float(defocus), float(stop))

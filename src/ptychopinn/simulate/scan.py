@@ -28,6 +28,7 @@ _GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))
 _JITTER_STREAM = 303
 _SUBSET_STREAM = 404
 _SPIRAL_STREAM = 505
+_ERROR_STREAM = 707
 
 
 def valid_area(object_shape: tuple[int, int], N: int) -> tuple[float, float, float, float]:  # noqa: N803
@@ -235,3 +236,30 @@ def probe_diameter(probe: np.ndarray, energy_fraction: float = PROBE_ENERGY_FRAC
     cumulative = np.cumsum(intensity.ravel()[order]) / total
     idx = int(np.searchsorted(cumulative, float(energy_fraction) - 1e-12))
     return 2.0 * float(r[order][min(idx, r.size - 1)])
+
+
+def realistic_position_errors(m: int, *, rms: float = 10.0, outlier_fraction: float = 0.1,
+                              outlier_range: tuple[float, float] = (15.0, 30.0), seed: int = 0) -> np.ndarray:
+    """Errors ``[m, 2]`` float64 (dx, dy) pixels to add to nominal positions: the kind a real scan has.
+
+    Most points are off by a 2-D Gaussian error of ``rms`` pixels (root-mean-square length, so ``rms /
+    sqrt(2)`` per axis); a seeded ``outlier_fraction`` of them instead by a length drawn uniformly from
+    ``outlier_range`` in a uniformly random direction (a stage that slipped or a missed trigger).
+
+    Raises:
+        ConfigError: negative sizes, a fraction outside [0, 1] or an empty range.
+    """
+    lo, hi = (float(v) for v in outlier_range)
+    ok = (isinstance(m, (int, np.integer)) and not isinstance(m, bool) and m >= 0 and math.isfinite(rms) and rms >= 0
+          and 0.0 <= outlier_fraction <= 1.0 and math.isfinite(hi) and 0.0 <= lo <= hi)
+    if not ok:
+        raise ConfigError(f"position errors: expected m >= 0, rms >= 0, outlier_fraction in [0, 1] and 0 <= lo <= "
+                          f"hi, got m={m!r}, rms={rms!r}, outlier_fraction={outlier_fraction!r}, "
+                          f"outlier_range={outlier_range!r}")
+    rng = np.random.default_rng([int(seed), _ERROR_STREAM])
+    err = rng.normal(0.0, rms / math.sqrt(2.0), size=(int(m), 2))
+    out = rng.random(int(m)) < outlier_fraction
+    angle = rng.uniform(0.0, 2.0 * math.pi, int(out.sum()))
+    length = rng.uniform(lo, hi, int(out.sum()))
+    err[out] = np.stack([length * np.cos(angle), length * np.sin(angle)], axis=1)
+    return err
