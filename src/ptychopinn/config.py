@@ -304,7 +304,10 @@ class RefineConfig(ConfigBase):
     ``position_start`` on: a search of integer offsets up to ``position_search_radius`` pixels (None: N/2;
     0: no search) by data misfit, repeated with a shrinking radius (:mod:`ptychopinn.refine.positions`),
     and least-squares sub-pixel steps of at most ``max_position_step`` pixels per iteration.
-    ``accelerator``: where the iterations run. ``seed`` fixes the mini-batch order (results are
+    ``probe_modes``: incoherent probe modes K of a mixed-state (partially coherent) probe
+    (:mod:`ptychopinn.refine.modes`); None = as many as the scan carries (1 for most files); modes beyond the
+    scan's are added and must be refined (``'auto'`` refines them). ``accelerator``: where the iterations run.
+    ``seed`` fixes the mini-batch order (results are
     deterministic on the CPU).
     """
 
@@ -322,6 +325,7 @@ class RefineConfig(ConfigBase):
     probe_start: int = 2
     probe_search: bool | str = "auto"
     refine_positions: bool = False
+    probe_modes: int | None = None
     position_start: int = 3
     position_search_radius: int | None = None
     max_position_step: float = 0.5
@@ -346,6 +350,7 @@ class RefineConfig(ConfigBase):
             value = getattr(self, name)
             require(isinstance(value, bool) or value == "auto", name, "true, false or 'auto'", value)
         check_bool("refine_positions", self.refine_positions)
+        check_int("probe_modes", self.probe_modes, 1, optional=True)
         check_int("probe_start", self.probe_start, 0)
         check_int("position_start", self.position_start, 0)
         check_int("position_search_radius", self.position_search_radius, 0, optional=True)

@@ -393,19 +393,21 @@ def _write_refined(result: Any, scan: ScanData, stage: Path, out: Path, write_pr
                "transmission": result.transmission, "refine_notes": result.notes,
                # the misfit history is only comparable between runs with the same settings
                "refine_config": config.to_dict(), **_physical_extra(scan)},
-        arrays={"probe": result.probe, "misfit": misfit, "positions_start": scan.positions})
+        arrays={"probe": result.probe, "misfit": misfit, "positions_start": scan.positions,
+                **({} if result.probe_modes is None else {"probe_modes": result.probe_modes})})
     save_object_images(result.obj, stage, coverage=result.coverage, origin_xy=tuple(result.origin),
                        pixel_size_m=scan.pixel_size_m, title="Refined")
     save_loss_curves({"misfit / total counts": misfit.tolist()}, stage / MISFIT_NAME,
                      title="Refinement misfit", xlabel="iteration", ylabel="misfit")
-    refined_probe = not np.array_equal(np.asarray(result.probe), np.asarray(scan.probe))
+    refined_probe = result.probe_refined
     probe_png = None
     if refined_probe or _probe_estimated(scan):
         _save_probe_picture(stage, result.probe, scan, "Refined" if refined_probe else "Estimated")
         probe_png = out / PROBE_NAME
     product = None
     if write_product:
-        _write_product(stage / PRODUCT_NAME, result.obj, result.origin, result.positions, result.probe, scan,
+        probe = result.probe if result.probe_modes is None else result.probe_modes
+        _write_product(stage / PRODUCT_NAME, result.obj, result.origin, result.positions, probe, scan,
                        "ptychopinn refine")
         product = out / PRODUCT_NAME
     return RefineOutcome(npz=out / RECONSTRUCTION_NAME, amplitude_png=out / "amplitude.png",

@@ -73,7 +73,7 @@ def test_plain_and_bzip2_files_read_the_same_and_are_recognised_by_content(tmp_p
     assert (kind, info["format"], valid, info["n_points"], info["N"]) == ("scan", "tike", True, 12, N)
 
 
-def test_probe_modes_are_kept_and_only_the_first_is_used(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_probe_modes_are_read_for_mixed_state_refinement(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     obj, corners, probe = _tike_scan(m=10)
     modes = np.stack([probe, 0.5 * probe.T, 0.25 * probe[::-1]])
     path = write_tike(tmp_path / "modes.npz.bz2", data=tike_forward(obj, corners, probe)[None] * 100,
@@ -81,12 +81,19 @@ def test_probe_modes_are_kept_and_only_the_first_is_used(tmp_path: Path, caplog:
     with caplog.at_level(logging.INFO, logger="ptychopinn"):
         scan = load_scan(path)
     np.testing.assert_array_equal(scan.probe, probe)
+    np.testing.assert_array_equal(scan.probe_modes, modes)
     assert scan.metadata["probe_modes"] == 3
     np.testing.assert_allclose(sum(scan.metadata["probe_mode_power"]), 1.0, atol=1e-3)
     assert scan.metadata["probe_mode_power"][0] > scan.metadata["probe_mode_power"][1]
     lines = [r.getMessage() for r in caplog.records if "incoherent modes" in r.getMessage()]
-    assert len(lines) == 1 and "only the first is used" in lines[0]
+    assert len(lines) == 1 and "refinement uses them all" in lines[0]
     np.testing.assert_array_equal(load_probe_modes(path), modes)
+    # a probe given instead of the file's: no modes of the file
+    assert load_scan(path, probe=probe).probe_modes is None
+    # cropped frames: every mode resampled like the probe
+    cropped = load_scan(path, crop=12)
+    assert cropped.probe_modes is not None and cropped.probe_modes.shape == (3, 12, 12)
+    np.testing.assert_array_equal(cropped.probe_modes[0], cropped.probe)
 
 
 def test_refine_and_info_read_a_tike_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

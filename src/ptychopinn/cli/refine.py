@@ -55,6 +55,9 @@ def add_refine_options(p: argparse.ArgumentParser, *, iterations_flag: str = "--
                    help="refine the probe too (energy held fixed); default: when it is estimated (--probe estimate) "
                         "or when a short trial shows that the given probe does not explain the data (one log line "
                         "says which)")
+    p.add_argument("--probe-modes", type=positive_int, metavar="K",
+                   help="incoherent probe modes of a partially coherent beam (default: as many as the file "
+                        "carries, 1 for most files); modes the file lacks are added and refined")
     p.add_argument("--refine-positions", action="store_true",
                    help="also correct scan positions: a search of whole-pixel offsets (shrinking radius), then "
                         "sub-pixel steps")
@@ -72,7 +75,7 @@ def refine_config(args: argparse.Namespace, iterations: int) -> object:
     return RefineConfig(iterations=iterations, time_limit=args.time_limit, tolerance=args.tolerance,
                         engine=args.engine, noise=args.noise, alpha=args.alpha,
                         refine_probe="auto" if args.refine_probe is None else args.refine_probe,
-                        refine_positions=args.refine_positions,
+                        refine_positions=args.refine_positions, probe_modes=args.probe_modes,
                         position_search_radius=args.position_search_radius,
                         batch_size=args.refine_batch_size, accelerator=accel)
 

@@ -207,6 +207,10 @@ class ScanData:
         valid_pixels: ``[N, N]`` bool detector mask, True where a pixel is measured, or None (all are).
             Masked pixels (False) carry no information: readers store 0 there, and every likelihood
             (training loss, refinement) leaves them out instead of believing the 0.
+        probe_modes: ``[K, N, N]`` complex64 incoherent probe modes of a partially coherent beam (K >= 2, the
+            file's order, mode 0 the one ``probe`` holds), or None for a single mode. Refinement models each
+            pattern as the sum of the modes' intensities (``RefineConfig.probe_modes``); the network uses
+            ``probe``.
     """
 
     diffraction: np.ndarray
@@ -221,6 +225,7 @@ class ScanData:
     energy_ev: float | None = None
     distance_m: float | None = None
     valid_pixels: np.ndarray | None = None
+    probe_modes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -382,6 +387,14 @@ class ScanData:
             )
         _check_finite("probe", probe)
         set_(self, "probe", probe)
+
+        if self.probe_modes is not None:
+            modes = _as_complex("probe_modes", self.probe_modes, allow_real=True)
+            if modes.ndim != 3 or modes.shape[1:] != (n, n) or modes.shape[0] < 2:
+                raise _fail("probe_modes", f"shape (K, {n}, {n}) with K >= 2 incoherent modes",
+                            describe_array(modes), "pass None for a single mode, or stack the modes first")
+            _check_finite("probe_modes", modes)
+            set_(self, "probe_modes", modes)
 
         if self.obj is not None:
             obj = _as_complex("obj", self.obj, allow_real=True)

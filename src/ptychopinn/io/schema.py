@@ -427,7 +427,8 @@ def scan_from_source(src: ArraySource, units: str = "auto", *, probe: np.ndarray
                      mapping: str = "auto", threshold: int | None = None,
                      extra_metadata: dict[str, Any] | None = None,
                      physical: dict[str, float | None] | None = None,
-                     valid_pixels: np.ndarray | None = None, frames: FrameOptions | None = None) -> ScanData:
+                     valid_pixels: np.ndarray | None = None, frames: FrameOptions | None = None,
+                     probe_modes: np.ndarray | None = None) -> ScanData:
     """Build the :class:`ScanData` of a source holding the scan keys.
 
     Args:
@@ -446,6 +447,8 @@ def scan_from_source(src: ArraySource, units: str = "auto", *, probe: np.ndarray
             container (e.g. a CXI mask); otherwise the ``valid_pixels`` key is used when present.
         frames: crop window, zero order and mirrored axes (:mod:`ptychopinn.io.frames`); None = as stored.
             Positions and ``physical['pixel_size_m']`` are those of the frames as stored.
+        probe_modes: ``[K, N, N]`` complex incoherent modes of the file's probe (mode 0 its ``probeGuess``), kept
+            as ``ScanData.probe_modes`` (resampled like the probe for a crop) when the file's probe is used.
 
     Raises:
         DataFormatError: missing keys, bad shapes, dtypes or values (the message starts with the path).
@@ -461,7 +464,7 @@ def scan_from_source(src: ArraySource, units: str = "auto", *, probe: np.ndarray
                               f"required: {list(required)} ('a|b' = either name){hint}")
     try:
         return _build(src, units, probe, mapping, threshold, extra_metadata or {}, physical or {}, valid_pixels,
-                      frames or FrameOptions())
+                      frames or FrameOptions(), probe_modes)
     except DataFormatError as exc:
         if str(exc).startswith(str(path)):
             raise
@@ -470,7 +473,7 @@ def scan_from_source(src: ArraySource, units: str = "auto", *, probe: np.ndarray
 
 def _build(src: ArraySource, units: str, probe: np.ndarray | str | None, mapping: str, threshold: int | None,
            extra: dict[str, Any], physical: dict[str, float | None], valid: np.ndarray | None,
-           frames: FrameOptions) -> ScanData:
+           frames: FrameOptions, modes: np.ndarray | None = None) -> ScanData:
     path, keys = src.path, src.keys()
     metadata = parse_metadata(src.metadata_text(), path)
     metadata.update(extra)
@@ -527,6 +530,7 @@ def _build(src: ArraySource, units: str, probe: np.ndarray | str | None, mapping
 
     from ptychopinn.io.probe import PROBE_ESTIMATED, estimate_probe
 
+    probe_given = probe
     if isinstance(probe, str):
         if probe != "estimate":
             raise ConfigError(f"probe must be an array or 'estimate', got {probe!r}")
@@ -536,6 +540,8 @@ def _build(src: ArraySource, units: str, probe: np.ndarray | str | None, mapping
         probe = probe_layout(read_small(src, "probeGuess"), path)
         if window is not None:
             probe = _probe_for_window(probe, window, path, "the file's probe")
+            if modes is not None:
+                modes = np.stack([_probe_for_window(mode, window, path, "a probe mode") for mode in modes])
     else:
         metadata.pop(PROBE_ESTIMATED, None)
         if window is not None:
@@ -576,9 +582,10 @@ def _build(src: ArraySource, units: str, probe: np.ndarray | str | None, mapping
             patches = patches.reshape(src.shape("Y")[:3])
             if y_legacy:
                 patches = np.ascontiguousarray(np.moveaxis(patches, 2, 0))
+    file_modes = modes if modes is not None and probe_given is None else None
     return ScanData(diffraction=diff, positions=positions, probe=probe, obj=obj,
                     positions_start=positions_start, scan_index=scan_index, patches=patches, metadata=metadata,
-                    valid_pixels=valid, **physical)
+                    valid_pixels=valid, probe_modes=file_modes, **physical)
 
 
 

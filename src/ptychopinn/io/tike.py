@@ -16,8 +16,9 @@ Converted to the core's contract: amplitude ``sqrt(data)`` with the zero frequen
 (column, row) + N//2``, the object point under probe pixel ``N//2``, moved so that the smallest corner is
 object pixel ``(0, 0)`` (``metadata['position_origin_px']`` is tike's ``(x, y)`` of our object pixel
 ``(0, 0)``); the probe's first mode. With several modes, ``metadata['probe_modes']`` and
-``metadata['probe_mode_power']`` say how many and how the power is shared, one log line says that only the
-first is used, and :func:`load_probe_modes` returns them all ``[K, N, N]``.
+``metadata['probe_mode_power']`` say how many and how the power is shared (one log line), and the scan carries
+them all as ``ScanData.probe_modes`` ``[K, N, N]`` for mixed-state refinement (:func:`load_probe_modes` reads
+them alone).
 
 A bzip2 file is decompressed in a stream into an unlinked temporary file in ``$TMPDIR``, at most
 :func:`ptychopinn.limits.memory_limit` bytes (a file that decompresses to more, a "bzip2 bomb", is refused
@@ -268,16 +269,16 @@ def load_tike(path: str | os.PathLike[str], units: str = "auto", *, probe: np.nd
     with open_tike(path) as src:
         extra: dict[str, Any] = {"source_format": "tike", "diffraction_units": "intensity",
                                  "position_origin_px": list(src.origin_xy)}
+        modes = None
         if src.modes > 1 and probe is None:
             modes = src.probe_modes()
             power = np.sum(np.abs(modes.astype(np.complex128)) ** 2, axis=(1, 2))
             share = power / power.sum() if power.sum() > 0 else power
             extra.update(probe_modes=int(src.modes), probe_mode_power=[round(float(v), 4) for v in share])
-            logger.info("%s: the probe has %d incoherent modes (power shares %s); only the first is used: "
-                        "multi-mode refinement is not supported yet", path, src.modes,
-                        ", ".join(f"{v:.3f}" for v in share))
+            logger.info("%s: the probe has %d incoherent modes (power shares %s); refinement uses them all "
+                        "(--probe-modes K to choose how many)", path, src.modes, ", ".join(f"{v:.3f}" for v in share))
         return scan_from_source(src, units, probe=probe, mapping=mapping, threshold=threshold, extra_metadata=extra,
-                                frames=frames)
+                                frames=frames, probe_modes=modes)
 
 
 def load_tike_probe(path: str | os.PathLike[str]) -> np.ndarray:

@@ -58,6 +58,19 @@ def _dot(a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor | None = None) 
     return float(torch.linalg.vecdot(a.reshape(-1), b.reshape(-1)))
 
 
+def _intensity(far: torch.Tensor, measured: torch.Tensor) -> torch.Tensor:
+    """``|Psi|**2`` ``[b, N, N]`` float32 of far fields ``[b, N, N]``, or of mixed-state far fields ``[b, K, N, N]``
+    (the sum of the K incoherent modes' intensities)."""
+    m2 = _abs2(far)
+    return m2 if far.dim() == measured.dim() else m2.sum(dim=1)
+
+
+def _per_mode(gain: torch.Tensor, far: torch.Tensor) -> torch.Tensor:
+    """``gain`` ``[b, N, N]`` shaped to multiply ``far`` (``[b, K, N, N]`` for mixed states: one gain for every
+    mode, since the modes share the measured intensity)."""
+    return gain if far.dim() == gain.dim() else gain.unsqueeze(1)
+
+
 class NoiseModel(ABC):
     """Base class: a misfit of modelled far fields against measured amplitudes (module docstring)."""
 
@@ -67,7 +80,8 @@ class NoiseModel(ABC):
     def direction(self, far: torch.Tensor, measured: torch.Tensor,
                   weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(D [b, N, N] complex64, misfit 0-d float64)``: the far-field descent direction at ``far``
-        (zero at masked pixels) and the misfit there."""
+        (zero at masked pixels) and the misfit there. Mixed states: ``far`` and ``D`` are ``[b, K, N, N]``,
+        the model intensity the sum over the K modes."""
 
     @abstractmethod
     def pattern_misfit(self, far: torch.Tensor, measured: torch.Tensor,
@@ -92,14 +106,14 @@ class GaussianNoise(NoiseModel):
 
     def direction(self, far: torch.Tensor, measured: torch.Tensor,
                   weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        mag = _abs2(far).sqrt_()
+        mag = _intensity(far, measured).sqrt_()
         resid = mag - measured
         misfit = torch.tensor(_dot(resid, resid, weights), dtype=torch.float64)
         # where |Psi| = 0 the projection's phase is undefined; the far field is kept there
         gain = torch.div(measured, mag.clamp_min_(_TINY)).sub_(1.0)
         if weights is not None:
             gain.mul_(weights)
-        return far * gain, misfit
+        return far * _per_mode(gain, far), misfit
 
     def pattern_misfit(self, far: torch.Tensor, measured: torch.Tensor,
                        weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -139,14 +153,14 @@ class PoissonNoise(NoiseModel):
     def direction(self, far: torch.Tensor, measured: torch.Tensor,
                   weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         counts = measured.square()
-        m2 = _abs2(far)  # |Psi|**2 without the square root
+        m2 = _intensity(far, measured)  # |Psi|**2 without the square root
         eps = self._eps(counts)
         m2_eps = m2 + eps
         dev = (m2 - counts).sub_(counts * torch.log(m2_eps / (counts + eps)))
         gain = torch.div(counts, m2_eps).sub_(1.0).mul_(0.5).clamp_max_(POISSON_GAIN_MAX)
         if weights is not None:
             dev, gain = dev * weights, gain.mul_(weights)
-        return far * gain, dev.sum(dtype=torch.float64)
+        return far * _per_mode(gain, far), dev.sum(dtype=torch.float64)
 
     def pattern_misfit(self, far: torch.Tensor, measured: torch.Tensor,
                        weights: torch.Tensor | None = None) -> torch.Tensor:

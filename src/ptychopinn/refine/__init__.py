@@ -68,9 +68,10 @@ def resolve_engine(scan: ScanData, config: RefineConfig) -> str:
     if config.engine != "auto":
         return config.engine
     from ptychopinn.io.probe import probe_is_estimated
+    from ptychopinn.refine.modes import resolve_modes
 
     probe = config.refine_probe is True or (config.refine_probe == "auto" and probe_is_estimated(scan.metadata))
-    if probe or config.refine_positions:
+    if probe or config.refine_positions or resolve_modes(scan, config.probe_modes) > 1:
         return "rpie"
     from ptychopinn.limits import memory_limit
     from ptychopinn.refine.cg import cache_bytes
@@ -93,11 +94,14 @@ def create_reconstructor(scan: ScanData, config: RefineConfig | None = None, *, 
         raise ConfigError(f"config: expected a RefineConfig, found {type(cfg).__name__}; build one with "
                           f"RefineConfig(...)")
     _check_canvas(scan)
-    notes: dict[str, Any] = {}
+    notes: dict[str, Any] = _check_modes(scan, cfg)
+    if notes:
+        cfg = cfg.replace(refine_probe=True)
     if cfg.refine_probe == "auto" or cfg.probe_search is not False:
         from ptychopinn.refine.probe_choice import choose_probe
 
-        scan, cfg, notes = choose_probe(scan, cfg)
+        scan, cfg, found = choose_probe(scan, cfg)
+        notes = {**found, **notes}
     engine: Reconstructor
     if resolve_engine(scan, cfg) == "cg":
         from ptychopinn.limits import check_memory
@@ -112,6 +116,32 @@ def create_reconstructor(scan: ScanData, config: RefineConfig | None = None, *, 
         engine = RPIE(scan, cfg, start=start, start_origin=start_origin, device=device)
     engine.notes.update(notes)
     return engine
+
+
+def _check_modes(scan: ScanData, cfg: RefineConfig) -> dict[str, Any]:
+    """Notes (``{'probe': ...}``) when ``cfg`` adds probe modes to the scan's, which must then be refined: ``{}``
+    when it does not.
+
+    Raises:
+        ConfigError: modes added with the probe held fixed, or mixed states with position refinement.
+    """
+    from ptychopinn.errors import ConfigError
+    from ptychopinn.refine.modes import file_modes, resolve_modes
+
+    k, have = resolve_modes(scan, cfg.probe_modes), file_modes(scan)
+    if k > 1 and cfg.refine_positions:
+        raise ConfigError(f"probe_modes: position refinement models a single probe mode, found {k} modes; refine "
+                          "the positions with --probe-modes 1 first, then the modes with the corrected positions")
+    if k <= have:
+        return {}
+    if cfg.refine_probe is False:
+        raise ConfigError(f"probe_modes: {k} modes asked for, the scan carries {have}; the added modes are only a "
+                          "start and must be refined: drop --no-refine-probe (or refine_probe=False)")
+    note = f"refined: {k - have} probe mode(s) added to the scan's {have}"
+    import logging
+
+    logging.getLogger("ptychopinn").info("probe: %s", note)
+    return {"probe": note}
 
 
 def refine_scan(scan: ScanData, config: RefineConfig | None = None, *, start: np.ndarray | None = None,

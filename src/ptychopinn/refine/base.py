@@ -62,7 +62,11 @@ class RefineResult:
         coverage: ``[H, W]`` float32 illumination ``sum_k |P_k|**2`` relative to its maximum, 0 where
             below 10 % (pixels the data barely constrain).
         origin: ``(x0, y0)`` integer object pixel of canvas pixel ``(0, 0)``.
-        probe: ``[N, N]`` complex64 probe (refined or as given), in the units that explain the data.
+        probe: ``[N, N]`` complex64 probe (refined or as given), in the units that explain the data; the
+            strongest mode of a mixed state.
+        probe_modes: ``[K, N, N]`` complex64 modes of a mixed-state probe (K >= 2, strongest first, orthogonal
+            when refined), or None for one mode.
+        probe_refined: whether the probe was refined (it differs from the scan's by more than ``transmission``).
         positions: ``[M, 2]`` float64 (x, y) object pixels (refined or as given).
         history: one entry per iteration: ``{'iteration', 'seconds', 'misfit'}``; ``misfit`` is the
             misfit of that pass divided by the total counts, ``seconds`` cumulative iteration time; with
@@ -93,6 +97,8 @@ class RefineResult:
     alpha: float = 0.0
     stop_reason: str = ""
     transmission: float = 1.0
+    probe_modes: np.ndarray | None = None
+    probe_refined: bool = False
     notes: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -150,7 +156,11 @@ class Reconstructor(ABC):
         self.origin = (float(lo[0]), float(lo[1]))
         self._lo = lo
         self.shape = (int(hi[1] - lo[1]), int(hi[0] - lo[0]))
-        probe = torch.from_numpy(np.asarray(scan.probe, dtype=np.complex64)).to(self.device)
+        from ptychopinn.refine.modes import initial_modes, resolve_modes
+
+        self.n_modes = resolve_modes(scan, cfg.probe_modes)
+        # [N, N] for one mode, [K, N, N] for a mixed state
+        probe = torch.from_numpy(initial_modes(scan, self.n_modes)).to(self.device)
         self.probe = probe
         self._probe_energy = float(probe.abs().square().sum())
         if not (math.isfinite(self._probe_energy) and self._probe_energy > 0):
@@ -208,7 +218,7 @@ class Reconstructor(ABC):
         """Scale the object so that the model's total counts equal the measured total (Parseval)."""
         model_counts = 0.0
         for idx in self._batches(np.arange(self.scan.n_points)):
-            psi = self._probes(idx) * self.obj.view(-1)[self._window_index(idx)]
+            psi = self._exit(self._probes(idx), self.obj.view(-1)[self._window_index(idx)])
             if self._weights is None:  # Parseval: the far field's counts without a transform
                 model_counts += float(psi.abs().square().sum())
             else:
@@ -241,26 +251,37 @@ class Reconstructor(ABC):
         return torch.from_numpy(frac).to(self.device)
 
     def _probes(self, idx: np.ndarray) -> torch.Tensor:
-        """Probes ``[b, N, N]`` complex64 moved by each pattern's fractional offset."""
+        """Probes ``[b, N, N]`` complex64 moved by each pattern's fractional offset (``[b, K, N, N]`` for a
+        mixed state)."""
         if self._cache is not None:
             return self._cache[torch.from_numpy(idx).to(self.device)]
-        return shifted_copies(self.probe, self._fractions(idx))
+        frac = self._fractions(idx)
+        if self.probe.dim() == 3:
+            return torch.stack([shifted_copies(mode, frac) for mode in self.probe], dim=1)
+        return shifted_copies(self.probe, frac)
+
+    @staticmethod
+    def _exit(probes: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
+        """Exit waves ``probes * windows`` (``[b, N, N]``, or ``[b, K, N, N]`` for mixed-state probes, every
+        mode under the same object window)."""
+        return probes * (windows if probes.dim() == windows.dim() else windows.unsqueeze(1))
 
     def _intensities(self, idx: np.ndarray, probes: torch.Tensor) -> torch.Tensor:
-        """``|P_k|**2`` ``[b, N, N]`` float32 (from the cache when the probes are cached)."""
+        """``|P_k|**2`` ``[b, N, N]`` float32, summed over the modes of a mixed state (from the cache when the
+        probes are cached)."""
         if self._cache_intensity is not None:
             return self._cache_intensity[torch.from_numpy(idx).to(self.device)]
-        return probes.real.square() + probes.imag.square()
+        return _mode_sum(probes.real.square() + probes.imag.square(), probes)
 
     def _fill_cache(self) -> None:
         cfg = self.config
         m, n = self.scan.n_points, self.n
-        if self.refine_probe or cfg.refine_positions or m * n * n * 12 > PROBE_CACHE_BYTES:
+        if self.refine_probe or cfg.refine_positions or m * n * n * 12 * self.n_modes > PROBE_CACHE_BYTES:
             self._cache = self._cache_intensity = None
             return
         if self._cache is None:
             self._cache = torch.cat([self._probes(i) for i in self._batches(np.arange(m))])
-            self._cache_intensity = self._cache.real.square() + self._cache.imag.square()
+            self._cache_intensity = _mode_sum(self._cache.real.square() + self._cache.imag.square(), self._cache)
 
     def _measured(self, idx: np.ndarray) -> torch.Tensor:
         """Measured amplitudes ``[b, N, N]`` float32 in unshifted FFT order (DC at pixel (0, 0))."""
@@ -269,7 +290,8 @@ class Reconstructor(ABC):
 
     def exit_wave_correction(self, psi: torch.Tensor, measured: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(dpsi [b, N, N] complex64, misfit 0-d float64)``: the noise model's descent direction for exit
-        waves ``psi`` against amplitudes ``measured`` (unshifted FFT order), moved back to real space."""
+        waves ``psi`` against amplitudes ``measured`` (unshifted FFT order), moved back to real space
+        (``psi`` and ``dpsi`` ``[b, K, N, N]`` for a mixed state)."""
         direction, misfit = self.noise.direction(fft2u(psi), measured, self._weights)
         return ifft2u(direction), misfit
 
@@ -348,9 +370,15 @@ class Reconstructor(ABC):
         level = transmission_level(obj, cov)
         if not (math.isfinite(level) and level > 0):
             level = 1.0
+        probe = (self.probe.cpu().numpy() * np.float32(level)).astype(np.complex64)
         return RefineResult(obj=(obj / np.float32(level)).astype(np.complex64), coverage=cov.astype(np.float32),
-                            origin=self.origin,
-                            probe=(self.probe.cpu().numpy() * np.float32(level)).astype(np.complex64),
+                            origin=self.origin, probe=probe[0] if probe.ndim == 3 else probe,
+                            probe_modes=probe if probe.ndim == 3 else None, probe_refined=self.refine_probe,
                             positions=self.positions.copy(), history=[dict(h) for h in self.history],
                             scale=self.scale, engine=self.engine, noise=self.noise.name, alpha=self.alpha,
                             stop_reason=self.stop_reason, transmission=float(level), notes=dict(self.notes))
+
+
+def _mode_sum(intensity: torch.Tensor, probes: torch.Tensor) -> torch.Tensor:
+    """``intensity`` of ``probes`` ``[b, N, N]``, or summed over the modes of mixed-state probes ``[b, K, N, N]``."""
+    return intensity.sum(dim=1) if probes.dim() == 4 else intensity

@@ -66,6 +66,9 @@ class ConjugateGradient(RPIE):
         if self.refine_probe or cfg.refine_positions:
             raise ConfigError("engine: 'cg' refines the object only, found refine_probe or refine_positions set; "
                               "use engine 'rpie' (or 'auto', which picks it) to refine the probe or positions")
+        if self.n_modes > 1:
+            raise ConfigError(f"engine: 'cg' models a single probe mode, found {self.n_modes} probe modes; use engine "
+                              "'rpie' (or 'auto', which picks it) for a mixed-state probe")
         self._chunks: list[np.ndarray] = []
         self._index: list[torch.Tensor] = []
         self._probe_chunks: list[torch.Tensor] = []

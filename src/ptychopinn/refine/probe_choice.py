@@ -86,7 +86,7 @@ def trial_config(config: RefineConfig, refine_probe: bool) -> RefineConfig:
     return dataclasses.replace(config, iterations=TRIAL_ITERATIONS, tolerance=None, time_limit=None,
                                engine="rpie", batch_size=min(config.batch_size, TRIAL_BATCH),
                                refine_probe=refine_probe, probe_start=1, probe_search=False,
-                               refine_positions=False)
+                               refine_positions=False, probe_modes=1)
 
 
 def trial_misfit(sub: ScanData, probe: np.ndarray, config: RefineConfig, refine_probe: bool) -> float:

@@ -8,6 +8,8 @@ object and probe, :mod:`ptychopinn.refine.base`):
   the gain cap is inactive);
 * probe (optional): the same with the roles of object and probe swapped, the correction moved back by
   ``-f_k``; then the probe is rescaled to its initial energy, so the object/probe scale cannot drift;
+  a mixed-state probe (K modes, :mod:`ptychopinn.refine.modes`) updates every mode from its own exit-wave
+  correction with the same preconditioner and is orthogonalised after each pass;
 * momentum (after each pass over all patterns): ``v = momentum * v + (O - O_prev)``, ``O += momentum * v``,
   with ``O_prev`` the object after the previous pass; the large-scale phase, which the local updates
   converge slowly, gets there in far fewer passes;
@@ -37,6 +39,7 @@ import torch
 
 from ptychopinn.physics.shift import fourier_derivatives, fourier_shift
 from ptychopinn.refine.base import Reconstructor
+from ptychopinn.refine.modes import orthogonalise
 from ptychopinn.refine.positions import PositionSearch, position_errors
 
 __all__ = ["POSITION_GAIN", "RPIE"]
@@ -75,7 +78,8 @@ class RPIE(Reconstructor):
                 self.positions += moves
         misfit = torch.zeros((), dtype=torch.float64, device=self.device)
         shifts = np.zeros_like(self.positions) if do_pos else None
-        pmax = float(self.probe.abs().square().max())
+        power = self.probe.abs().square()
+        pmax = float((power.sum(dim=0) if power.dim() == 3 else power).max())
         flat_obj = self.obj.view(-1)
         # Update the whole canvas at once when it is smaller than a batch of windows (cheaper than
         # gathering the accumulators back at every window pixel); large canvases take the gather path.
@@ -85,9 +89,10 @@ class RPIE(Reconstructor):
             flat = index.reshape(-1)
             probes = self._probes(idx)
             window = flat_obj[index]
-            dpsi, mis = self.exit_wave_correction(probes * window, self._measured(idx))
+            dpsi, mis = self.exit_wave_correction(self._exit(probes, window), self._measured(idx))
             misfit += mis
-            self._acc_num.index_add_(0, flat, (probes.conj() * dpsi).reshape(-1))
+            num = probes.conj() * dpsi
+            self._acc_num.index_add_(0, flat, (num.sum(dim=1) if num.dim() == 4 else num).reshape(-1))
             self._acc_den.index_add_(0, flat, self._intensities(idx, probes).reshape(-1))
             if dense:
                 flat_obj.add_(self._acc_num / ((1.0 - self.alpha) * self._acc_den + self.alpha * pmax), alpha=cfg.step)
@@ -105,6 +110,8 @@ class RPIE(Reconstructor):
         if shifts is not None:
             shifts -= shifts.mean(axis=0, keepdims=True)
             self.positions += shifts
+        if do_probe and self.probe.dim() == 3:
+            self.probe = orthogonalise(self.probe)
         self._accelerate()
         value = self._record(it, t0, misfit)
         if cfg.refine_positions:
@@ -122,8 +129,15 @@ class RPIE(Reconstructor):
         self._prev.copy_(self.obj)
 
     def _update_probe(self, idx: np.ndarray, window: torch.Tensor, dpsi: torch.Tensor) -> None:
+        """rPIE step of the probe (every mode of a mixed state, one shared preconditioner), energy kept."""
         frac = self._fractions(idx)
-        num = fourier_shift(window.conj() * dpsi, -frac).sum(dim=0)
+        if dpsi.dim() == 4:  # [b, K, N, N]: shift each pattern's K corrections back by its own offset
+            b, k, n = int(dpsi.shape[0]), int(dpsi.shape[1]), self.n
+            moved = fourier_shift((window.conj().unsqueeze(1) * dpsi).reshape(b * k, n, n),
+                                  -frac.repeat_interleave(k, dim=0))
+            num = moved.reshape(b, k, n, n).sum(dim=0)
+        else:
+            num = fourier_shift(window.conj() * dpsi, -frac).sum(dim=0)
         den = window.abs().square().sum(dim=0)
         alpha = self.alpha
         self.probe = self.probe + num / ((1.0 - alpha) * den + alpha * den.max())
