@@ -4,6 +4,7 @@ the same ScanData; CXI geometry agrees with ptychodus's own reader; probes come 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 import zipfile
@@ -90,6 +91,23 @@ def test_cxi_geometry_and_positions(tmp_path: Path) -> None:
     np.testing.assert_allclose(r.diffraction, s.diffraction, rtol=1e-6)
     assert r.metadata["input_units"] == "intensity"  # frames are counts, as the writer's units attribute says
     np.testing.assert_array_equal(r.probe, s.probe)
+
+
+def test_cxi_probe_modes_are_kept(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A modes-first illumination [K, N, N]: mode 0 is the probe, all K the scan's probe_modes."""
+    s = _scan(obj=None)
+    path = save_cxi(tmp_path / "s.cxi", s)
+    modes = np.stack([s.probe, 0.4 * s.probe.T, 0.2 * s.probe[::-1]]).astype(np.complex64)
+    with h5py.File(path, "r+") as f:
+        del f["entry_1/instrument_1/source_1/illumination"]
+        f["entry_1/instrument_1/source_1/illumination"] = modes
+    with caplog.at_level(logging.INFO, logger="ptychopinn"):
+        r = load_scan(path)
+    np.testing.assert_array_equal(r.probe, s.probe)
+    np.testing.assert_array_equal(r.probe_modes, modes)
+    assert r.metadata["probe_modes"] == 3
+    assert any("3 incoherent modes" in rec.getMessage() for rec in caplog.records)
+    np.testing.assert_array_equal(load_probe(path), s.probe)
 
 
 def _cxi(path: Path, *, energy: float = ENERGY * EV_J, energy_units: str | None = None, n: int = N,

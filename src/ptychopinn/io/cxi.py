@@ -13,7 +13,8 @@ Read (paths inside ``entry_1``):
 * optional ``instrument_1/detector_1/mask`` (``[ny, nx]``, nonzero = bad pixel; becomes the scan's
   ``valid_pixels``, so those pixels are set to 0 and left out of every likelihood; the count is in
   ``metadata['bad_pixels']``) and a probe ``instrument_1/source_1/illumination`` or ``image_1/data``
-  (``[N, N]`` or modes first; mode 0 is used) on the object pixel grid.
+  (``[N, N]``, or ``[K, N, N]`` incoherent modes first: mode 0 is the scan's ``probe`` and all K its
+  ``probe_modes`` for mixed-state refinement) on the object pixel grid.
 
 Geometry: wavelength = h c / E; object pixel size dx = wavelength * distance / (N * detector pixel size) for
 the N x N patterns used; a translation t (m) becomes the object pixel ``(t - min t) / dx + N/2``, so the
@@ -25,6 +26,7 @@ are cut to N x N around the zero order, and the pixel size, positions and probe 
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,8 @@ EV_J = 1.602176634e-19
 
 _DATA = ("entry_1/data_1/data", "entry_1/instrument_1/detector_1/data")
 _TRANSLATION = ("entry_1/sample_1/geometry_1/translation", "entry_1/data_1/translation")
+logger = logging.getLogger("ptychopinn")
+
 _PROBE = ("entry_1/instrument_1/source_1/illumination", "entry_1/image_1/data", "entry_1/instrument_1/source_1/probe")
 _DETECTOR = "entry_1/instrument_1/detector_1"
 _SOURCE = "entry_1/instrument_1/source_1"
@@ -146,7 +150,21 @@ class _CxiSource(H5Source):
     def read(self, key: str) -> np.ndarray:
         if key in ("xcoords", "ycoords"):
             return self.positions[:, 0 if key == "xcoords" else 1].copy()
-        return super().read(key)
+        arr = super().read(key)
+        if key == "probeGuess" and _mode_count(arr.shape) > 1:
+            return arr[0]  # the first mode is the probe; load_cxi keeps them all as the scan's probe_modes
+        return arr
+
+    def probe_modes(self) -> np.ndarray | None:
+        """Every mode ``[K, N, N]`` complex64 of a modes-first illumination with K >= 2, else None."""
+        if "probeGuess" not in self.names or _mode_count(super().shape("probeGuess")) < 2:
+            return None
+        return np.asarray(super().read("probeGuess")).astype(np.complex64)
+
+
+def _mode_count(shape: tuple[int, ...]) -> int:
+    """K of a modes-first ``[K, N, N]`` probe shape (0 for any other shape)."""
+    return int(shape[0]) if len(shape) == 3 and shape[1] == shape[2] and shape[0] != shape[1] else 0
 
     def metadata_text(self) -> str | None:
         return None
@@ -243,9 +261,14 @@ def load_cxi(path: str | os.PathLike[str], units: str = "auto", *, probe: np.nda
         stated = (_units(f, dset, data_path) or "").lower()
         if stated in ("counts", "photons", "intensity", "amplitude"):  # honoured by units='auto'
             extra["diffraction_units"] = "amplitude" if stated == "amplitude" else "intensity"
+        modes = src.probe_modes()
+        if modes is not None:
+            extra["probe_modes"] = int(modes.shape[0])
+            logger.info("%s: the probe has %d incoherent modes; refinement uses them all (--probe-modes K to "
+                        "choose how many)", p, modes.shape[0])
         scan = scan_from_source(src, units, probe=probe, mapping=mapping, threshold=threshold, extra_metadata=extra,
                                 physical={k: geo[k] for k in ("pixel_size_m", "energy_ev", "distance_m")},
-                                valid_pixels=valid, frames=frames)
+                                valid_pixels=valid, frames=frames, probe_modes=modes)
     # masked pixels inside the patterns as read (a crop may leave some out)
     scan.metadata["bad_pixels"] = 0 if scan.valid_pixels is None else int(np.count_nonzero(~scan.valid_pixels))
     return scan
