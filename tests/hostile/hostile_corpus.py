@@ -260,7 +260,7 @@ NPZ_CASES = [
     _npz_case("npz-all-zero", _npz(diff3d=np.zeros_like(D)), "all-zero scan"),
     _npz_case("npz-odd-size", _npz(diff3d=D[:, :31, :31], probeGuess=np.ones((31, 31), np.complex64)),
               "even pattern size"),
-    _npz_case("npz-non-square", _npz(diff3d=D[:, :, :24]), "square N x N patterns"),
+    _npz_case("npz-non-square", _npz(diff3d=D[:, :, :24]), "expected N x N patterns"),
     _npz_case("npz-tiny-patterns", _npz(diff3d=D[:, :4, :4], probeGuess=np.ones((4, 4), np.complex64)), "N >= 8"),
     _npz_case("npz-more-patterns-than-positions", _npz(xcoords=np.arange(M + 1.0), ycoords=np.arange(M + 1.0)),
               "patterns but xcoords/ycoords have"),
