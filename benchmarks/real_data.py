@@ -10,9 +10,12 @@ file, by its exact name). Tests never download anything.
 
 Runs (each a ``ptychopinn refine`` command line in a child process, timed from the outside):
 
-* ``default``: ``ptychopinn refine STAR --flat --output-dir OUT/default``;
-* ``refine_probe``: the same with ``--refine-probe``;
-* ``half_a`` / ``half_b``: the better of the two commands (lower final misfit) on the even and the odd patterns
+* ``fixed_probe``: ``ptychopinn refine STAR --flat --no-refine-probe --output-dir OUT/fixed_probe`` (the file's
+  probe kept, the default before refinement decided it from the data);
+* ``default``: ``ptychopinn refine STAR --flat --output-dir OUT/default`` (the probe refined when a trial shows
+  the file's does not explain the data);
+* ``two_modes``: the default with ``--probe-modes 2`` (a partially coherent beam: two incoherent modes);
+* ``half_a`` / ``half_b``: the best of these commands (lowest amplitude misfit) on the even and the odd patterns
   (two independent half-scans of the same field, written as NPZ scans), for the resolution figure: the Fourier
   ring correlation (:mod:`ptychopinn.frc`) of the two half-scan images, registered onto each other
   (:func:`ptychopinn.metrics.align_for_comparison`) over their common covered box, on phase and on amplitude,
@@ -110,16 +113,18 @@ def amplitude_misfit(scan: Any, recon: Path) -> float:
 
     with np.load(recon, allow_pickle=False) as z:
         obj = torch.from_numpy(z["obj"].astype(np.complex64))
-        probe = torch.from_numpy(z["probe"].astype(np.complex64))
+        probes = z["probe_modes"] if "probe_modes" in z.files else z["probe"][None]
+        modes = [torch.from_numpy(p.astype(np.complex64)) for p in probes]
         positions = z["positions"].astype(np.float64) - z["origin_xy"].astype(np.float64)
     n, width = scan.N, obj.shape[1]
     num = den = 0.0
     for lo in range(0, scan.n_points, 64):
         corner, frac = split_positions(positions[lo:lo + 64], n)
-        psi = shifted_copies(probe, torch.from_numpy(frac)) * obj.reshape(-1)[window_index(torch.from_numpy(corner), n,
-                                                                                           width)]
+        window = obj.reshape(-1)[window_index(torch.from_numpy(corner), n, width)]
+        # incoherent modes: the detector sees the sum of their intensities
+        counts = sum(far_field_amplitude(shifted_copies(p, torch.from_numpy(frac)) * window).square() for p in modes)
         meas = torch.from_numpy(np.asarray(scan.diffraction[lo:lo + 64], np.float32))
-        num += float((far_field_amplitude(psi) - meas).square().sum())
+        num += float((counts.sqrt() - meas).square().sum())
         den += float(meas.square().sum())
     return num / den
 
@@ -218,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     from ptychopinn.io.registry import load_scan
 
     scan = load_scan(star)
-    variants = {"default": [], "refine_probe": ["--refine-probe"]}
+    variants = {"fixed_probe": ["--no-refine-probe"], "default": [], "two_modes": ["--probe-modes", "2"]}
     for name, extra in variants.items():
         result["runs"][name] = run_refine(star, out / name, extra)
         result["runs"][name]["amplitude_misfit"] = amplitude_misfit(scan, out / name / "reconstruction.npz")

@@ -21,12 +21,16 @@ _state: dict[str, np.ndarray] = {}
 
 
 def probe_from_data(X_train: Any) -> np.ndarray:  # noqa: N803 - reference argument name
-    """A crude probe estimate from diffraction amplitudes: inverse FFT of the mean amplitude pattern.
+    """A probe estimate from diffraction amplitudes (:func:`ptychopinn.io.probe.estimate_probe`, the one rule of
+    the package: root-mean-square far-field amplitude inside its fitted aperture, zero phase), scaled to a peak
+    amplitude of 1.
 
     ``X_train``: ``[B, N, N]`` or ``[B, N, N, C]`` (channels last) amplitudes, zero frequency at pixel
-    ``(N/2, N/2)``. Returns ``[N, N]`` complex64, centred, scaled to a peak amplitude of 1. Phases are
-    unknown (taken as zero), so this is only a starting guess of the probe's size and shape.
+    ``(N/2, N/2)``. Returns ``[N, N]`` complex64, centred. Phases are unknown (the estimate is the in-focus
+    probe of the aperture), so this is only a starting guess of the probe's size and shape.
     """
+    from ptychopinn.io.probe import estimate_probe
+
     x = to_numpy(X_train).astype(np.float64, copy=False)
     if x.ndim == 4:
         x = np.moveaxis(x, -1, 1).reshape(-1, x.shape[1], x.shape[2])
@@ -35,10 +39,9 @@ def probe_from_data(X_train: Any) -> np.ndarray:  # noqa: N803 - reference argum
     if x.ndim != 3 or x.shape[-1] != x.shape[-2] or x.shape[0] == 0:
         raise DataFormatError(f"X_train: expected amplitudes [B, N, N] or [B, N, N, C], found {describe_array(x)}; "
                               f"pass the diffraction amplitudes")
-    mean_amp = x.mean(axis=0)
-    field = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(mean_amp), norm="ortho"))
+    field = estimate_probe(x)
     peak = float(np.abs(field).max())
-    if peak == 0.0:
+    if not peak > 0.0:
         raise DataFormatError("X_train: all diffraction amplitudes are zero; cannot estimate a probe from them")
     return (field / peak).astype(np.complex64)
 

@@ -49,7 +49,7 @@ CORE_API = (
     "ptychopinn.data.scan", "ptychopinn.data.grouping", "ptychopinn.data.normalize",
     "ptychopinn.physics.*", "ptychopinn.models.pinn", "ptychopinn.models.persist", "ptychopinn.inference.*",
     "ptychopinn.io.npz", "ptychopinn.io.registry", "ptychopinn.io.reconstruction", "ptychopinn.io.product_h5",
-    "ptychopinn.io.units",
+    "ptychopinn.io.units", "ptychopinn.io.probe",
     "ptychopinn.training.run", "ptychopinn.training.module",
 )
 
