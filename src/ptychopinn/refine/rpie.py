@@ -16,9 +16,12 @@ object and probe, :mod:`ptychopinn.refine.base`):
 * positions (optional): a coarse-to-fine search of whole-pixel offsets by misfit on a schedule
   (:mod:`ptychopinn.refine.positions`), and every pass the least-squares shift
   ``dr = Re<d_k, dpsi_k> / |d_k|**2`` per axis, with
-  ``d_k = d psi_k / d r_k = -(dP_k/dx) O_k``, clipped to ``max_position_step`` pixels; the mean shift
-  of an iteration is removed (a common translation is not observable); the step carries a gain
-  (:data:`POSITION_GAIN`) because the object absorbs part of each error.
+  ``d_k = d psi_k / d r_k = -(dP_k/dx) O_k``, clipped to ``max_position_step`` pixels; the step carries a
+  gain (:data:`POSITION_GAIN`) because the object absorbs part of each error. After each pass the affine
+  part of the correction is removed (:func:`~ptychopinn.refine.positions.remove_affine`: a common
+  translation is not observable, a common scale, rotation or shear barely), and while positions are
+  refined each pattern's object update is weighted down when it fits worse than the median
+  (:func:`~ptychopinn.refine.positions.pattern_weights`).
 
 Each mini-batch is normalised by its own illumination, which makes the first passes fast, but with data
 the model cannot fit exactly (noise, a detector that does not follow the pixel model) the passes settle
@@ -37,10 +40,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ptychopinn.physics.fft import fft2u, ifft2u
 from ptychopinn.physics.shift import fourier_derivatives, fourier_shift
 from ptychopinn.refine.base import Reconstructor
 from ptychopinn.refine.modes import orthogonalise
-from ptychopinn.refine.positions import PositionSearch, position_errors
+from ptychopinn.refine.positions import PositionSearch, pattern_weights, position_errors, remove_affine
 
 __all__ = ["POSITION_GAIN", "RPIE"]
 
@@ -63,6 +67,8 @@ class RPIE(Reconstructor):
         self._prev = self.obj.clone() if momentum else None  # object after the previous pass
         self._velocity = torch.zeros_like(self.obj) if momentum else None
         self._search = PositionSearch(self.config.position_start, self.search_radius)
+        # misfit over counts of each pattern in its latest pass (position correction weights the object update)
+        self._fit = np.full(self.scan.n_points, np.nan) if self.config.refine_positions else None
 
     def iterate(self) -> float:
         """One pass over all patterns in seeded random mini-batches; returns the normalised misfit."""
@@ -89,11 +95,17 @@ class RPIE(Reconstructor):
             flat = index.reshape(-1)
             probes = self._probes(idx)
             window = flat_obj[index]
-            dpsi, mis = self.exit_wave_correction(self._exit(probes, window), self._measured(idx))
-            misfit += mis
-            num = probes.conj() * dpsi
-            self._acc_num.index_add_(0, flat, (num.sum(dim=1) if num.dim() == 4 else num).reshape(-1))
-            self._acc_den.index_add_(0, flat, self._intensities(idx, probes).reshape(-1))
+            if self._fit is None:
+                dpsi, mis = self.exit_wave_correction(self._exit(probes, window), self._measured(idx))
+                misfit += mis
+                num = probes.conj() * dpsi
+                self._acc_num.index_add_(0, flat, (num.sum(dim=1) if num.dim() == 4 else num).reshape(-1))
+                self._acc_den.index_add_(0, flat, self._intensities(idx, probes).reshape(-1))
+            else:
+                dpsi, mis, wk = self._weighted_correction(idx, probes * window)
+                misfit += mis
+                self._acc_num.index_add_(0, flat, (wk * probes.conj() * dpsi).reshape(-1))
+                self._acc_den.index_add_(0, flat, (wk * self._intensities(idx, probes)).reshape(-1))
             if dense:
                 flat_obj.add_(self._acc_num / ((1.0 - self.alpha) * self._acc_den + self.alpha * pmax), alpha=cfg.step)
                 self._acc_num.zero_()
@@ -108,8 +120,7 @@ class RPIE(Reconstructor):
             if shifts is not None:
                 shifts[idx] = self._position_shift(probes, window, dpsi)
         if shifts is not None:
-            shifts -= shifts.mean(axis=0, keepdims=True)
-            self.positions += shifts
+            self.positions = remove_affine(self.positions + shifts, self.start_positions)
         if do_probe and self.probe.dim() == 3:
             self.probe = orthogonalise(self.probe)
         self._accelerate()
@@ -118,6 +129,21 @@ class RPIE(Reconstructor):
             rms, median = position_errors(self.positions, self.start_positions)
             self.history[-1].update(position_change_rms=rms, position_change_median=median)
         return value
+
+    def _weighted_correction(self, idx: np.ndarray,
+                             psi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`exit_wave_correction` plus each pattern's object-update weight ``[b, 1, 1]`` float32
+        (:func:`~ptychopinn.refine.positions.pattern_weights`), from its misfit over counts in this pass
+        relative to the scan's median (the latest pass of each pattern)."""
+        measured = self._measured(idx)
+        far = fft2u(psi)
+        direction, mis = self.noise.direction(far, measured, self._weights)
+        per = self.noise.pattern_misfit(far, measured, self._weights)
+        counts = measured.square().sum(dim=(-2, -1)).clamp_min(1e-30)
+        assert self._fit is not None
+        self._fit[idx] = (per / counts).double().cpu().numpy()
+        w = pattern_weights(self._fit[idx] / np.nanmedian(self._fit))
+        return ifft2u(direction), mis, torch.from_numpy(w).to(self.device).view(-1, 1, 1)
 
     def _accelerate(self) -> None:
         """Heavy-ball step on the object over whole passes (module docstring)."""
