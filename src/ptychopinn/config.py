@@ -298,7 +298,8 @@ class RefineConfig(ConfigBase):
     ``refine_probe`` updates the probe from iteration ``probe_start`` on (its energy is held fixed so
     the object/probe scale cannot drift); ``'auto'`` (the default) refines it when the probe was estimated
     from the data, or when a short trial shows that probe updates lower the misfit markedly (the given
-    probe does not explain the data; :mod:`ptychopinn.refine.probe_choice`). ``probe_search``: start an
+    probe does not explain the data; :mod:`ptychopinn.refine.probe_choice`); kept with ``engine='cg'``, which
+    refines the object only. ``probe_search``: start an
     estimated probe from the best of several defocus candidates scored by a short trial (``'auto'``: when
     the probe was estimated). ``refine_positions`` corrects scan positions from iteration
     ``position_start`` on: a search of integer offsets up to ``position_search_radius`` pixels (None: N/2;

@@ -135,6 +135,15 @@ def test_auto_keeps_a_correct_probe_and_refines_a_wrong_one(caplog: pytest.LogCa
     assert amp_a > amp_f + 0.0 and ph_a > ph_f + 0.0, (amp_f, ph_f, amp_a, ph_a)
 
 
+def test_auto_keeps_the_probe_when_the_cg_engine_is_named() -> None:
+    scan = _scan("focused")
+    n = scan.N
+    yy, xx = np.mgrid[:n, :n] - n / 2
+    wrong = (scan.probe * np.exp(0.02j * (xx**2 + yy**2))).astype(np.complex64)
+    res = refine_scan(_blind(scan, probe=wrong), RefineConfig(iterations=2, engine="cg"))
+    assert res.engine == "cg" and not res.probe_refined
+
+
 def test_refine_probe_setting_is_checked() -> None:
     for bad in ("yes", 1, None):
         with pytest.raises(ConfigError, match="refine_probe"):

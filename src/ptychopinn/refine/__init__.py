@@ -97,6 +97,8 @@ def create_reconstructor(scan: ScanData, config: RefineConfig | None = None, *, 
     notes: dict[str, Any] = _check_modes(scan, cfg)
     if notes:
         cfg = cfg.replace(refine_probe=True)
+    if cfg.engine == "cg" and cfg.refine_probe == "auto":  # asked for by name, cg refines the object only
+        cfg = cfg.replace(refine_probe=False)
     if cfg.refine_probe == "auto" or cfg.probe_search is not False:
         from ptychopinn.refine.probe_choice import choose_probe
 
