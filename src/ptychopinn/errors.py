@@ -16,6 +16,10 @@ class DataFormatError(PtychoInputError):
     """A scan file or array violates the data contract (keys, shapes, dtypes, values)."""
 
 
+class ProbeNotFoundError(DataFormatError):
+    """A file that could hold a probe has none (readers raise it; ``probe='auto'`` then estimates one)."""
+
+
 class ConfigError(PtychoInputError):
     """A configuration value is out of range, of the wrong type, or unknown."""
 

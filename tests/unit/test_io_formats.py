@@ -224,6 +224,28 @@ def test_probe_estimate_has_the_mean_spectrum() -> None:
     np.testing.assert_allclose(spectrum, np.sqrt((diff.astype(np.float64) ** 2).mean(0)), rtol=1e-4, atol=1e-5)
 
 
+def test_probe_auto_estimates_only_where_the_file_has_none(tmp_path: Path) -> None:
+    """``probe='auto'``: the file's probe where it has one; an estimate (marked as such) where a reader reports
+    that it has none; a malformed probe is still an error, not a reason to estimate."""
+    from ptychopinn.errors import ProbeNotFoundError
+    from ptychopinn.io.probe import probe_is_estimated
+
+    s = _scan(obj=None)
+    path = save_cxi(tmp_path / "s.cxi", s)
+    with_probe = load_scan(path, probe="auto")
+    np.testing.assert_array_equal(with_probe.probe, s.probe)
+    assert not probe_is_estimated(with_probe.metadata)
+    with h5py.File(path, "r+") as f:
+        del f["entry_1/instrument_1/source_1/illumination"]
+    assert probe_is_estimated(load_scan(path, probe="auto").metadata)
+    with pytest.raises(ProbeNotFoundError, match="no probe"):
+        load_probe(path)
+    with h5py.File(path, "r+") as f:
+        f["entry_1/instrument_1/source_1/illumination"] = np.full((N, N), np.nan, np.complex64)
+    with pytest.raises(DataFormatError, match="NaN/Inf"):
+        load_scan(path, probe="auto")
+
+
 def test_content_not_name_decides(tmp_path: Path) -> None:
     s = _scan()
     misnamed = save_h5_scan(tmp_path / "scan.npz", s)  # an HDF5 file with an .npz name

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ptychopinn.data.scan import ScanData
-from ptychopinn.errors import ConfigError, DataFormatError
+from ptychopinn.errors import ConfigError, DataFormatError, ProbeNotFoundError
 from ptychopinn.io import h5guard
 from ptychopinn.io.atomic import atomic_path
 from ptychopinn.io.frames import FrameOptions
@@ -278,13 +278,13 @@ def load_cxi_probe(path: str | os.PathLike[str]) -> np.ndarray:
     """The ``[N, N]`` complex64 probe stored in a CXI file (mode 0).
 
     Raises:
-        DataFormatError: the file has no probe.
+        ProbeNotFoundError: the file has no probe.
     """
     p = Path(path)
     with open_h5(p, "CXI file") as f:
         key = _first(f, _PROBE)
         if key is None:
-            raise DataFormatError(f"{p}: CXI file has no probe (looked for {list(_PROBE)}); no probe found")
+            raise ProbeNotFoundError(f"{p}: CXI file has no probe (looked for {list(_PROBE)}); no probe found")
         arr = np.asarray(H5Source(p, f, {"probe": key}).read("probe"))
     while arr.ndim > 2 and arr.shape[0] >= 1:
         arr = arr[0]  # mode 0 of [modes, N, N] or [coherent, incoherent, N, N]

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ptychopinn.data.scan import ScanData
-from ptychopinn.errors import ConfigError, DataFormatError, PtychoInputError
+from ptychopinn.errors import ConfigError, DataFormatError, ProbeNotFoundError, PtychoInputError
 from ptychopinn.io.files import container, regular_file
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def _probe_from_source(src: Any, keys: tuple[str, ...]) -> np.ndarray:
             if not np.all(np.isfinite(probe)) or not np.any(probe):
                 raise DataFormatError(f"{src.path}: '{key}' holds NaN/Inf or only zeros; not a usable probe")
             return probe
-    raise DataFormatError(f"{src.path}: no probe found (looked for {list(keys)}); found keys {sorted(src.keys())}")
+    raise ProbeNotFoundError(f"{src.path}: no probe found (looked for {list(keys)}); found keys {sorted(src.keys())}")
 
 
 def _h5_object(path: Path) -> np.ndarray:
@@ -311,10 +311,8 @@ def _has_probe(fmt: Format, path: Path) -> bool:
         return False
     try:
         fmt.load_probe(path)
-    except DataFormatError as exc:
-        if "no probe found" in str(exc) or "has no probe" in str(exc):
-            return False
-        raise
+    except ProbeNotFoundError:
+        return False
     return True
 
 

@@ -40,7 +40,7 @@ from typing import IO, Any
 import numpy as np
 
 from ptychopinn.data.scan import ScanData
-from ptychopinn.errors import DataFormatError
+from ptychopinn.errors import DataFormatError, ProbeNotFoundError
 from ptychopinn.io.files import check_allocation, container, regular_file
 from ptychopinn.io.frames import FrameOptions
 from ptychopinn.io.npz import NpzSource
@@ -198,7 +198,7 @@ class TikeSource:
     def probe_modes(self) -> np.ndarray:
         """All probe modes ``[K, N, N]`` complex64."""
         if self.modes == 0:
-            raise DataFormatError(f"{self.path}: tike file has no 'probe'; no probe found")
+            raise ProbeNotFoundError(f"{self.path}: tike file has no 'probe'; no probe found")
         check_allocation(self.path, "'probe'", (self.modes, self.n, self.n), 8)
         raw = np.asarray(self.src.read("probe"))
         if raw.dtype.kind not in "iufc":
@@ -285,7 +285,7 @@ def load_tike_probe(path: str | os.PathLike[str]) -> np.ndarray:
     """The first probe mode ``[N, N]`` complex64 of a tike file (``--probe FILE``).
 
     Raises:
-        DataFormatError: the file has no probe ("no probe found"), or a malformed one.
+        ProbeNotFoundError: the file has no probe; DataFormatError: a malformed one.
     """
     modes = load_probe_modes(path)
     probe = modes[0]
