@@ -1,8 +1,10 @@
 """ptychopinn: physics-informed neural-network ptychography in PyTorch.
 
 Importing this package is cheap: it loads no torch, Lightning, matplotlib or h5py.
-Subpackages: ``config``, ``physics``, ``data``, ``io``, ``simulate``, ``models``, ``training``,
-``inference``, ``metrics``, ``plots``, ``workflows``, ``cli``.
+Subpackages: ``config``, ``physics`` (the forward model, noise models, shifts), ``data``, ``io`` (every file
+format), ``simulate``, ``models``, ``training``, ``inference`` (network prediction and stitching), ``refine``
+(iterative refinement on the physics: object, probe and its modes, positions), ``metrics``, ``frc``, ``plots``,
+``workflows`` (the commands as functions), ``cli``.
 """
 
 from importlib.metadata import PackageNotFoundError, version

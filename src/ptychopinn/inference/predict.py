@@ -230,7 +230,7 @@ def reconstruct(
     Args:
         model: a ``PtychoPINN`` (``config.N`` must equal ``scan.N``).
         scan: the scan to reconstruct; may hold a memory-mapped ``diffraction``.
-        config: batch size, precision, stitch window, accelerator, grouping K and seed.
+        config: batch size, precision, stitch window, taper and phase synchronisation, accelerator.
         object_shape: ``(H, W)`` canvas on the object grid (origin (0, 0), windows outside are clipped);
             default: the bounding box of all windows (see
             :func:`~ptychopinn.inference.stitch.canvas_geometry`).
