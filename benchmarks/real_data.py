@@ -14,6 +14,8 @@ Runs (each a ``ptychopinn refine`` command line in a child process, timed from t
   probe kept, the default before refinement decided it from the data);
 * ``default``: ``ptychopinn refine STAR --flat --output-dir OUT/default`` (the probe refined when a trial shows
   the file's does not explain the data);
+* ``estimated_probe``: the default with ``--probe estimate`` (no probe model: the probe estimated from the
+  data, its defocus chosen by trials, then refined);
 * ``two_modes``: the default with ``--probe-modes 2`` (a partially coherent beam: two incoherent modes);
 * ``half_a`` / ``half_b``: the best of these commands (lowest amplitude misfit) on the even and the odd patterns
   (two independent half-scans of the same field, written as NPZ scans), for the resolution figure: the Fourier
@@ -223,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     from ptychopinn.io.registry import load_scan
 
     scan = load_scan(star)
-    variants = {"fixed_probe": ["--no-refine-probe"], "default": [], "two_modes": ["--probe-modes", "2"]}
+    variants = {"fixed_probe": ["--no-refine-probe"], "default": [], "estimated_probe": ["--probe", "estimate"],
+                "two_modes": ["--probe-modes", "2"]}
     for name, extra in variants.items():
         result["runs"][name] = run_refine(star, out / name, extra)
         result["runs"][name]["amplitude_misfit"] = amplitude_misfit(scan, out / name / "reconstruction.npz")
