@@ -25,6 +25,7 @@ from ptychopinn.config import ExecutionConfig, InferenceConfig, ModelConfig, Ref
 from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import DataFormatError
 from ptychopinn.io.outputs import output_run
+from ptychopinn.io.probe import probe_is_estimated
 from ptychopinn.io.reconstruction import PIXEL_CONVENTION, load_reconstruction, save_reconstruction_npz
 
 __all__ = ["PIXEL_CONVENTION", "evaluate_outputs", "evaluate_reconstruction", "load_reconstruction",
@@ -90,12 +91,6 @@ def _as_scan(scan: ScanData | str | os.PathLike[str], units: str) -> ScanData:
 def _physical_extra(scan: ScanData) -> dict[str, Any]:
     """The scan's known physical quantities, for the reconstruction's metadata."""
     return dict(scan.physical())
-
-
-def _probe_estimated(scan: ScanData) -> bool:
-    from ptychopinn.io.probe import probe_is_estimated
-
-    return probe_is_estimated(scan.metadata)
 
 
 def _save_probe_picture(stage: Path, probe: Any, scan: ScanData, what: str) -> None:
@@ -275,7 +270,7 @@ def reconstruct_scan(
                             keep_unsynchronised=plain_start)
         extra["stitch_sync"] = recon.sync
         recon, extra["transmission"] = _in_transmission_units(recon)
-        if _probe_estimated(scan_data):
+        if probe_is_estimated(scan_data.metadata):
             _save_probe_picture(stage, scan_data.probe, scan_data, "Estimated")
         if refine is not None:
             from ptychopinn.refine import refine_scan
@@ -302,7 +297,7 @@ def reconstruct_scan(
     return ReconstructOutcome(npz=out / RECONSTRUCTION_NAME, amplitude_png=out / "amplitude.png",
                               phase_png=out / "phase.png", product_h5=product, n_patterns=recon.n_patterns,
                               shape=tuple(recon.obj.shape), seconds=time.perf_counter() - t0, reconstruction=recon,
-                              probe_png=out / PROBE_NAME if _probe_estimated(scan_data) else None)
+                              probe_png=out / PROBE_NAME if probe_is_estimated(scan_data.metadata) else None)
 
 
 def _in_transmission_units(recon: Any) -> tuple[Any, float]:
@@ -401,7 +396,7 @@ def _write_refined(result: Any, scan: ScanData, stage: Path, out: Path, write_pr
                      title="Refinement misfit", xlabel="iteration", ylabel="misfit")
     refined_probe = result.probe_refined
     probe_png = None
-    if refined_probe or _probe_estimated(scan):
+    if refined_probe or probe_is_estimated(scan.metadata):
         _save_probe_picture(stage, result.probe, scan, "Refined" if refined_probe else "Estimated")
         probe_png = out / PROBE_NAME
     product = None

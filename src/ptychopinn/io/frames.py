@@ -32,6 +32,7 @@ import logging
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,7 +43,7 @@ from ptychopinn.limits import check_memory
 logger = logging.getLogger(__name__)
 
 __all__ = ["FRAME_FLAGS", "CroppedSource", "CropWindow", "FrameOptions", "crop_window", "estimate_zero_order",
-           "mirror", "symmetry_centre"]
+           "mirror", "mirrored_positions", "probe_for_window", "symmetry_centre"]
 
 FRAME_FLAGS: dict[str, str] = {"crop": "--crop", "crop_centre": "--crop-centre", "flip_x": "--flip-x",
                                "flip_y": "--flip-y"}
@@ -299,3 +300,30 @@ class CroppedSource:
 def mirror(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """``lo + hi - values``: coordinates mirrored within ``[lo, hi]``."""
     return lo + hi - values
+
+
+def probe_for_window(probe: np.ndarray, window: CropWindow, path: Path | str, what: str) -> np.ndarray:
+    """``probe`` on the object grid of the cropped frames: resampled when it belongs to the full frames, kept
+    when it already has the crop's size."""
+    if probe.shape == window.frame:
+        logger.info("%s: %s resampled to the %d x %d crop (its far field cut to the same detector window)", path,
+                    what, window.n, window.n)
+        return window.resample_probe(probe)
+    if probe.shape == (window.n, window.n):
+        return probe
+    raise DataFormatError(f"{path}: {what} is {probe.shape} but the frames are {window.frame[0]} x "
+                          f"{window.frame[1]}, cropped to {window.n} x {window.n}; expected a probe of either size")
+
+
+def mirrored_positions(positions: np.ndarray, start: np.ndarray | None,
+              frames: FrameOptions) -> tuple[np.ndarray, np.ndarray | None]:
+    """Positions (and nominal positions) with the flipped axes mirrored within the positions' bounding box."""
+    positions = positions.copy()
+    start = None if start is None else start.copy()
+    lo, hi = positions.min(axis=0), positions.max(axis=0)
+    for axis, flip in enumerate((frames.flip_x, frames.flip_y)):
+        if flip:
+            positions[:, axis] = mirror(positions[:, axis], lo[axis], hi[axis])
+            if start is not None:
+                start[:, axis] = mirror(start[:, axis], lo[axis], hi[axis])
+    return positions, start

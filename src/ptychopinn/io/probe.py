@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ptychopinn.io.frames import CropWindow
 
 PROBE_ESTIMATE = "estimate"
 """The ``--probe`` value that asks for an estimate from the data."""
@@ -82,3 +86,39 @@ def estimate_probe(diffraction: np.ndarray, batch: int = 256) -> np.ndarray:
     amp = mean_far_field(diffraction, batch)
     spectrum = torch.from_numpy((amp * aperture(amp)).astype(np.complex64))
     return ifft2c(spectrum).numpy().astype(np.complex64)
+
+
+def scan_probe(given: np.ndarray | str | None, diffraction: np.ndarray, file_probe: Callable[[], np.ndarray],
+               metadata: dict[str, Any], *, window: CropWindow | None = None, modes: np.ndarray | None = None,
+               path: Path | str = "") -> tuple[np.ndarray, np.ndarray | None]:
+    """The probe a reader gives its scan, and the probe modes it keeps: ``given`` (an ``[N, N]`` array), an
+    estimate from ``diffraction`` (``'estimate'``; :data:`PROBE_ESTIMATED` set in ``metadata``) or the file's
+    own (None: ``file_probe()``, with its incoherent ``modes`` ``[K, N, N]`` if the file has several). With a
+    crop ``window`` a probe of the full frames is resampled to the crop
+    (:func:`~ptychopinn.io.frames.probe_for_window`); ``diffraction`` is already cropped.
+
+    Returns:
+        ``(probe [N, N], modes [K, N, N] or None)``; modes only with the file's own probe.
+
+    Raises:
+        ConfigError: ``given`` is a string other than ``'estimate'``.
+        DataFormatError: a probe that fits neither the frames nor the crop.
+    """
+    from ptychopinn.errors import ConfigError
+    from ptychopinn.io.frames import probe_for_window
+
+    if isinstance(given, str):
+        if given != PROBE_ESTIMATE:
+            raise ConfigError(f"probe must be an array or 'estimate', got {given!r}")
+        metadata[PROBE_ESTIMATED] = True
+        return estimate_probe(diffraction), None
+    if given is None:  # the file's own probe: an estimate only where the file's metadata says so
+        probe = file_probe()
+        if window is not None:
+            probe = probe_for_window(probe, window, path, "the file's probe")
+            if modes is not None:
+                modes = np.stack([probe_for_window(mode, window, path, "a probe mode") for mode in modes])
+        return probe, modes
+    metadata.pop(PROBE_ESTIMATED, None)
+    probe = np.asarray(given)
+    return (probe if window is None else probe_for_window(probe, window, path, "the given probe")), None

@@ -341,7 +341,7 @@ def load_product_h5(path: str | os.PathLike[str]) -> Product:
 
 def _read_product(f: Any, path: Path) -> Product:
     from ptychopinn.io import h5guard
-    from ptychopinn.io.schema import parse_metadata
+    from ptychopinn.io.metadata import parse_metadata
 
     def attr(obj: Any, key: str, where: str) -> Any:
         return h5guard.attribute(f, obj, key, where)

@@ -18,7 +18,8 @@ import numpy as np
 
 from ptychopinn.errors import DataFormatError
 from ptychopinn.io.atomic import atomic_write
-from ptychopinn.io.schema import object_layout, parse_metadata, read_small
+from ptychopinn.io.metadata import parse_metadata
+from ptychopinn.io.schema import object_layout, read_small
 
 PIXEL_CONVENTION = (
     "obj[row, col] is object pixel (y, x) = (origin_y + row, origin_x + col); positions are (x, y) "

@@ -35,11 +35,9 @@ temporary file).
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,7 +47,8 @@ import numpy as np
 from ptychopinn.data.scan import PHYSICAL_FIELDS, ScanData
 from ptychopinn.errors import ConfigError, DataFormatError, describe_array
 from ptychopinn.io.files import check_allocation, mmap_threshold
-from ptychopinn.io.frames import CroppedSource, CropWindow, FrameOptions, crop_window, mirror
+from ptychopinn.io.frames import CroppedSource, FrameOptions, crop_window, mirrored_positions
+from ptychopinn.io.metadata import parse_metadata
 from ptychopinn.io.units import UNITS_CHOICES, detect_units, to_amplitude
 
 logger = logging.getLogger(__name__)
@@ -96,71 +95,6 @@ def check_units(units: str) -> None:
     if units not in UNITS_CHOICES:
         raise ConfigError(f"units must be one of {', '.join(UNITS_CHOICES)}, got {units!r}; "
                           "pass 'amplitude', 'intensity' or 'auto'")
-
-
-MAX_METADATA_DEPTH = 32
-"""Nesting depth of ``_metadata`` JSON accepted (ptychopinn writes flat objects)."""
-MAX_METADATA_DIGITS = 20
-"""Digits of a ``_metadata`` JSON integer accepted (int64 has 19)."""
-
-
-def _metadata_int(digits: str) -> int:
-    if len(digits.lstrip("-")) > MAX_METADATA_DIGITS:
-        raise ValueError(f"an integer of {len(digits.lstrip('-'))} digits")
-    return int(digits)
-
-
-def _check_json_values(value: Any) -> str | None:
-    """What is wrong with parsed JSON ``value`` (too deep, text that is not UTF-8), or None; no recursion."""
-    stack = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, str):
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return "text that is not UTF-8 (an escaped lone surrogate)"
-        elif isinstance(item, (dict, list)):
-            if depth >= MAX_METADATA_DEPTH:
-                return f"values nested more than {MAX_METADATA_DEPTH} levels deep"
-            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
-            stack.extend((c, depth + 1) for c in children)
-    return None
-
-
-def parse_metadata(text: Any, path: Path, key: str = "_metadata") -> dict[str, Any]:
-    """JSON object from the ``_metadata`` text (or another metadata entry ``key``) of the file ``path``.
-
-    Text that is not JSON, or JSON that is not an object, is skipped with a warning (the metadata is optional
-    provenance). JSON that breaks the limits every reader relies on is refused: nesting deeper than
-    :data:`MAX_METADATA_DEPTH`, integers longer than :data:`MAX_METADATA_DIGITS` digits, text that is not UTF-8.
-
-    Raises:
-        DataFormatError: one of those limits is broken.
-    """
-    if text is None:
-        return {}
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", errors="replace")
-    fix = f"rewrite '{key}' as a flat JSON object of plain values"
-    try:
-        meta = json.loads(str(text), parse_int=_metadata_int)
-    except json.JSONDecodeError as exc:
-        warnings.warn(f"{path}: '{key}' is not valid JSON ({exc}); skipped", UserWarning, stacklevel=4)
-        return {}
-    except RecursionError:
-        raise DataFormatError(f"{path}: '{key}' JSON nests values too deeply to parse; {fix}") from None
-    except ValueError as exc:  # an oversized integer (parse_int), or one beyond Python's own digit limit
-        raise DataFormatError(f"{path}: '{key}' JSON holds {exc}; expected numbers of at most "
-                              f"{MAX_METADATA_DIGITS} digits; {fix}") from None
-    problem = _check_json_values(meta)
-    if problem is not None:
-        raise DataFormatError(f"{path}: '{key}' JSON holds {problem}; {fix}")
-    if not isinstance(meta, dict):
-        warnings.warn(f"{path}: '{key}' JSON is a {type(meta).__name__}, not an object; skipped",
-                      UserWarning, stacklevel=4)
-        return {}
-    return meta
 
 
 def is_real_numeric(dtype: np.dtype) -> bool:
@@ -504,19 +438,19 @@ def _build(src: ArraySource, units: str, probe: np.ndarray | str | None, mapping
                                   f"shape={valid.shape} dtype={valid.dtype}")
         valid = valid != 0
     key = diffraction_key(src)
+    stack, legacy = stack_shape(src, key, m)
+    frame_shape = stack[1:]
     if valid is not None:
         valid = np.asarray(valid, bool)
-        frame = stack_shape(src, key, m)[0][1:]
-        if valid.shape != frame:
+        if valid.shape != frame_shape:
             raise DataFormatError(f"{path}: the detector mask is {valid.shape} but the patterns are "
-                                  f"{frame[0]} x {frame[1]}; store one flag per detector pixel")
+                                  f"{frame_shape[0]} x {frame_shape[1]}; store one flag per detector pixel")
     window = None
-    frame_shape = stack_shape(src, key, m)[0][1:]
     if frames.crop is None and frame_shape[0] != frame_shape[1]:
         raise DataFormatError(f"{path}: the frames are {frame_shape[0]} x {frame_shape[1]}, not square; expected N x N "
                               "patterns: pass --crop N (crop=N) to cut a square window around the zero order")
     if frames.crop is not None:
-        if stack_shape(src, key, m)[1]:
+        if legacy:
             raise DataFormatError(f"{path}: '{key}' has the legacy [N, N, M] layout {src.shape(key)}, which cannot "
                                   "be cropped while it is read; re-save it as [M, N, N] (np.moveaxis(a, 2, 0))")
         window = crop_window(src, key, frames, valid)
@@ -528,24 +462,10 @@ def _build(src: ArraySource, units: str, probe: np.ndarray | str | None, mapping
         diff = amplitude_stack(src, key, m, units, metadata, allow_map=mapping == "auto", threshold=threshold,
                                valid=valid)
 
-    from ptychopinn.io.probe import PROBE_ESTIMATED, estimate_probe
+    from ptychopinn.io.probe import scan_probe
 
-    probe_given = probe
-    if isinstance(probe, str):
-        if probe != "estimate":
-            raise ConfigError(f"probe must be an array or 'estimate', got {probe!r}")
-        probe = estimate_probe(diff)
-        metadata[PROBE_ESTIMATED] = True
-    elif probe is None:  # the file's own probe: an estimate only where the file's metadata says so
-        probe = probe_layout(read_small(src, "probeGuess"), path)
-        if window is not None:
-            probe = _probe_for_window(probe, window, path, "the file's probe")
-            if modes is not None:
-                modes = np.stack([_probe_for_window(mode, window, path, "a probe mode") for mode in modes])
-    else:
-        metadata.pop(PROBE_ESTIMATED, None)
-        if window is not None:
-            probe = _probe_for_window(np.asarray(probe), window, path, "the given probe")
+    probe, modes = scan_probe(probe, diff, lambda: probe_layout(read_small(src, "probeGuess"), path), metadata,
+                              window=window, modes=modes, path=path)
     scan_index = read_small(src, "scan_index").reshape(-1) if "scan_index" in keys else None
     positions = np.stack([x, y], axis=1)
     if window is not None:
@@ -562,7 +482,7 @@ def _build(src: ArraySource, units: str, probe: np.ndarray | str | None, mapping
         keys = keys - {"objectGuess", "Y"}
         metadata["frames"] = window.metadata()
     if frames.flip_x or frames.flip_y:
-        positions, positions_start = _mirrored(positions, positions_start, frames)
+        positions, positions_start = mirrored_positions(positions, positions_start, frames)
         metadata.setdefault("frames", {}).update(flip_x=frames.flip_x, flip_y=frames.flip_y)
     obj = object_layout(read_small(src, "objectGuess"), path) if "objectGuess" in keys else None
     patches = None
@@ -582,35 +502,6 @@ def _build(src: ArraySource, units: str, probe: np.ndarray | str | None, mapping
             patches = patches.reshape(src.shape("Y")[:3])
             if y_legacy:
                 patches = np.ascontiguousarray(np.moveaxis(patches, 2, 0))
-    file_modes = modes if modes is not None and probe_given is None else None
     return ScanData(diffraction=diff, positions=positions, probe=probe, obj=obj,
                     positions_start=positions_start, scan_index=scan_index, patches=patches, metadata=metadata,
-                    valid_pixels=valid, probe_modes=file_modes, **physical)
-
-
-
-def _probe_for_window(probe: np.ndarray, window: CropWindow, path: Path, what: str) -> np.ndarray:
-    """``probe`` on the object grid of the cropped frames: resampled when it belongs to the full frames, kept
-    when it already has the crop's size."""
-    if probe.shape == window.frame:
-        logger.info("%s: %s resampled to the %d x %d crop (its far field cut to the same detector window)", path,
-                    what, window.n, window.n)
-        return window.resample_probe(probe)
-    if probe.shape == (window.n, window.n):
-        return probe
-    raise DataFormatError(f"{path}: {what} is {probe.shape} but the frames are {window.frame[0]} x "
-                          f"{window.frame[1]}, cropped to {window.n} x {window.n}; expected a probe of either size")
-
-
-def _mirrored(positions: np.ndarray, start: np.ndarray | None,
-              frames: FrameOptions) -> tuple[np.ndarray, np.ndarray | None]:
-    """Positions (and nominal positions) with the flipped axes mirrored within the positions' bounding box."""
-    positions = positions.copy()
-    start = None if start is None else start.copy()
-    lo, hi = positions.min(axis=0), positions.max(axis=0)
-    for axis, flip in enumerate((frames.flip_x, frames.flip_y)):
-        if flip:
-            positions[:, axis] = mirror(positions[:, axis], lo[axis], hi[axis])
-            if start is not None:
-                start[:, axis] = mirror(start[:, axis], lo[axis], hi[axis])
-    return positions, start
+                    valid_pixels=valid, probe_modes=modes, **physical)
