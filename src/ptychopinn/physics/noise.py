@@ -86,7 +86,8 @@ class NoiseModel(ABC):
     @abstractmethod
     def pattern_misfit(self, far: torch.Tensor, measured: torch.Tensor,
                        weights: torch.Tensor | None = None) -> torch.Tensor:
-        """``[b]`` float32 misfit of each pattern of the batch (the terms :meth:`direction` sums)."""
+        """``[b]`` float32 misfit of each pattern of the batch (the terms :meth:`direction` sums; mixed-state
+        ``far`` ``[b, K, N, N]`` as there)."""
 
     @abstractmethod
     def line_derivatives(self, far: torch.Tensor, dfar: torch.Tensor, t: float, measured: torch.Tensor,
@@ -117,7 +118,7 @@ class GaussianNoise(NoiseModel):
 
     def pattern_misfit(self, far: torch.Tensor, measured: torch.Tensor,
                        weights: torch.Tensor | None = None) -> torch.Tensor:
-        resid = _abs2(far).sqrt_().sub_(measured).square_()
+        resid = _intensity(far, measured).sqrt_().sub_(measured).square_()
         if weights is not None:
             resid = resid * weights
         return resid.sum(dim=(-2, -1))
@@ -165,7 +166,7 @@ class PoissonNoise(NoiseModel):
     def pattern_misfit(self, far: torch.Tensor, measured: torch.Tensor,
                        weights: torch.Tensor | None = None) -> torch.Tensor:
         counts = measured.square()
-        m2 = _abs2(far)
+        m2 = _intensity(far, measured)
         eps = self._eps(counts)
         dev = (m2 - counts).sub_(counts * torch.log((m2 + eps) / (counts + eps)))
         if weights is not None:

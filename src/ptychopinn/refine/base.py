@@ -239,7 +239,12 @@ class Reconstructor(ABC):
 
     def _window_index(self, idx: np.ndarray) -> torch.Tensor:
         """Flat canvas indices ``[b, N, N]`` int64 of the integer windows of patterns ``idx``."""
-        corner, _ = split_positions(self.positions[idx], self.n)
+        return self._windows_at(self.positions[idx])
+
+    def _windows_at(self, positions: np.ndarray) -> torch.Tensor:
+        """Flat canvas indices ``[b, N, N]`` int64 of the integer windows at ``positions`` ``[b, 2]`` (x, y)
+        object pixels, clamped to the canvas."""
+        corner, _ = split_positions(positions, self.n)
         corner = corner - self._lo
         h, w = self.shape
         corner[:, 0] = np.clip(corner[:, 0], 0, w - self.n)
@@ -255,7 +260,10 @@ class Reconstructor(ABC):
         mixed state)."""
         if self._cache is not None:
             return self._cache[torch.from_numpy(idx).to(self.device)]
-        frac = self._fractions(idx)
+        return self._shifted_probes(self._fractions(idx))
+
+    def _shifted_probes(self, frac: torch.Tensor) -> torch.Tensor:
+        """The probe (every mode) moved by each of ``frac`` ``[b, 2]`` (dx, dy) pixels."""
         if self.probe.dim() == 3:
             return torch.stack([shifted_copies(mode, frac) for mode in self.probe], dim=1)
         return shifted_copies(self.probe, frac)
@@ -294,6 +302,20 @@ class Reconstructor(ABC):
         (``psi`` and ``dpsi`` ``[b, K, N, N]`` for a mixed state)."""
         direction, misfit = self.noise.direction(fft2u(psi), measured, self._weights)
         return ifft2u(direction), misfit
+
+    def misfit_at(self, positions: np.ndarray, amplitudes: np.ndarray) -> float:
+        """The misfit per count of patterns the refinement has not used: ``amplitudes`` ``[b, N, N]`` (zero
+        order at ``(N/2, N/2)``) measured at ``positions`` ``[b, 2]`` (x, y) object pixels, under the current
+        object and probe (windows clamped to the canvas)."""
+        positions = np.asarray(positions, np.float64)
+        _, frac = split_positions(positions, self.n)
+        with torch.no_grad():
+            psi = self._exit(self._shifted_probes(torch.from_numpy(frac).to(self.device)),
+                             self.obj.view(-1)[self._windows_at(positions)])
+            measured = to_unshifted(torch.from_numpy(np.asarray(amplitudes, np.float32)).to(self.device))
+            misfit = float(self.noise.pattern_misfit(fft2u(psi), measured, self._weights).double().sum())
+        counts = float(np.sum(np.square(np.asarray(amplitudes, np.float64))))
+        return misfit / max(counts, 1e-30)
 
     # ------------------------------------------------------------------ iterations
     @abstractmethod

@@ -60,6 +60,7 @@ import numpy as np
 import torch
 
 from ptychopinn.physics.fft import fft2u, ifft2u
+from ptychopinn.physics.noise import GaussianNoise
 from ptychopinn.physics.shift import split_positions, window_index
 
 if TYPE_CHECKING:
@@ -113,6 +114,7 @@ WINDOWS_PER_CHUNK = 512
 """Trial windows transformed at once (memory: about 24 bytes per window pixel)."""
 
 _log = logging.getLogger("ptychopinn")
+_PROJECTION = GaussianNoise()
 
 
 def position_errors(positions: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
@@ -180,9 +182,9 @@ class _Reference:
     def own(r: Reconstructor, idx: np.ndarray, probes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(conj(P_k) psi'_k, |P_k|**2)``, each ``[b, N, N]``, of patterns ``idx``."""
         far = fft2u(probes * r.obj.view(-1)[r._window_index(idx)])
-        proj = far * (r._measured(idx) / far.abs().clamp_min(1e-30))
-        if r._weights is not None:  # masked detector pixels keep the model's far field
-            proj = torch.where(r._weights > 0, proj, far)
+        # the amplitude projection is the far field plus the least-squares descent direction (masked detector
+        # pixels keep the model's far field)
+        proj = far + _PROJECTION.direction(far, r._measured(idx), r._weights)[0]
         return probes.conj() * ifft2u(proj), probes.real.square() + probes.imag.square()
 
     def patches(self, r: Reconstructor, corners: np.ndarray, pad: int,
@@ -190,12 +192,8 @@ class _Reference:
         """Reference patches ``[b, N + 2 pad, N + 2 pad]`` complex64 around the windows at canvas
         ``corners`` (``[b, 2]`` (col, row)), clamped at the canvas's border, with :data:`OWN_SHARE` of each
         pattern's ``own`` terms taken out."""
-        h, w = r.shape
         n = r.n
-        ar = np.arange(n + 2 * pad)
-        rows = np.clip(corners[:, 1, None] - pad + ar, 0, h - 1)
-        cols = np.clip(corners[:, 0, None] - pad + ar, 0, w - 1)
-        index = torch.from_numpy(rows[:, :, None] * w + cols[:, None, :]).to(r.device)
+        index = _patch_index(r, corners, pad)
         num = self.num[index]
         den = self.den[index]
         num[:, pad:pad + n, pad:pad + n] -= OWN_SHARE * own[0]
@@ -203,13 +201,19 @@ class _Reference:
         return (num + self.beta * self.level) / (den.clamp_min_(0.0) + self.beta)
 
 
-def _current_patches(r: Reconstructor, corners: np.ndarray, pad: int) -> torch.Tensor:
-    """Patches of the current object, as :meth:`_Reference.patches`."""
+def _patch_index(r: Reconstructor, corners: np.ndarray, pad: int) -> torch.Tensor:
+    """Flat canvas indices ``[b, N + 2 pad, N + 2 pad]`` of the patches around the windows at canvas ``corners``
+    (``[b, 2]`` (col, row)), clamped at the canvas's border."""
     h, w = r.shape
     ar = np.arange(r.n + 2 * pad)
     rows = np.clip(corners[:, 1, None] - pad + ar, 0, h - 1)
     cols = np.clip(corners[:, 0, None] - pad + ar, 0, w - 1)
-    return r.obj.view(-1)[torch.from_numpy(rows[:, :, None] * w + cols[:, None, :]).to(r.device)]
+    return torch.from_numpy(rows[:, :, None] * w + cols[:, None, :]).to(r.device)
+
+
+def _current_patches(r: Reconstructor, corners: np.ndarray, pad: int) -> torch.Tensor:
+    """Patches of the current object, as :meth:`_Reference.patches`."""
+    return r.obj.view(-1)[_patch_index(r, corners, pad)]
 
 
 def _trial_misfits(r: Reconstructor, idx: np.ndarray, corners: np.ndarray, probes: torch.Tensor,

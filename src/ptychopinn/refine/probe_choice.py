@@ -109,8 +109,6 @@ def trial_misfit(sub: ScanData, probe: np.ndarray, config: RefineConfig, refine_
     object and probe are refined on the patterns :func:`held_out` leaves in, and the misfit (per count) is that
     of the held-out patterns under the result. A probe that fits its own patterns without explaining its
     neighbours' (a spot so small that the patterns hardly overlap fits each one alone) predicts them badly."""
-    from ptychopinn.physics.fft import fft2u, to_unshifted
-    from ptychopinn.physics.shift import shifted_copies, split_positions, window_index
     from ptychopinn.refine.rpie import RPIE
 
     hold = held_out(sub.n_points)
@@ -120,19 +118,7 @@ def trial_misfit(sub: ScanData, probe: np.ndarray, config: RefineConfig, refine_
     r = RPIE(fit, trial_config(config, refine_probe))
     for _ in range(TRIAL_ITERATIONS):
         r.iterate()
-    n = r.n
-    h, w = r.shape
-    corner, frac = split_positions(np.asarray(sub.positions[hold], np.float64), n)
-    corner = corner - r._lo
-    corner[:, 0] = np.clip(corner[:, 0], 0, w - n)
-    corner[:, 1] = np.clip(corner[:, 1], 0, h - n)
-    with torch.no_grad():
-        window = r.obj.view(-1)[window_index(torch.from_numpy(corner).to(r.device), n, w)]
-        far = fft2u(shifted_copies(r.probe, torch.from_numpy(frac).to(r.device)) * window)
-        measured = to_unshifted(torch.from_numpy(np.asarray(sub.diffraction[hold], np.float32)).to(r.device))
-        misfit = float(r.noise.pattern_misfit(far, measured, r._weights).double().sum())
-    counts = float(np.sum(np.square(np.asarray(sub.diffraction[hold], np.float64))))
-    value = misfit / max(counts, 1e-30)
+    value = r.misfit_at(sub.positions[hold], sub.diffraction[hold])
     return value if math.isfinite(value) else math.inf
 
 
