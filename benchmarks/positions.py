@@ -29,49 +29,19 @@ prepare_cpu_runtime()
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402
-import math  # noqa: E402
-import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from ptychopinn.config import RefineConfig  # noqa: E402
-from ptychopinn.data.scan import ScanData  # noqa: E402
 from ptychopinn.refine import refine_scan  # noqa: E402
 from ptychopinn.refine.positions import position_errors  # noqa: E402
-from ptychopinn.simulate import (  # noqa: E402
-    make_object,
-    make_probe,
-    probe_diameter,
-    raster_positions,
-    realistic_position_errors,
-    simulate_diffraction,
-    step_for_overlap,
-)
+from ptychopinn.simulate import realistic_position_errors, zone_plate_probe  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from quality import score  # noqa: E402
-
-FOCUS_DIAMETER = 4.0
-STOP = 0.3
-
-
-def zone_plate_probe(n: int, radius: float) -> np.ndarray:
-    """A zone plate out of focus: ``[n, n]`` complex64 with geometric radius ``radius`` px."""
-    return make_probe("focused", n, diameter=FOCUS_DIAMETER, defocus=1.22 * math.pi * radius / FOCUS_DIAMETER,
-                      stop=STOP)
-
-
-def make_scan(n: int, size: int, radius: float, photons: float, seed: int) -> ScanData:
-    probe = zone_plate_probe(n, radius)
-    obj = make_object("image", size, amplitude_range=(0.5, 1.0), phase_range=(-1.0, 1.0), image_name="astronaut",
-                      phase_image="coins")
-    pos = raster_positions(obj.shape, n, step_for_overlap(probe_diameter(probe), 0.7), jitter=0.5, seed=seed)
-    amp, _, _ = simulate_diffraction(obj, probe, pos, nphotons=photons, seed=seed)
-    return ScanData(diffraction=amp, positions=pos, probe=probe, obj=obj)
+from quality import machine_record, probe_scan, score  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,9 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     def emit(rec: dict[str, Any]) -> None:
         print(json.dumps(rec), flush=True)
 
-    emit({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-          "torch_threads": torch.get_num_threads(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")})
-    scan = make_scan(64, args.size, args.probe_radius, args.photons, args.seed)
+    emit(machine_record())
+    scan = probe_scan(zone_plate_probe(64, args.probe_radius), args.size, photons=args.photons, seed=args.seed)
     err = realistic_position_errors(scan.n_points, rms=args.rms, outlier_fraction=args.outliers, seed=args.seed)
     rms0, med0 = position_errors(scan.positions + err, scan.positions)
     emit({"patterns": scan.n_points, "start_rms_px": round(rms0, 2), "start_median_px": round(med0, 2)})

@@ -30,9 +30,7 @@ from ptychopinn.runtime import prepare_cpu_runtime  # noqa: E402
 prepare_cpu_runtime()
 
 import argparse  # noqa: E402
-import dataclasses  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
@@ -46,18 +44,10 @@ from ptychopinn.io.probe import PROBE_ESTIMATED, estimate_probe, mean_far_field 
 from ptychopinn.metrics import on_truth_grid  # noqa: E402
 from ptychopinn.physics.fft import ifft2c  # noqa: E402
 from ptychopinn.refine import refine_scan  # noqa: E402
-from ptychopinn.simulate import (  # noqa: E402
-    make_object,
-    make_probe,
-    probe_diameter,
-    raster_positions,
-    simulate_diffraction,
-    step_for_overlap,
-)
+from ptychopinn.simulate import make_object, make_probe, zone_plate_probe  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from positions import zone_plate_probe  # noqa: E402
-from quality import score  # noqa: E402
+from quality import blind, machine_record, probe_scan, score  # noqa: E402
 
 N = 64
 
@@ -74,23 +64,9 @@ def free_space_object(size: int) -> np.ndarray:
     return (np.where(free, 1.0, 0.6 + 0.3 * a) * np.exp(1j * np.where(free, 0.0, p))).astype(np.complex64)
 
 
-def make_scan(probe: np.ndarray, size: int, *, obj: np.ndarray | None = None, photons: float = 1e6,
-              oversample: int = 1, seed: int = 0) -> ScanData:
-    if obj is None:
-        obj = make_object("image", size, amplitude_range=(0.5, 1.0), phase_range=(-1.0, 1.0), image_name="astronaut",
-                      phase_image="coins")
-    pos = raster_positions(obj.shape, N, step_for_overlap(probe_diameter(probe), 0.7), jitter=0.5, seed=seed)
-    amp, _, _ = simulate_diffraction(obj, probe, pos, nphotons=photons, seed=seed, oversample=oversample)
-    return ScanData(diffraction=amp, positions=pos, probe=probe, obj=obj)
-
-
 def zero_phase_estimate(diffraction: np.ndarray) -> np.ndarray:
     """The estimate before the aperture fit: the root-mean-square amplitude with zero phase."""
     return ifft2c(torch.from_numpy(mean_far_field(diffraction).astype(np.complex64))).numpy()
-
-
-def blind(scan: ScanData, **changes: Any) -> ScanData:
-    return dataclasses.replace(scan, obj=None, patches=None, **changes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,12 +90,11 @@ def main(argv: list[str] | None = None) -> int:
               "seconds": round(time.perf_counter() - t0, 1), "notes": res.notes})
         return res
 
-    emit({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-          "torch_threads": torch.get_num_threads(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")})
+    emit(machine_record())
     probes = {"focused": make_probe("focused", N), "defocused": zone_plate_probe(N, 14.0)}
     if "estimate" in sections:
         for kind, probe in probes.items():
-            scan = make_scan(probe, args.size)
+            scan = probe_scan(probe, args.size)
             run("estimate", kind, "true probe", blind(scan), scan, refine_probe=False)
             run("estimate", kind, "zero-phase estimate, refined", blind(scan, probe=zero_phase_estimate(
                 scan.diffraction)), scan, refine_probe=True, probe_search=False)
@@ -129,19 +104,19 @@ def main(argv: list[str] | None = None) -> int:
         yy, xx = np.mgrid[:N, :N] - N / 2
         focused = probes["focused"]
         cases: list[tuple[str, ScanData, np.ndarray]] = [
-            ("correct probe", make_scan(focused, args.size), focused),
-            ("correct probe, 2x oversampled data", make_scan(focused, args.size, oversample=2), focused),
-            ("correct probe, 1e4 photons", make_scan(focused, args.size, photons=1e4), focused),
-            ("probe with a defocus error", make_scan(focused, args.size),
+            ("correct probe", probe_scan(focused, args.size), focused),
+            ("correct probe, 2x oversampled data", probe_scan(focused, args.size, oversample=2), focused),
+            ("correct probe, 1e4 photons", probe_scan(focused, args.size, photons=1e4), focused),
+            ("probe with a defocus error", probe_scan(focused, args.size),
              (focused * np.exp(0.01j * (xx**2 + yy**2))).astype(np.complex64)),
-            ("focused probe given for a defocused scan", make_scan(probes["defocused"], args.size), focused),
+            ("focused probe given for a defocused scan", probe_scan(probes["defocused"], args.size), focused),
         ]
         for case, scan, given in cases:
             for setting in ("auto", False, True):
                 run("auto", case, f"refine_probe={setting}", blind(scan, probe=given), scan, refine_probe=setting)
     if "transmission" in sections:
         obj = free_space_object(args.size)
-        scan = make_scan(probes["focused"], args.size, obj=obj)
+        scan = probe_scan(probes["focused"], args.size, obj=obj)
         free = np.abs(obj) > 0.999
         for factor in (1.0, 37.0):
             res = run("transmission", f"probe x {factor:g}", "refine_probe=False",

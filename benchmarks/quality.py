@@ -104,9 +104,36 @@ def make_scans(kind: str, n: int, size: int, nphotons: float, step: float, seed:
     return train, test
 
 
-def blind(scan: ScanData) -> ScanData:
-    """The scan as a method sees it: no ground-truth object or patches."""
-    return dataclasses.replace(scan, obj=None, patches=None)
+def blind(scan: ScanData, **changes: Any) -> ScanData:
+    """The scan as a method sees it: no ground-truth object or patches (and ``changes``, e.g. another probe)."""
+    return dataclasses.replace(scan, obj=None, patches=None, **changes)
+
+
+def machine_record() -> dict[str, Any]:
+    """The first JSON record of every benchmark: machine, CPUs, torch threads, ``OMP_WAIT_POLICY``."""
+    return {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}
+
+
+def probe_scan(probe: np.ndarray, size: int, *, obj: np.ndarray | None = None, photons: float = 1e6,
+               oversample: int = 1, seed: int = 0) -> ScanData:
+    """A raster scan (70 % overlap of ``probe``'s diameter, +-0.5 px jitter) of the astronaut / coins test object
+    (``size`` px, or ``obj``), ``photons`` per pattern with Poisson noise, the ground truth attached."""
+    from ptychopinn.simulate import (
+        make_object,
+        probe_diameter,
+        raster_positions,
+        simulate_diffraction,
+        step_for_overlap,
+    )
+
+    if obj is None:
+        obj = make_object("image", size, amplitude_range=(0.5, 1.0), phase_range=(-1.0, 1.0),
+                          image_name=TEST_PAIR[0], phase_image=TEST_PAIR[1])
+    n = probe.shape[-1]
+    pos = raster_positions(obj.shape, n, step_for_overlap(probe_diameter(probe), 0.7), jitter=0.5, seed=seed)
+    amp, _, _ = simulate_diffraction(obj, probe, pos, nphotons=photons, seed=seed, oversample=oversample)
+    return ScanData(diffraction=amp, positions=pos, probe=probe, obj=obj)
 
 
 def run_refine(scan: ScanData, start: np.ndarray | None, origin: tuple[float, float], offset_s: float,
@@ -159,9 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     def emit(rec: dict[str, Any]) -> None:
         print(json.dumps(rec), flush=True)
 
-    emit({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-          "torch_threads": torch.get_num_threads(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
-          "N": n, "object_size": size, "epochs": epochs, "n_filters_scale": width, "oversample": 2,
+    emit({**machine_record(), "N": n, "object_size": size, "epochs": epochs, "n_filters_scale": width, "oversample": 2,
           "gridsize": args.gridsize, "generator": args.generator})
     from ptychopinn.inference.predict import reconstruct
     from ptychopinn.workflows import train_model

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import math
 
 import numpy as np
 import pytest
@@ -33,19 +32,15 @@ from ptychopinn.simulate import (
     realistic_position_errors,
     simulate_diffraction,
     step_for_overlap,
+    zone_plate_probe,
 )
 
 N = 32
 
 
-def _zone_plate(radius: float) -> np.ndarray:
-    """A zone plate out of focus: focus 3 px, central stop 0.3, geometric radius ``radius`` px."""
-    return make_probe("focused", N, diameter=3.0, defocus=1.22 * math.pi * radius / 3.0, stop=0.3)
-
-
 @functools.cache
 def _scan(kind: str, size: int = 80, free_space: bool = False, photons: float = 1e6) -> ScanData:
-    probe = make_probe("focused", N) if kind == "focused" else _zone_plate(7.0)
+    probe = make_probe("focused", N) if kind == "focused" else zone_plate_probe(N, 7.0, focus=3.0)
     img = make_object("image", size, amplitude_range=(0.5, 1.0), phase_range=(-1.0, 1.0), image_name="astronaut",
                       phase_image="coins")
     obj = img

@@ -1,6 +1,6 @@
 """Simulated ptychographic scans: objects, probes, scan patterns and diffraction with photon noise.
 
-Public API: :func:`make_object` (and :data:`AVAILABLE_IMAGES`), :func:`make_probe`,
+Public API: :func:`make_object` (and :data:`AVAILABLE_IMAGES`), :func:`make_probe`, :func:`zone_plate_probe`,
 :func:`raster_positions`, :func:`spiral_positions`, :func:`step_for_overlap`, :func:`probe_diameter`,
 :func:`realistic_position_errors`,
 :func:`simulate_diffraction`, :func:`simulate_scan`.
@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ptychopinn.simulate.objects import AVAILABLE_IMAGES, OBJECT_KINDS, make_object, next_image, phase_partner
-from ptychopinn.simulate.probes import PROBE_KINDS, make_probe
+from ptychopinn.simulate.probes import PROBE_KINDS, make_probe, zone_plate_probe
 from ptychopinn.simulate.scan import (
     probe_diameter,
     raster_positions,
@@ -45,6 +45,7 @@ __all__ = [
     "spiral_positions",
     "step_for_overlap",
     "valid_area",
+    "zone_plate_probe",
 ]
 
 _LAZY = {"simulate_diffraction", "simulate_scan"}

@@ -117,3 +117,14 @@ def make_probe(kind: str, N: int, *, diameter: float | None = None,  # noqa: N80
         raise ConfigError(f"probe diameter: a focused {n} x {n} probe needs a central spot of at least "
                           f"{min_d:.3g} pixels, got {d:g}; use a larger diameter or probe kind 'gaussian'")
     return focused_probe(n, d, float(defocus), float(stop))
+
+
+def zone_plate_probe(N: int, radius: float, *, focus: float = 4.0, stop: float = 0.3) -> np.ndarray:  # noqa: N803
+    """A zone plate out of focus: the ``'focused'`` probe with central spot ``focus`` px, a central stop of
+    ``stop`` times the pupil radius, and the defocus that gives a geometric radius of ``radius`` px (a wide
+    ring with fringes; module docstring).
+
+    Returns:
+        ``[N, N]`` complex64, peak amplitude 1.
+    """
+    return make_probe("focused", N, diameter=focus, defocus=1.22 * math.pi * float(radius) / float(focus), stop=stop)
