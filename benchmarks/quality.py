@@ -19,9 +19,19 @@ and phase SSIM, PSNR, FRC at 0.5):
 * ``network+refine``: the same iterations started from the network's image stitched as ``infer`` does
   before refining (no phase synchronisation; ``seconds`` includes the prediction and stitching).
 
+Regimes (``--regimes``): ``other`` trains on another object of the same kind (lines on lines: the
+same-kind, in-distribution case), ``self`` on the test scan itself, ``part`` on the left half of the test
+scan and reconstructs the right half, ``adapt`` trains on another object and then fine-tunes on the test
+scan for ``--adapt-epochs`` (:func:`ptychopinn.training.adapt.adapt_model`). Every optimisation that
+touches the test scan (training on it, adapting to it) counts in the network methods' ``seconds``
+(``on_scan_seconds``); training on another object does not (``train_seconds``). The last line's summary
+gives, per row, the network alone, network + refinement after ``--compare-at`` passes, and refinement alone
+at the same wall time (``refine_flat_equal_time``).
+
 No method sees the test scan's ground truth; the truth is read only by the scorer.
 
-Usage: ``.venv/bin/python benchmarks/quality.py [--quick] [--epochs E] [--N 64] [--kinds image,lines,grf]``.
+Usage: ``.venv/bin/python benchmarks/quality.py [--quick] [--epochs E] [--N 64] [--kinds image,lines,grf]
+[--doses 1e9,1e5,1e4] [--sparse] [--regimes other,self,part,adapt]``.
 ``--quick`` is a CI-sized smoke run (N=32, small objects, 2 epochs: seconds to a minute); the default
 is the run quoted in the README (N=64, 320 x 320 objects, about 1,369 patterns).
 """
@@ -138,10 +148,11 @@ def probe_scan(probe: np.ndarray, size: int, *, obj: np.ndarray | None = None, p
 
 def run_refine(scan: ScanData, start: np.ndarray | None, origin: tuple[float, float], offset_s: float,
                method: str, dataset: str, iterations: int, emit: Any, noise: str | None = None,
-               engine: str | None = None) -> None:
+               engine: str | None = None, until: float | None = None) -> None:
     """Refine ``iterations`` passes (``noise``: the misfit, ``engine``: the engine, default
     :class:`RefineConfig`'s) and emit the scores at :data:`CHECKPOINTS`; ``misfit`` is the refinement's own
-    normalised misfit."""
+    normalised misfit. With ``until`` (seconds) it stops at the last pass that ends by then (judged from the
+    previous pass's duration) and emits that pass too."""
     from ptychopinn.refine import create_reconstructor
 
     cfg = RefineConfig(iterations=iterations)
@@ -152,13 +163,104 @@ def run_refine(scan: ScanData, start: np.ndarray | None, origin: tuple[float, fl
     t0 = time.perf_counter()
     r = create_reconstructor(blind(scan), cfg, start=start, start_origin=origin)
     setup = time.perf_counter() - t0
+    last = offset_s + setup
     for it in range(1, iterations + 1):
         r.iterate()
-        if it in CHECKPOINTS or it == iterations:
-            secs = offset_s + setup + r.history[-1]["seconds"]
+        secs = offset_s + setup + r.history[-1]["seconds"]
+        stop = until is not None and secs + (secs - last) > until
+        last = secs
+        if it in CHECKPOINTS or it == iterations or stop:
             emit({"dataset": dataset, "method": method, "engine": r.engine, "noise": r.noise.name, "iterations": it,
                   "seconds": round(secs, 3), "misfit": r.history[-1]["misfit"],
                   **score(r.obj.cpu().numpy(), r.origin, scan)})
+        if stop:
+            return
+
+
+def split_scan(scan: ScanData) -> tuple[ScanData, ScanData]:
+    """``(left part, right part)`` of one scan, split at the median column of its positions: a network trained on
+    one part of a scan (no truth) reconstructs the other (the 'part' regime); the truth stays attached."""
+    left = scan.positions[:, 0] < np.median(scan.positions[:, 0])
+    return scan.subset(left), scan.subset(~left)
+
+
+def _train(scan: ScanData, n: int, width: int, gridsize: int, generator: str, epochs: int,
+           seed: int) -> tuple[Any, float]:
+    """(trained PtychoPINN, seconds) on ``scan`` with the benchmark's training settings; no truth is used."""
+    from ptychopinn.workflows import train_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        out = train_model(blind(scan), output_dir=Path(tmp) / "run",
+                          model=ModelConfig(N=n, n_filters_scale=width, gridsize=gridsize, generator=generator),
+                          training=TrainingConfig(nepochs=epochs, batch_size=16, learning_rate=2e-3,
+                                                  scheduler="cosine", warmup_epochs=1, seed=seed),
+                          execution=ExecutionConfig(accelerator="cpu", logger="none",
+                                                    enable_progress_bar=False, enable_checkpointing=False))
+        return out.model, time.perf_counter() - t0
+
+
+def regime_scans(regime: str, kind: str, n: int, size: int, dose: float, step: float,
+                 seed: int) -> tuple[ScanData, ScanData]:
+    """``(training scan, test scan)`` of a regime: 'other' trains on another object of the same kind, 'self' and
+    'adapt' on the test scan itself (its time counts), 'part' on the left half of the test scan and tests on
+    the right half."""
+    train, test = make_scans(kind, n, size, dose, step, seed)
+    if regime == "self":
+        return test, test
+    if regime == "part":
+        return split_scan(test)
+    return train, test
+
+
+def run_row(regime: str, dataset: str, train: ScanData, test: ScanData, args: argparse.Namespace,
+            emit: Any) -> dict[str, Any]:
+    """Train (and adapt), then score the network alone, network + refinement and refinement alone on ``test``.
+
+    Returns the row's summary: each method's scores and seconds, where ``seconds`` of the network methods include
+    every optimisation that touched the test scan (training on it for 'self' and 'part', adaptation for 'adapt'),
+    and ``refine_flat`` is read at the same wall time as ``network+refine`` after ``--compare-at`` passes.
+    """
+    from ptychopinn.inference.predict import reconstruct
+
+    n = train.N
+    model, train_s = _train(train, n, args.width, args.gridsize, args.generator, args.epochs, args.seed)
+    on_scan = train_s if regime in ("self", "part") else 0.0
+    if regime == "adapt":
+        from ptychopinn.training.adapt import adapt_model
+
+        t0 = time.perf_counter()
+        model = adapt_model(model, blind(test), epochs=args.adapt_epochs, seed=args.seed).model
+        on_scan = time.perf_counter() - t0
+    base = {"dataset": dataset, "regime": regime, "train_seconds": round(train_s, 1),
+            "on_scan_seconds": round(on_scan, 1), "patterns": test.n_points}
+    t0 = time.perf_counter()
+    rec = reconstruct(model, blind(test), InferenceConfig(), device="cpu")  # the defaults, as infer --refine 0
+    net = {**base, "method": "network", "iterations": 0, "seconds": round(on_scan + time.perf_counter() - t0, 3),
+           **score(rec.obj, rec.origin, test)}
+    emit(net)
+    records: list[dict[str, Any]] = []
+
+    def keep(rec: dict[str, Any]) -> None:
+        records.append(rec)
+        emit({**base, **rec})
+
+    # as infer refines: the start is stitched without phase synchronisation (InferenceConfig 'auto')
+    t0 = time.perf_counter()
+    start = reconstruct(model, blind(test), InferenceConfig(stitch_sync="off"), device="cpu")
+    start_s = on_scan + time.perf_counter() - t0
+    run_refine(test, start.obj, start.origin, start_s, "network+refine", dataset, args.iterations, keep)
+    joint = next(r for r in records if r["iterations"] == min(args.compare_at, args.iterations))
+    # refinement alone gets the same wall time (cap: --flat-iterations passes, well past where it stops improving)
+    flat_iters = max(args.iterations, args.flat_iterations)
+    run_refine(test, None, (0.0, 0.0), 0.0, "refine_flat", dataset, flat_iters, keep, until=joint["seconds"])
+    flat = [r for r in records if r["method"] == "refine_flat"]
+    equal = max((r for r in flat if r["seconds"] <= joint["seconds"]), key=lambda r: r["seconds"], default=flat[0])
+
+    def cell(r: dict[str, Any]) -> dict[str, Any]:
+        return {k: r[k] for k in ("iterations", "seconds", "amplitude_ssim", "phase_ssim")}
+
+    return {**base, "network": cell(net), "network+refine": cell(joint), "refine_flat_equal_time": cell(equal)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,57 +273,42 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gridsize", type=int, default=1, help="network gridsize (C = gridsize**2 patterns per sample)")
     ap.add_argument("--generator", default=ModelConfig().generator,
                     help="registered generator name (default: the default model's)")
-    ap.add_argument("--iterations", type=int, default=None)
+    ap.add_argument("--iterations", type=int, default=None, help="passes of network + refinement")
+    ap.add_argument("--compare-at", type=int, default=20,
+                    help="network + refinement after this many passes is compared with refinement alone at equal time")
+    ap.add_argument("--flat-iterations", type=int, default=100, help="most passes of refinement alone")
     ap.add_argument("--kinds", default="image", help="comma-separated: image,lines,grf")
-    ap.add_argument("--low-dose", action="store_true", help="also a 1e4-photon variant")
+    ap.add_argument("--doses", default="1e9", help="comma-separated photons per pattern, e.g. 1e9,1e5,1e4")
+    ap.add_argument("--low-dose", action="store_true", help="also 1e4 photons (same as adding 1e4 to --doses)")
+    ap.add_argument("--sparse", action="store_true", help="also each kind at twice the scan step (first dose only)")
+    ap.add_argument("--regimes", default="other",
+                    help="comma-separated: other (train on another object of the kind), self (on the test scan), "
+                         "part (on half the test scan, test on the other half), adapt (other, then --adapt-epochs "
+                         "on the test scan)")
+    ap.add_argument("--adapt-epochs", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     n = args.N or (32 if args.quick else 64)
     size = args.size or (128 if args.quick else 320)
-    epochs = args.epochs or (2 if args.quick else 20)
-    width = args.width or ModelConfig().n_filters_scale
-    iterations = args.iterations or (10 if args.quick else 50)
+    args.epochs = args.epochs or (2 if args.quick else 20)
+    args.width = args.width or ModelConfig().n_filters_scale
+    args.iterations = args.iterations or (10 if args.quick else 50)
     step = 7.0 * n / 64
+    doses = [float(d) for d in args.doses.split(",") if d] + ([1e4] if args.low_dose else [])
 
     def emit(rec: dict[str, Any]) -> None:
         print(json.dumps(rec), flush=True)
 
-    emit({**machine_record(), "N": n, "object_size": size, "epochs": epochs, "n_filters_scale": width, "oversample": 2,
-          "gridsize": args.gridsize, "generator": args.generator})
-    from ptychopinn.inference.predict import reconstruct
-    from ptychopinn.workflows import train_model
-
+    emit({**machine_record(), "N": n, "object_size": size, "epochs": args.epochs, "n_filters_scale": args.width,
+          "oversample": 2, "gridsize": args.gridsize, "generator": args.generator})
+    rows = [(kind, dose, step, "") for kind in args.kinds.split(",") for dose in doses]
+    if args.sparse:
+        rows += [(kind, doses[0], 2 * step, "-sparse") for kind in args.kinds.split(",")]
     summary: list[dict[str, Any]] = []
-    doses = [1e9] + ([1e4] if args.low_dose else [])
-    for kind in args.kinds.split(","):
-        for dose in doses:
-            dataset = f"{kind}@{dose:.0e}"
-            train, test = make_scans(kind, n, size, dose, step, args.seed)
-            with tempfile.TemporaryDirectory() as tmp:
-                t0 = time.perf_counter()
-                out = train_model(blind(train), output_dir=Path(tmp) / "run",
-                                  model=ModelConfig(N=n, n_filters_scale=width, gridsize=args.gridsize,
-                                                    generator=args.generator),
-                                  training=TrainingConfig(nepochs=epochs, batch_size=16, learning_rate=2e-3,
-                                                          scheduler="cosine", warmup_epochs=1, seed=args.seed),
-                                  execution=ExecutionConfig(accelerator="cpu", logger="none",
-                                                            enable_progress_bar=False, enable_checkpointing=False))
-                train_s = time.perf_counter() - t0
-            model = out.model
-            t0 = time.perf_counter()
-            rec = reconstruct(model, blind(test), InferenceConfig(), device="cpu")  # the defaults, as infer --refine 0
-            net_s = time.perf_counter() - t0
-            net = {"dataset": dataset, "method": "network", "iterations": 0, "seconds": round(net_s, 3),
-                   "train_seconds": round(train_s, 1), "patterns": test.n_points,
-                   **score(rec.obj, rec.origin, test)}
-            emit(net)
-            summary.append(net)
-            run_refine(test, None, (0.0, 0.0), 0.0, "refine_flat", dataset, iterations, emit)
-            # as infer refines: the start is stitched without phase synchronisation (InferenceConfig 'auto')
-            t0 = time.perf_counter()
-            start = reconstruct(model, blind(test), InferenceConfig(stitch_sync="off"), device="cpu")
-            start_s = time.perf_counter() - t0
-            run_refine(test, start.obj, start.origin, start_s, "network+refine", dataset, iterations, emit)
+    for kind, dose, row_step, tag in rows:
+        for regime in args.regimes.split(","):
+            train, test = regime_scans(regime, kind, n, size, dose, row_step, args.seed)
+            summary.append(run_row(regime, f"{kind}{tag}@{dose:.0e}", train, test, args, emit))
     emit({"summary": summary})
     return 0
 

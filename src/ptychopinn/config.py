@@ -59,7 +59,10 @@ class ModelConfig(ConfigBase):
     inside the range of every amplitude activation. ``generator``: ``'unet'`` (default) or ``'cnn'`` (the
     reference architecture, :data:`REFERENCE_GENERATOR`). ``n_filters_scale``: width multiplier; the
     default 1 is the measured choice (README, Quality benchmark and Performance); the reference surfaces pass
-    their own width 2.
+    their own width 2. ``offset_channels`` (gridsize > 1): the generator also reads every member's offset from
+    its group's centre (two constant maps per pattern), so it knows the arrangement of the patches it must
+    make agree; groups draw their neighbours at random, so that arrangement differs from group to group
+    (README, "Where the network earns its place").
     """
 
     N: int = 64
@@ -77,6 +80,7 @@ class ModelConfig(ConfigBase):
     probe_trainable: bool = False
     intensity_scale_trainable: bool = False
     cbam_encoder: bool = False
+    offset_channels: bool = False
 
     def __post_init__(self) -> None:
         check_int("N", self.N, 32, 256)
@@ -88,7 +92,7 @@ class ModelConfig(ConfigBase):
                  "a registered generator name such as 'cnn'", self.generator)
         check_choice("amp_activation", self.amp_activation, AMP_ACTIVATIONS)
         for name in ("object_big", "probe_big", "probe_mask", "pad_object", "probe_trainable",
-                     "intensity_scale_trainable", "cbam_encoder"):
+                     "intensity_scale_trainable", "cbam_encoder", "offset_channels"):
             check_bool(name, getattr(self, name))
         check_num("probe_scale", self.probe_scale, 0.0, strict=True)
         check_num("gaussian_smoothing_sigma", self.gaussian_smoothing_sigma, 0.0)
@@ -97,6 +101,12 @@ class ModelConfig(ConfigBase):
     def channels(self) -> int:
         """C = gridsize**2, the number of patterns per sample."""
         return self.gridsize * self.gridsize
+
+    @property
+    def input_channels(self) -> int:
+        """Channels the generator reads: C patterns, plus two offset maps per pattern with ``offset_channels``
+        at gridsize > 1."""
+        return 3 * self.channels if self.offset_channels and self.channels > 1 else self.channels
 
 
 @dataclass(frozen=True)

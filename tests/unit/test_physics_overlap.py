@@ -14,6 +14,7 @@ import torch
 from ptychopinn.physics.overlap import enforce_overlap
 from ptychopinn.physics.patches import extract_patches
 from ptychopinn.physics.probe import central_window
+from ptychopinn.physics.shift import extract_exact
 
 N = 16
 REL = [(-3, -2), (4, 1), (0, 5), (-2, 3)]  # integer (x, y) offsets, non-collinear, all overlapping
@@ -172,18 +173,29 @@ def test_complex64_in_complex64_out_with_subpixel_offsets() -> None:
     assert bool(torch.isfinite(torch.view_as_real(out)).all())
 
 
-def test_subpixel_consistent_patches_pass_through_to_interpolation_error() -> None:
-    # Real scan offsets are sub-pixel. A consistent set is then reproduced only up to bilinear
-    # resampling error (small for a smooth object), and in particular NOT attenuated at the edge
-    # of the window-covered region: blending the resampled consensus with the resampled coverage
-    # used to mix in zeros there and removed up to ~30% of the value in a one-pixel band.
-    x = torch.linspace(-1, 1, 48, dtype=torch.float64)
-    smooth = torch.polar(1 + 0.3 * torch.cos(2 * x)[:, None] * torch.sin(x)[None, :], 0.5 * x[:, None] - x[None, :])
+def test_subpixel_consistent_patches_pass_through_unchanged() -> None:
+    # Real scan offsets are sub-pixel. Patches cut from one object with the exact rule (integer window +
+    # Fourier shift, as the simulator and refinement see the object) agree on the object, so the
+    # constraint must leave them as they are to round-off: nothing is interpolated, nothing blurred.
+    obj = _cobj((48, 48), seed=14)
     rel_sub = [(-2.5, 1.25), (3.75, -0.5), (0.25, 2.0), (-1.0, -3.5)]
-    pos = torch.tensor([24.0, 24.0], dtype=torch.float64)[None] + torch.tensor(rel_sub, dtype=torch.float64)
-    cut = extract_patches(smooth, pos, N)[None]
+    pos = np.array([24.0, 24.0])[None] + np.array(rel_sub)
+    cut = extract_exact(obj, pos, N)[None]
     out_sub = enforce_overlap(cut, torch.tensor(rel_sub, dtype=torch.float64)[None])
-    assert float((out_sub - cut).abs().max()) < 0.03
+    torch.testing.assert_close(out_sub, cut, rtol=1e-5, atol=1e-5)  # eps of the consensus
+
+
+def test_subpixel_offsets_keep_the_highest_frequencies() -> None:
+    # A checkerboard (Nyquist) seen by two members half a pixel apart: bilinear placement would average
+    # it away; the exact rule keeps the members' agreeing content at full contrast.
+    yy, xx = np.mgrid[:48, :48]
+    obj = torch.from_numpy(np.exp(1j * 0.5 * (-1.0) ** (yy + xx)))
+    rel_sub = [(-0.25, 0.0), (0.25, 0.0)]
+    pos = np.array([24.0, 24.0])[None] + np.array(rel_sub)
+    cut = extract_exact(obj, pos, N)[None]
+    out = enforce_overlap(cut, torch.tensor(rel_sub, dtype=torch.float64)[None])
+    torch.testing.assert_close(out, cut, rtol=1e-5, atol=1e-5)
+    assert float(out.angle().std()) > 0.4
 
 
 def test_custom_window_all_ones_averages_everywhere() -> None:

@@ -299,7 +299,7 @@ class CNNGenerator(nn.Module):
         n, s, c = config.N, config.n_filters_scale, config.channels
         self.N = n
         self.channels = c
-        self.encoder = Encoder(c, n, s, config.cbam_encoder)
+        self.encoder = Encoder(config.input_channels, n, s, config.cbam_encoder)
         self.decoder_amp = Decoder(n, s)
         self.decoder_phase = Decoder(n, s)
         amp_act = _AMP_ACTIVATIONS[config.amp_activation]

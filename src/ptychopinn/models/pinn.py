@@ -117,11 +117,21 @@ class PtychoPINN(nn.Module):
         regions overlap (:func:`enforce_overlap`); otherwise they are the generator's output.
         """
         self._check_inputs(x, relative_offsets)
-        obj = self.generator(x).to(torch.complex64)
+        obj = self.generator(self.generator_input(x, relative_offsets)).to(torch.complex64)
         if self.channels > 1 and self.config.object_big:
             with torch.autocast(device_type=_autocast_device(obj), enabled=False):
                 obj = enforce_overlap(obj, relative_offsets)
         return obj
+
+    def generator_input(self, x: torch.Tensor, relative_offsets: torch.Tensor) -> torch.Tensor:
+        """``x``, or with ``offset_channels`` ``[B, 3C, N, N]``: ``x`` then constant maps of every member's x and
+        y offset in units of N. A group's neighbours are drawn at random, so its geometry differs from group
+        to group; without the maps the generator cannot know where the patches it must make agree lie."""
+        if self.config.input_channels == self.channels:
+            return x
+        n = float(self.N)
+        rel = (relative_offsets.to(x.dtype) / n)[..., None, None].expand(*relative_offsets.shape, self.N, self.N)
+        return torch.cat([x, rel[:, :, 0], rel[:, :, 1]], dim=1)
 
     def forward(self, x: torch.Tensor, relative_offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Patches and predicted amplitudes.

@@ -47,7 +47,7 @@ class UNetGenerator(nn.Module):
         n, c = config.N, config.channels
         w = 16 * config.n_filters_scale
         self.N, self.channels = n, c
-        self.enc1 = DoubleConv(4 * c, w)
+        self.enc1 = DoubleConv(4 * config.input_channels, w)
         self.enc2 = DoubleConv(w, 2 * w)
         self.bottom = DoubleConv(2 * w, 4 * w)
         self.dec2 = DoubleConv(4 * w + 2 * w, 2 * w)
