@@ -22,8 +22,9 @@ with the default engine (cg) and scored by :func:`quality.score`:
 same for every method and not counted). No method sees the test scan's truth; only the scorer reads it.
 
 Usage: ``PYTHONPATH=src OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/prior.py``
-(the README's run: N=64, 192 x 192 objects, 10 epochs, doses 1e4 and 1e9, weights 0.1,0.3,1,3, about 8
-minutes at one thread). ``--quick``: N=32, 96 px, 2 epochs, a smoke run of a minute.
+(the README's 1e4 run: the quality benchmark's scans, N=64, 320 x 320 objects, 1,369 patterns, 20 epochs,
+weights 0.01,0.03,0.1, about 8 minutes at one thread; its 1e9 check: ``--doses 1e9 --size 192 --epochs 10
+--weights 0.1,0.3,1,3``, about 3 minutes). ``--quick``: N=32, 96 px, 2 epochs, a smoke run of a minute.
 """
 
 from __future__ import annotations
@@ -94,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--N", type=int, default=None)
     ap.add_argument("--size", type=int, default=None, help="object side in pixels")
     ap.add_argument("--epochs", type=int, default=None)
-    ap.add_argument("--doses", default="1e4,1e9", help="photons per pattern, comma-separated")
-    ap.add_argument("--weights", default="0.1,0.3,1,3", help="prior weights tried (besides 0), comma-separated")
+    ap.add_argument("--doses", default="1e4", help="photons per pattern, comma-separated")
+    ap.add_argument("--weights", default="0.01,0.03,0.1", help="prior weights tried (besides 0), comma-separated")
     ap.add_argument("--methods", default="prior,prior_sync,smooth",
                     help="any of prior,prior_sync,smooth (refine without a prior always runs)")
     ap.add_argument("--sigma", type=float, default=1.0, help="smoothing of the 'smooth' prior, pixels")
@@ -103,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     n = args.N or (32 if args.quick else 64)
-    size = args.size or (96 if args.quick else 192)
-    epochs = args.epochs or (2 if args.quick else 10)
+    size = args.size or (96 if args.quick else 320)
+    epochs = args.epochs or (2 if args.quick else 20)
     step = 7.0 * n / 64
     weights = [float(w) for w in args.weights.split(",")]
     methods = [m for m in args.methods.split(",") if m]
