@@ -322,7 +322,9 @@ class RefineConfig(ConfigBase):
     (:mod:`ptychopinn.refine.modes`); None = as many as the scan carries (1 for most files); modes beyond the
     scan's are added and must be refined (``'auto'`` refines them). ``accelerator``: where the iterations run.
     ``seed`` fixes the mini-batch order (results are
-    deterministic on the CPU).
+    deterministic on the CPU). ``prior_weight``: pull the object toward a prior image (the network's, or the
+    start) with this weight relative to the data at a typically lit pixel (:mod:`ptychopinn.refine.prior`;
+    0 = off).
     """
 
     iterations: int = 200
@@ -345,9 +347,11 @@ class RefineConfig(ConfigBase):
     max_position_step: float = 0.5
     accelerator: str = "cpu"
     seed: int = 0
+    prior_weight: float = 0.0
 
     def __post_init__(self) -> None:
         check_int("iterations", self.iterations, 1)
+        check_num("prior_weight", self.prior_weight, 0.0)
         check_num("time_limit", self.time_limit, 0.0, strict=True, optional=True)
         check_int("batch_size", self.batch_size, 1)
         check_num("tolerance", self.tolerance, 0.0, optional=True)

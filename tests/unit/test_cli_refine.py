@@ -114,3 +114,18 @@ def test_refine_probe_of_the_wrong_size_exits_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "probe" in err[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_prior_weight_flag_reaches_the_refinement_and_a_negative_one_is_refused(tmp_path, scan_path, capsys):
+    import argparse
+
+    from ptychopinn.cli.refine import add_refine_options, refine_config
+
+    p = argparse.ArgumentParser()
+    add_refine_options(p)
+    assert refine_config(p.parse_args(["--prior-weight", "0.3"]), 5).prior_weight == 0.3
+    assert refine_config(p.parse_args([]), 5).prior_weight == 0.0
+    out = tmp_path / "o"
+    code = main(["refine", str(scan_path), "--flat", "--prior-weight", "-1", "--output-dir", str(out), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "prior_weight" in err[0], err

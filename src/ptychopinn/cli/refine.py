@@ -68,6 +68,10 @@ def add_refine_options(p: argparse.ArgumentParser, *, iterations_flag: str = "--
                    help="radius in pixels of the first position search (default N/2; 0: sub-pixel steps only)")
     p.add_argument("--refine-batch-size", type=positive_int, default=defaults.batch_size,
                    help="patterns per refinement update (default %(default)s)")
+    p.add_argument("--prior-weight", type=number, default=defaults.prior_weight, metavar="W",
+                   help="pull the object toward the start image (the network's) with weight W relative to the "
+                        "data at a typically lit pixel, its global phase fitted each pass; 0 = off (default "
+                        "%(default)s; README 'Refinement' has the measurements)")
 
 
 def refine_config(args: argparse.Namespace, iterations: int) -> object:
@@ -80,7 +84,7 @@ def refine_config(args: argparse.Namespace, iterations: int) -> object:
                         refine_probe="auto" if args.refine_probe is None else args.refine_probe,
                         refine_positions=args.refine_positions, probe_modes=args.probe_modes,
                         position_search_radius=args.position_search_radius,
-                        batch_size=args.refine_batch_size, accelerator=accel)
+                        batch_size=args.refine_batch_size, accelerator=accel, prior_weight=args.prior_weight)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

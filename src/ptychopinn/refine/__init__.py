@@ -80,7 +80,8 @@ def resolve_engine(scan: ScanData, config: RefineConfig) -> str:
 
 
 def create_reconstructor(scan: ScanData, config: RefineConfig | None = None, *, start: np.ndarray | None = None,
-                         start_origin: tuple[float, float] = (0.0, 0.0),
+                         start_origin: tuple[float, float] = (0.0, 0.0), prior: np.ndarray | None = None,
+                         prior_origin: tuple[float, float] | None = None,
                          device: str | None = None) -> Reconstructor:
     """The engine :func:`resolve_engine` picks, set up on ``scan`` (arguments as :func:`refine_scan`);
     call its ``run()`` or ``iterate()``. ``'auto'`` probe settings are decided first
@@ -111,11 +112,13 @@ def create_reconstructor(scan: ScanData, config: RefineConfig | None = None, *, 
 
         check_memory(cache_bytes(scan.n_points, scan.N), "the cg refinement engine's far-field cache",
                      "refine with engine 'rpie' (--engine rpie), which reads the patterns batch by batch")
-        engine = ConjugateGradient(scan, cfg, start=start, start_origin=start_origin, device=device)
+        engine = ConjugateGradient(scan, cfg, start=start, start_origin=start_origin, prior=prior,
+                                   prior_origin=prior_origin, device=device)
     else:
         from ptychopinn.refine.rpie import RPIE
 
-        engine = RPIE(scan, cfg, start=start, start_origin=start_origin, device=device)
+        engine = RPIE(scan, cfg, start=start, start_origin=start_origin, prior=prior, prior_origin=prior_origin,
+                      device=device)
     engine.notes.update(notes)
     return engine
 
@@ -147,7 +150,8 @@ def _check_modes(scan: ScanData, cfg: RefineConfig) -> dict[str, Any]:
 
 
 def refine_scan(scan: ScanData, config: RefineConfig | None = None, *, start: np.ndarray | None = None,
-                start_origin: tuple[float, float] = (0.0, 0.0), progress: bool = False,
+                start_origin: tuple[float, float] = (0.0, 0.0), prior: np.ndarray | None = None,
+                prior_origin: tuple[float, float] | None = None, progress: bool = False,
                 callback: Callable[[Reconstructor], Any] | None = None) -> RefineResult:
     """Refine the object (and optionally probe and positions) of ``scan``.
 
@@ -158,6 +162,10 @@ def refine_scan(scan: ScanData, config: RefineConfig | None = None, *, start: np
             (:class:`~ptychopinn.config.RefineConfig`).
         start: ``[h, w]`` complex start object, e.g. ``Reconstruction.obj`` of the network; None = flat.
         start_origin: ``(x0, y0)`` object pixel of ``start[0, 0]`` (``Reconstruction.origin``).
+        prior: ``[h, w]`` complex image pulled toward with ``config.prior_weight`` > 0
+            (:mod:`~ptychopinn.refine.prior`), e.g. the network's; None: ``start``. Ignored at weight 0.
+        prior_origin: ``(x0, y0)`` object pixel of ``prior[0, 0]``; None: ``start_origin`` (then ``prior`` must
+            have ``start``'s shape).
         progress: tqdm bar on stderr with the misfit.
         callback: called with the :class:`~ptychopinn.refine.base.Reconstructor` after each iteration.
 
@@ -165,8 +173,8 @@ def refine_scan(scan: ScanData, config: RefineConfig | None = None, *, start: np
         :class:`~ptychopinn.refine.base.RefineResult` (object on the scanned region's canvas, probe,
         positions, misfit history, why it stopped).
     """
-    result = create_reconstructor(scan, config, start=start, start_origin=start_origin).run(progress=progress,
-                                                                                         callback=callback)
+    result = create_reconstructor(scan, config, start=start, start_origin=start_origin, prior=prior,
+                                  prior_origin=prior_origin).run(progress=progress, callback=callback)
     _check_result(result)
     last = result.history[-1] if result.history else {}
     if "position_change_rms" in last:

@@ -39,8 +39,9 @@ from ptychopinn.errors import ConfigError, DataFormatError, describe_array
 from ptychopinn.physics.fft import fft2u, ifft2u, to_unshifted
 from ptychopinn.physics.noise import NoiseModel, noise_model
 from ptychopinn.physics.shift import shifted_copies, split_positions, window_index
+from ptychopinn.refine.prior import Prior
 
-__all__ = ["PROBE_CACHE_BYTES", "TOLERANCE_WINDOW", "Reconstructor", "RefineResult"]
+__all__ = ["PROBE_CACHE_BYTES", "TOLERANCE_WINDOW", "Reconstructor", "RefineResult", "preconditioner"]
 
 PROBE_CACHE_BYTES = 256 * 2**20
 """The shifted probes of the whole scan are kept when neither probe nor positions change and they fit."""
@@ -121,13 +122,19 @@ class Reconstructor(ABC):
             covered amplitude. ``None`` starts from a flat object. Either way the start is scaled from the
             data alone so that it explains the measured total counts.
         start_origin: ``(x0, y0)`` object pixel of ``start[0, 0]``.
+        prior: optional ``[h, w]`` complex image the object is pulled toward with ``config.prior_weight``
+            (:mod:`~ptychopinn.refine.prior`), e.g. the network's; None with a weight > 0 uses ``start``.
+        prior_origin: ``(x0, y0)`` object pixel of ``prior[0, 0]``; None: ``start_origin``, and then a prior
+            must have the start's shape (the same canvas).
         device: overrides ``config.accelerator``.
     """
 
     engine = ""
 
     def __init__(self, scan: ScanData, config: RefineConfig | None = None, *, start: np.ndarray | None = None,
-                 start_origin: tuple[float, float] = (0.0, 0.0), device: str | torch.device | None = None) -> None:
+                 start_origin: tuple[float, float] = (0.0, 0.0), prior: np.ndarray | None = None,
+                 prior_origin: tuple[float, float] | None = None,
+                 device: str | torch.device | None = None) -> None:
         from ptychopinn.inference.predict import resolve_device
 
         self.config = cfg = config or RefineConfig()
@@ -178,12 +185,15 @@ class Reconstructor(ABC):
         self.history: list[dict[str, float]] = []
         self.stop_reason = ""
         self.scale = self._scale_to_data()
+        self.prior: Prior | None = None
+        if cfg.prior_weight > 0:
+            self.prior = self._make_prior(start if prior is None else prior, start_origin, prior_origin,
+                                          None if start is None or prior is None else start.shape)
 
     # ------------------------------------------------------------------ set-up
     def _start_object(self, start: np.ndarray | None, start_origin: tuple[float, float]) -> torch.Tensor:
-        h, w = self.shape
         if start is None:
-            return torch.ones((h, w), dtype=torch.complex64, device=self.device)
+            return torch.ones(self.shape, dtype=torch.complex64, device=self.device)
         s = np.asarray(start)
         if s.ndim != 2 or not np.issubdtype(s.dtype, np.number):
             raise DataFormatError(f"start object: expected a 2-D [H, W] complex array, found {describe_array(s)}; "
@@ -201,18 +211,54 @@ class Reconstructor(ABC):
             raise DataFormatError("start object: expected some non-zero pixels, found all zeros; start from a "
                                   "flat object (--flat)")
         fill = np.complex64(np.median(np.abs(s[covered])))
-        canvas = np.full((h, w), fill, dtype=np.complex64)
-        # paste the overlap of the start object's grid and this canvas (integer origins)
-        ox, oy = int(round(start_origin[0])) - int(self._lo[0]), int(round(start_origin[1])) - int(self._lo[1])
+        canvas = self._on_canvas(s, start_origin, "start object")
+        return torch.from_numpy(np.where(np.abs(canvas) > 0, canvas, fill)).to(self.device)
+
+    def _on_canvas(self, image: np.ndarray, origin: tuple[float, float], what: str) -> np.ndarray:
+        """``[H, W]`` complex64: the overlap of ``image`` (pixel ``(0, 0)`` at object pixel ``origin``, integer)
+        pasted on this canvas, 0 elsewhere."""
+        h, w = self.shape
+        canvas = np.zeros((h, w), dtype=np.complex64)
+        ox, oy = int(round(origin[0])) - int(self._lo[0]), int(round(origin[1])) - int(self._lo[1])
         r0, c0 = max(0, oy), max(0, ox)
-        r1, c1 = min(h, oy + s.shape[0]), min(w, ox + s.shape[1])
+        r1, c1 = min(h, oy + image.shape[0]), min(w, ox + image.shape[1])
         if r1 <= r0 or c1 <= c0:
-            raise DataFormatError(f"start object (origin {start_origin}, shape {s.shape}) does not overlap the "
+            raise DataFormatError(f"{what} (origin {origin}, shape {image.shape}) does not overlap the "
                                   f"scanned region (origin {self.origin}, shape {self.shape}); pass a "
                                   f"reconstruction of this scan")
-        part = s[r0 - oy:r1 - oy, c0 - ox:c1 - ox].astype(np.complex64)
-        canvas[r0:r1, c0:c1] = np.where(np.abs(part) > 0, part, fill)
-        return torch.from_numpy(canvas).to(self.device)
+        canvas[r0:r1, c0:c1] = image[r0 - oy:r1 - oy, c0 - ox:c1 - ox].astype(np.complex64)
+        return canvas
+
+    def _make_prior(self, image: np.ndarray | None, start_origin: tuple[float, float],
+                    prior_origin: tuple[float, float] | None, start_shape: tuple[int, ...] | None) -> Prior:
+        """The :class:`~ptychopinn.refine.prior.Prior` of ``image`` on this canvas with ``config.prior_weight``."""
+        if image is None:
+            raise ConfigError(f"prior_weight: {self.config.prior_weight} needs a prior image, found none (no prior "
+                              f"and no start); pass prior=... (the network's image) or set prior_weight=0")
+        q = np.asarray(image)
+        if q.ndim != 2 or not np.issubdtype(q.dtype, np.number):
+            raise DataFormatError(f"prior: expected a 2-D [H, W] complex array, found {describe_array(q)}; pass the "
+                                  f"'obj' of a reconstruction")
+        if prior_origin is None and start_shape is not None and q.shape != tuple(start_shape):
+            raise DataFormatError(f"prior: expected the start's shape {tuple(start_shape)} (the same canvas), found "
+                                  f"{q.shape}; pass the network's image of this scan or its prior_origin")
+        if not np.all(np.isfinite(q)):
+            raise DataFormatError("prior: expected finite values, found NaN/Inf; reconstruct again")
+        peak = float(np.max(np.abs(q)))
+        if peak > 0:  # only the prior's shape matters (its scale is fitted), and float32 must hold its square
+            q = q.astype(np.complex128) / peak
+        canvas = self._on_canvas(q, start_origin if prior_origin is None else prior_origin, "prior")
+        self._fill_cache()
+        illum = self._illumination()
+        covered = (illum >= 0.1 * illum.max()) & torch.from_numpy(np.abs(canvas) > 0).to(self.device).view(-1)
+        if not bool(covered.any()):
+            raise DataFormatError("prior: expected non-zero values on the scanned region, found none; pass a "
+                                  "reconstruction of this scan")
+        from ptychopinn.refine.prior import direction_fraction
+
+        step = direction_fraction(self.noise) / preconditioner(illum, self.alpha)
+        mu = self.config.prior_weight * float(illum[covered].mean())
+        return Prior(torch.from_numpy(canvas).to(self.device).view(-1), covered, mu, step)
 
     def _scale_to_data(self) -> float:
         """Scale the object so that the model's total counts equal the measured total (Parseval)."""
@@ -399,6 +445,11 @@ class Reconstructor(ABC):
                             positions=self.positions.copy(), history=[dict(h) for h in self.history],
                             scale=self.scale, engine=self.engine, noise=self.noise.name, alpha=self.alpha,
                             stop_reason=self.stop_reason, transmission=float(level), notes=dict(self.notes))
+
+
+def preconditioner(illumination: torch.Tensor, alpha: float) -> torch.Tensor:
+    """The whole-scan illumination preconditioner ``(1 - alpha) illumination + alpha max`` (same shape)."""
+    return (1.0 - alpha) * illumination + alpha * float(illumination.max())
 
 
 def _mode_sum(intensity: torch.Tensor, probes: torch.Tensor) -> torch.Tensor:

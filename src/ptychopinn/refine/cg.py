@@ -19,6 +19,10 @@ This engine minimises the noise model's misfit over the whole scan:
    derivatives from :meth:`~ptychopinn.physics.noise.NoiseModel.line_derivatives`) need no transform
    beyond the one of ``P d``. A pass therefore costs two FFTs per pattern, as an rPIE pass does.
 
+With ``prior_weight`` > 0 the prior term (:mod:`~ptychopinn.refine.prior`) adds its gradient to ``r`` and
+its quadratic slope and curvature to the line search (its fitted scale held for the pass); the recorded misfit
+stays the data's.
+
 The far fields of all patterns are kept (:func:`cache_bytes`), and recomputed from the object every
 :data:`REFRESH_EVERY` passes so that float32 round-off does not accumulate. Probe and positions stay
 fixed: refine them with the rPIE engine.
@@ -35,6 +39,8 @@ import torch
 
 from ptychopinn.errors import ConfigError
 from ptychopinn.physics.fft import fft2u, ifft2u
+from ptychopinn.refine.base import preconditioner
+from ptychopinn.refine.prior import direction_fraction
 from ptychopinn.refine.rpie import RPIE
 
 __all__ = ["NEWTON_STEPS", "REFRESH_EVERY", "ConjugateGradient", "cache_bytes"]
@@ -77,6 +83,8 @@ class ConjugateGradient(RPIE):
         self._precond: torch.Tensor | None = None
         self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (r, z, d) of the last pass
         self._passes = 0
+        self._prior_residual: torch.Tensor | None = None  # the prior term's residual of this pass
+        self._direction: torch.Tensor | None = None  # this pass's search direction (the prior's line terms)
         self.last_step = 0.0  # step length t of the last conjugate-gradient pass
 
     def _first_checked_pass(self) -> int:
@@ -92,8 +100,7 @@ class ConjugateGradient(RPIE):
         illum = torch.zeros(self.obj.numel(), dtype=torch.float32, device=self.device)
         for index, probes in zip(self._index, self._probe_chunks, strict=True):
             illum.index_add_(0, index, (probes.real.square() + probes.imag.square()).reshape(-1))
-        alpha = self.alpha
-        self._precond = (1.0 - alpha) * illum + alpha * float(illum.max())
+        self._precond = preconditioner(illum, self.alpha)
         self._refresh()
 
     def _refresh(self) -> None:
@@ -116,6 +123,11 @@ class ConjugateGradient(RPIE):
             direction, mis = self.noise.direction(far, meas, w)
             misfit += mis
             r.index_add_(0, index, (probes.conj() * ifft2u(direction)).reshape(-1))
+        self._prior_residual = None
+        if self.prior is not None:
+            # the prior term's -dR/dO* = -mu residual, at the noise model's fraction of the misfit's gradient
+            res = self._prior_residual = self.prior.residual(self.obj.view(-1))
+            r.sub_(res, alpha=direction_fraction(self.noise) * self.prior.mu)
         z = r / self._precond
         d = z
         if self._last is not None:
@@ -127,6 +139,7 @@ class ConjugateGradient(RPIE):
                 d = z
         flat = self.obj.view(-1)
         fd = [fft2u(p * d[i].view(p.shape)) for i, p in zip(self._index, self._probe_chunks, strict=True)]
+        self._direction = d
         t = self.last_step = self._line_search(fd)
         flat.add_(d, alpha=t)
         for far, dfar in zip(self._far, fd, strict=True):
@@ -144,11 +157,18 @@ class ConjugateGradient(RPIE):
             a, b = self.noise.line_derivatives(far, dfar, 0.0, meas, self._weights)
             d1 += a
             d2 += b
+        if self.prior is not None and self._prior_residual is not None and self._direction is not None:
+            a, b = self.prior.line_derivatives(self._prior_residual, self._direction, 0.0)
+            d1 += a
+            d2 += b
         return d1, d2
 
     def _slope(self, fd: list[torch.Tensor], t: float) -> float:
-        return sum(self.noise.line_slope(far, dfar, t, meas, self._weights)
-                   for far, dfar, meas in zip(self._far, fd, self._meas, strict=True))
+        slope = sum(self.noise.line_slope(far, dfar, t, meas, self._weights)
+                    for far, dfar, meas in zip(self._far, fd, self._meas, strict=True))
+        if self.prior is not None and self._prior_residual is not None and self._direction is not None:
+            slope += self.prior.line_derivatives(self._prior_residual, self._direction, t)[0]
+        return slope
 
     def _line_search(self, fd: list[torch.Tensor]) -> float:
         """Step ``t >= 0`` along the search direction (far fields ``fd``): a Newton step from ``t = 0`` (slope

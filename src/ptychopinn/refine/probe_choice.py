@@ -97,11 +97,12 @@ def _sub_scan(scan: ScanData, idx: np.ndarray) -> ScanData:
 
 def trial_config(config: RefineConfig, refine_probe: bool) -> RefineConfig:
     """The settings of a trial: ``config``'s misfit, alpha, momentum, device and seed, rPIE, probe updates from
-    the first pass when ``refine_probe``, positions fixed."""
+    the first pass when ``refine_probe``, positions fixed, no prior (a trial starts flat on a subset of the
+    patterns and asks what the data alone say about the probe)."""
     return dataclasses.replace(config, iterations=TRIAL_ITERATIONS, tolerance=None, time_limit=None,
                                engine="rpie", batch_size=min(config.batch_size, TRIAL_BATCH),
                                refine_probe=refine_probe, probe_start=1, probe_search=False,
-                               refine_positions=False, probe_modes=1)
+                               refine_positions=False, probe_modes=1, prior_weight=0.0)
 
 
 def trial_misfit(sub: ScanData, probe: np.ndarray, config: RefineConfig, refine_probe: bool) -> float:

@@ -10,6 +10,8 @@ object and probe, :mod:`ptychopinn.refine.base`):
   ``-f_k``; then the probe is rescaled to its initial energy, so the object/probe scale cannot drift;
   a mixed-state probe (K modes, :mod:`ptychopinn.refine.modes`) updates every mode from its own exit-wave
   correction with the same preconditioner and is orthogonalised after each pass;
+* prior (with ``prior_weight`` > 0): after each pass the proximal step toward the prior image
+  (:mod:`ptychopinn.refine.prior`);
 * momentum (after each pass over all patterns): ``v = momentum * v + (O - O_prev)``, ``O += momentum * v``,
   with ``O_prev`` the object after the previous pass; the large-scale phase, which the local updates
   converge slowly, gets there in far fewer passes;
@@ -123,6 +125,8 @@ class RPIE(Reconstructor):
             self.positions = remove_affine(self.positions + shifts, self.start_positions)
         if do_probe and self.probe.dim() == 3:
             self.probe = orthogonalise(self.probe)
+        if self.prior is not None:
+            self.prior.proximal(flat_obj)
         self._accelerate()
         value = self._record(it, t0, misfit)
         if cfg.refine_positions:
