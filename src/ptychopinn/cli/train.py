@@ -258,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
 
         raise ConfigError("--synthetic-kinds and --synthetic-objects only apply to --synthetic training; add "
                           "--synthetic or drop them")
-    train_scan = _load_train_scan(args)
+    train_scan = load_scan(args.train_file, units=args.units, probe=probe, **frame_options(args))
     logging.getLogger("ptychopinn").info("probe: %s", train_scan.metadata["probe_source"])
     test_scan = load_scan(args.test, units=args.units, probe=probe, **frame_options(args)) if args.test else None
     model, training, execution = build_configs(args)
@@ -285,17 +285,3 @@ def run(args: argparse.Namespace) -> int:
             f"{val_txt}); model archive: {outcome.archive}; loss curves: {outcome.loss_plot}")
     return 0
 
-
-def _load_train_scan(args: argparse.Namespace) -> Any:
-    """TRAIN as ``load_scan`` reads it; with ``--synthetic`` a file without a probe is refused with the fix."""
-    from ptychopinn.errors import ProbeNotFoundError
-    from ptychopinn.io.registry import load_scan
-
-    try:
-        return load_scan(args.train_file, units=args.units, probe=args.probe, **frame_options(args))
-    except ProbeNotFoundError:
-        if not args.synthetic:
-            raise
-        raise ProbeNotFoundError(f"--synthetic simulates with the scan's own probe, but {args.train_file} holds "
-                                 "none; give one with --probe FILE or start from an estimate with --probe "
-                                 "estimate") from None
