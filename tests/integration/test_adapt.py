@@ -123,6 +123,16 @@ def test_cli_adapt_epochs_refuses_what_is_not_a_count(value: str, tmp_path: Path
     assert len(err) == 1 and "--adapt-epochs" in err[0] and "expected an integer >= 0" in err[0]
 
 
+def test_cli_adapt_learning_rate_needs_adapt_epochs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["infer", "run", "scan.npz", "--output-dir", str(tmp_path / "o"), "--adapt-learning-rate", "1e-3",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--adapt-learning-rate only applies to --adapt-epochs" in err[0]
+    with pytest.raises(SystemExit) as exc:
+        main(["infer", "run", "scan.npz", "--output-dir", str(tmp_path / "p"), "--adapt-learning-rate", "0"])
+    assert exc.value.code == 2 and "expected a number > 0" in capsys.readouterr().err
+
+
 def test_train_on_the_scan_then_infer_it(tiny_scan_path: Path, tmp_path: Path) -> None:
     run, rec = tmp_path / "run", tmp_path / "rec"
     assert main(["train", str(tiny_scan_path), "--output-dir", str(run), "--epochs", "1", "--batch-size", "8",

@@ -118,6 +118,10 @@ def run(args: argparse.Namespace) -> int:
                           stitch_sync=args.stitch_sync,
                           precision=args.precision, accelerator=args.accelerator)
     check_model_argument(args.model)
+    if args.adapt_learning_rate is not None and args.adapt_epochs == 0:
+        from ptychopinn.errors import ConfigError
+
+        raise ConfigError("--adapt-learning-rate only applies to --adapt-epochs K > 0; add --adapt-epochs or drop it")
     refine = refine_config(args, args.refine) if args.refine > 0 else None
     scan = load_scan(args.scan, units=args.units, probe=args.probe, **frame_options(args))
     logging.getLogger("ptychopinn").info("probe: %s", scan.metadata["probe_source"])
