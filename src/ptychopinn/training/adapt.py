@@ -137,8 +137,7 @@ def adapt_model(
     check_scan_fits_model(model.config, scan)
     cfg = model.config
     training = TrainingConfig(nepochs=epochs, batch_size=batch_size, learning_rate=float(learning_rate),
-                              nll_weight=1.0, mae_weight=0.0, val_fraction=0.0, seed=seed,
-                              neighbor_count=max(TrainingConfig().neighbor_count, cfg.channels - 1))
+                              nll_weight=1.0, mae_weight=0.0, val_fraction=0.0, seed=seed)
     execution = ExecutionConfig(accelerator=accelerator, logger="none", enable_checkpointing=False,
                                 enable_progress_bar=progress)
 
