@@ -23,14 +23,14 @@ import numpy as np
 
 from ptychopinn.config import ExecutionConfig, InferenceConfig, ModelConfig, RefineConfig, TrainingConfig
 from ptychopinn.data.scan import ScanData
-from ptychopinn.errors import DataFormatError
+from ptychopinn.errors import ConfigError, DataFormatError
 from ptychopinn.io.outputs import output_run
 from ptychopinn.io.probe import probe_is_estimated
 from ptychopinn.io.reconstruction import PIXEL_CONVENTION, load_reconstruction, save_reconstruction_npz
 
 __all__ = ["PIXEL_CONVENTION", "evaluate_outputs", "evaluate_reconstruction", "load_reconstruction",
            "output_run", "reconstruct_outputs", "reconstruct_scan", "refine_outputs", "refine_reconstruction",
-           "save_reconstruction_npz", "train_model", "train_outputs"]
+           "save_reconstruction_npz", "train_model", "train_outputs", "train_synthetic"]
 
 RECONSTRUCTION_NAME = "reconstruction.npz"
 NETWORK_RECONSTRUCTION_NAME = "network_reconstruction.npz"
@@ -146,11 +146,13 @@ def train_model(
     execution: ExecutionConfig | None = None,
     resume: bool = False,
     units: str = "auto",
+    provenance: dict[str, Any] | None = None,
 ) -> TrainOutcome:
     """Train on a scan (``test`` becomes the validation set) and write ``output_dir/wts.h5.zip``.
 
     ``model.N`` is taken from the data when it differs from the default and was not set
-    explicitly by the caller (pass a ModelConfig with the right N to be strict).
+    explicitly by the caller (pass a ModelConfig with the right N to be strict). ``provenance``: JSON-ready
+    entries added to the archive's metadata (where the training data came from).
     Returns a :class:`TrainOutcome` with the archive path, per-epoch history and written files.
     """
     from ptychopinn.io.archive import ARCHIVE_NAME
@@ -188,6 +190,7 @@ def train_model(
         # pixel size, energy and distance of the training data when known: a model only fits data of the
         # same geometry, so its archive says which
         **train_scan.physical(),
+        **(provenance or {}),
     }
     from lightning.pytorch.utilities import rank_zero_only
 
@@ -207,6 +210,38 @@ def train_model(
                         model=result.model)
 
 
+def train_synthetic(
+    scan: ScanData | str | os.PathLike[str],
+    *,
+    output_dir: str | os.PathLike[str],
+    kinds: tuple[str, ...] | str | None = None,
+    objects: int | None = None,
+    test: ScanData | str | os.PathLike[str] | None = None,
+    model: ModelConfig | None = None,
+    training: TrainingConfig | None = None,
+    execution: ExecutionConfig | None = None,
+    resume: bool = False,
+    units: str = "auto",
+) -> TrainOutcome:
+    """:func:`train_model` on ``objects`` generated objects of ``kinds`` seen through ``scan``'s probe, positions,
+    N and mean counts per pattern (:func:`ptychopinn.simulate.synthetic.synthetic_training_scan`, seeded by
+    ``training.seed``; None: its ``SYNTHETIC_KINDS``, ``SYNTHETIC_OBJECTS``), so that a network for the scan's
+    geometry exists before a sample is measured. The scan's patterns are not trained on (only their dose is
+    read); ``test`` is an optional validation scan. The archive's metadata records ``synthetic``.
+    """
+    from ptychopinn.io.outputs import check_outputs_apart
+    from ptychopinn.simulate.synthetic import SYNTHETIC_KINDS, SYNTHETIC_OBJECTS, synthetic_training_scan
+
+    check_outputs_apart(Path(output_dir), train_outputs(), [_path_of(scan), _path_of(test)])
+    seed = (training or TrainingConfig()).seed
+    synthetic = synthetic_training_scan(_as_scan(scan, units), kinds=kinds or SYNTHETIC_KINDS,
+                                        objects=SYNTHETIC_OBJECTS if objects is None else objects, seed=seed,
+                                        probe_scale=(model or ModelConfig()).probe_scale)
+    return train_model(synthetic, output_dir=output_dir, test=test, model=model, training=training,
+                       execution=execution, resume=resume, units=units,
+                       provenance={"synthetic": synthetic.metadata["synthetic"]})
+
+
 @dataclass
 class ReconstructOutcome:
     """What :func:`reconstruct_scan` produced."""
@@ -221,6 +256,7 @@ class ReconstructOutcome:
     reconstruction: Any = field(repr=False, default=None)
     refined: Any = field(repr=False, default=None)
     probe_png: Path | None = None
+    adapted: Any = field(repr=False, default=None)
 
 
 def reconstruct_scan(
@@ -233,6 +269,8 @@ def reconstruct_scan(
     write_product: bool = False,
     progress: bool = False,
     refine: Any = None,
+    adapt_epochs: int = 0,
+    adapt_learning_rate: float | None = None,
 ) -> ReconstructOutcome:
     """Reconstruct a scan with a trained model archive and write the results to ``output_dir``.
 
@@ -243,6 +281,10 @@ def reconstruct_scan(
     physics (:func:`refine_reconstruction`'s outputs replace the network's) and kept as
     ``network_reconstruction.npz``. The files appear together when the run succeeds; a refused or interrupted
     run leaves ``output_dir`` as it was (:mod:`ptychopinn.io.outputs`).
+    With ``adapt_epochs`` K > 0 the network is first fine-tuned on this scan with the physics loss for K epochs
+    (:func:`ptychopinn.training.adapt.adapt_model`, at ``adapt_learning_rate``, default
+    :data:`~ptychopinn.training.adapt.ADAPT_LEARNING_RATE`; the archive is not changed) and the adapted network
+    predicts; ``seconds`` includes the adaptation. 0 (default) predicts with the archive's network as it is.
     """
     from ptychopinn.inference.predict import reconstruct
     from ptychopinn.io.outputs import check_outputs_apart
@@ -250,6 +292,9 @@ def reconstruct_scan(
     from ptychopinn.pictures import save_object_images
 
     t0 = time.perf_counter()
+    if isinstance(adapt_epochs, bool) or not isinstance(adapt_epochs, int) or adapt_epochs < 0:
+        raise ConfigError(f"adapt_epochs: expected an integer >= 0, found {adapt_epochs!r}; 0 predicts without "
+                          "adapting, e.g. 5 fine-tunes the network on the scan first")
     out = Path(output_dir)
     names = reconstruct_outputs(write_product=write_product, refine=refine is not None)
     inputs = [model_path, _path_of(scan)]
@@ -258,16 +303,27 @@ def reconstruct_scan(
     scan_data = _as_scan(scan, units)
     cfg = inference or InferenceConfig()
     object_shape = tuple(scan_data.obj.shape) if scan_data.obj is not None else None
-    extra = {"model": str(loaded.path), **_physical_extra(scan_data)}
+    extra: dict[str, Any] = {"model": str(loaded.path), **_physical_extra(scan_data)}
     with output_run(out, names, inputs, holder="ptychopinn infer", last=RECONSTRUCTION_NAME) as stage:
+        adapted = None
+        if adapt_epochs > 0:
+            from ptychopinn.training.adapt import ADAPT_LEARNING_RATE, adapt_model
+
+            rate = ADAPT_LEARNING_RATE if adapt_learning_rate is None else adapt_learning_rate
+            adapted = adapt_model(loaded.model, scan_data, epochs=adapt_epochs, learning_rate=rate,
+                                  accelerator=cfg.accelerator, progress=progress)
+            extra.update(adapted.metadata())
+        # the adapted network predicts with the input scale it was adapted with
+        network = loaded.model if adapted is None else adapted.model
+        input_scale = None if adapted is None else adapted.input_scale
         # the device comes from cfg.accelerator through inference.predict.resolve_device (the one mapping)
         # With refinement the network's image (network_reconstruction.npz) is the one `--refine 0` writes, but
         # refinement starts from the same windows without phase synchronisation under stitch_sync 'auto': a
         # synchronised start ends worse (benchmark, 20 iterations: phase SSIM 0.952 from the synchronised
         # image, 0.971 from the unsynchronised one, 0.962 from a flat start).
         plain_start = refine is not None and cfg.stitch_sync == "auto"
-        recon = reconstruct(loaded.model, scan_data, cfg, object_shape=object_shape, progress=progress,
-                            keep_unsynchronised=plain_start)
+        recon = reconstruct(network, scan_data, cfg, object_shape=object_shape, progress=progress,
+                            keep_unsynchronised=plain_start, input_scale=input_scale)
         extra["stitch_sync"] = recon.sync
         recon, extra["transmission"] = _in_transmission_units(recon)
         if probe_is_estimated(scan_data.metadata):
@@ -285,7 +341,8 @@ def reconstruct_scan(
             return ReconstructOutcome(npz=done.npz, amplitude_png=done.amplitude_png, phase_png=done.phase_png,
                                       product_h5=done.product_h5, n_patterns=recon.n_patterns,
                                       shape=tuple(result.obj.shape), seconds=time.perf_counter() - t0,
-                                      reconstruction=recon, refined=result, probe_png=done.probe_png)
+                                      reconstruction=recon, refined=result, probe_png=done.probe_png,
+                                      adapted=adapted)
         save_reconstruction_npz(stage / RECONSTRUCTION_NAME, recon, extra=extra)
         save_object_images(recon.obj, stage, coverage=recon.coverage, origin_xy=recon.origin,
                            pixel_size_m=scan_data.pixel_size_m, title="Reconstructed")
@@ -297,7 +354,8 @@ def reconstruct_scan(
     return ReconstructOutcome(npz=out / RECONSTRUCTION_NAME, amplitude_png=out / "amplitude.png",
                               phase_png=out / "phase.png", product_h5=product, n_patterns=recon.n_patterns,
                               shape=tuple(recon.obj.shape), seconds=time.perf_counter() - t0, reconstruction=recon,
-                              probe_png=out / PROBE_NAME if probe_is_estimated(scan_data.metadata) else None)
+                              probe_png=out / PROBE_NAME if probe_is_estimated(scan_data.metadata) else None,
+                              adapted=adapted)
 
 
 def _in_transmission_units(recon: Any) -> tuple[Any, float]:

@@ -58,6 +58,14 @@ def number(text: str) -> float:
     return v
 
 
+def positive_number(text: str) -> float:
+    """argparse type: a finite float > 0."""
+    v = number(text)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return v
+
+
 def devices(text: str) -> int | str:
     """argparse type: a positive integer or 'auto'."""
     return "auto" if text == "auto" else positive_int(text)

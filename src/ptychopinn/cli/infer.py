@@ -9,6 +9,8 @@ refined on the physics (at most --refine K iterations, fewer once the misfit sto
 DIR/network_reconstruction.npz, the same image --refine 0 writes (same canvas, same --stitch-sync). With
 --stitch-sync auto the refinement starts from the same windows without phase synchronisation, which ends
 better than the synchronised image (README "Refinement"). --refine 0 keeps the network's image alone.
+With --adapt-epochs K the network is first fine-tuned on SCAN itself (physics loss, no ground truth) for K
+epochs; the adapted network predicts and the archive is left as it was (README "Adapt to a new scan").
 DIR/probe.png shows the probe when it was estimated (--probe estimate) or refined.
 """
 
@@ -25,6 +27,7 @@ from ptychopinn.cli.common import (
     nonneg_int,
     number,
     positive_int,
+    positive_number,
     show_progress,
     summary,
 )
@@ -59,6 +62,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--refine", type=nonneg_int, default=RefineConfig().iterations, metavar="K",
                    help="then refine the network's image with at most K iterations on the physics (the "
                         "--tolerance rule may stop it sooner); 0 keeps the network's image alone (default %(default)s)")
+    p.add_argument("--adapt-epochs", type=nonneg_int, default=0, metavar="K",
+                   help="first fine-tune the network on SCAN itself with the physics (Poisson) loss for K epochs, "
+                        "no ground truth needed; the time counts in the reconstruction's; the archive is not "
+                        "changed (default %(default)s: predict with the network as trained)")
+    p.add_argument("--adapt-learning-rate", type=positive_number, metavar="LR",
+                   help="Adam learning rate of --adapt-epochs (default: 3e-4, a third of training's)")
     add_refine_options(p, iterations_flag="--refine")
     add_frame_options(p)
     add_common_options(p)
@@ -109,13 +118,21 @@ def run(args: argparse.Namespace) -> int:
                           stitch_sync=args.stitch_sync,
                           precision=args.precision, accelerator=args.accelerator)
     check_model_argument(args.model)
+    if args.adapt_learning_rate is not None and args.adapt_epochs == 0:
+        from ptychopinn.errors import ConfigError
+
+        raise ConfigError("--adapt-learning-rate only applies to --adapt-epochs K > 0; add --adapt-epochs or drop it")
     refine = refine_config(args, args.refine) if args.refine > 0 else None
     scan = load_scan(args.scan, units=args.units, probe=args.probe, **frame_options(args))
     logging.getLogger("ptychopinn").info("probe: %s", scan.metadata["probe_source"])
     out = reconstruct_scan(args.model, scan, output_dir=args.output_dir, inference=cfg, units=args.units,
-                           write_product=args.product, progress=show_progress(args), refine=refine)
+                           write_product=args.product, progress=show_progress(args), refine=refine,
+                           adapt_epochs=args.adapt_epochs, adapt_learning_rate=args.adapt_learning_rate)
     extra = f", {out.product_h5}" if out.product_h5 else ""
     extra += f", {out.probe_png}" if out.probe_png else ""
+    if out.adapted is not None:
+        extra += (f"; adapted the network on the scan for {out.adapted.epochs} epochs in {out.adapted.seconds:.1f} s "
+                  f"(Poisson loss {out.adapted.loss_before:.4g} -> {out.adapted.loss_after:.4g})")
     if out.refined is not None:
         extra += (f"; refined {out.refined.iterations} iterations in {out.refined.seconds:.1f} s (network image kept "
                   f"as network_reconstruction.npz)")

@@ -136,11 +136,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         f"their extra installed {dflt('logger')}")
     e.add_argument("--no-deterministic", dest="deterministic", action="store_false", default=None,
                    help="allow non-deterministic kernels, faster on some GPUs (default: deterministic)")
+    y = p.add_argument_group("synthetic training (a network before the sample: README 'Train before the sample')")
+    y.add_argument("--synthetic", action="store_true",
+                   help="train on generated objects scanned with TRAIN's probe, positions, N and mean counts per "
+                        "pattern, with Poisson noise; TRAIN's patterns are not trained on (default: off)")
+    y.add_argument("--synthetic-kinds", type=synthetic_kinds, metavar="KINDS",
+                   help="comma-separated object kinds of --synthetic: lines, grf, image (default: lines,grf)")
+    y.add_argument("--synthetic-objects", type=positive_int, metavar="K",
+                   help="number of generated objects of --synthetic, each scanned at every point (default: 2)")
     p.add_argument("--resume", action="store_true",
                    help="continue from DIR/checkpoints/last.ckpt (default: start afresh)")
     add_frame_options(p)
     add_common_options(p)
     p.set_defaults(func=command(run, plan))
+
+
+def synthetic_kinds(text: str) -> tuple[str, ...]:
+    """argparse type: ``lines,grf`` style object kinds (:func:`ptychopinn.simulate.synthetic.parse_kinds`)."""
+    from ptychopinn.errors import ConfigError
+    from ptychopinn.simulate.synthetic import parse_kinds
+
+    try:
+        return parse_kinds(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("synthetic object kinds: ")) from None
 
 
 def build_configs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
@@ -234,6 +253,11 @@ def run(args: argparse.Namespace) -> int:
                           "runs without them); e.g. ptychopinn train scan.npz --output-dir run")
     # stacks above $PTYCHOPINN_MMAP_THRESHOLD bytes (default 1 GiB) stay on disk instead of in memory
     probe = args.probe
+    if not args.synthetic and (args.synthetic_kinds is not None or args.synthetic_objects is not None):
+        from ptychopinn.errors import ConfigError
+
+        raise ConfigError("--synthetic-kinds and --synthetic-objects only apply to --synthetic training; add "
+                          "--synthetic or drop them")
     train_scan = load_scan(args.train_file, units=args.units, probe=probe, **frame_options(args))
     logging.getLogger("ptychopinn").info("probe: %s", train_scan.metadata["probe_source"])
     test_scan = load_scan(args.test, units=args.units, probe=probe, **frame_options(args)) if args.test else None
@@ -243,12 +267,21 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("ptychopinn.cli").info(
         "resolved configuration: model %s; training %s; execution %s",
         model.to_dict(), training.to_dict(), execution.to_dict())
-    outcome = train_model(train_scan, test=test_scan, output_dir=Path(args.output_dir), model=model,
-                          training=training, execution=execution, resume=args.resume)
+    if args.synthetic:
+        from ptychopinn.workflows import train_synthetic
+
+        outcome = train_synthetic(train_scan, test=test_scan, output_dir=Path(args.output_dir), model=model,
+                                  training=training, execution=execution, resume=args.resume,
+                                  kinds=args.synthetic_kinds, objects=args.synthetic_objects)
+    else:
+        outcome = train_model(train_scan, test=test_scan, output_dir=Path(args.output_dir), model=model,
+                              training=training, execution=execution, resume=args.resume)
     hist = outcome.history
     last_train = hist.get("train_loss", [float("nan")])[-1] if hist.get("train_loss") else float("nan")
     last_val = hist.get("val_loss", [])
     val_txt = f", val_loss {last_val[-1]:.4g}" if last_val else ""
-    summary(f"trained {outcome.epochs_completed} epochs in {outcome.seconds:.1f} s (train_loss {last_train:.4g}"
+    made = " on generated objects (--synthetic)" if args.synthetic else ""
+    summary(f"trained {outcome.epochs_completed} epochs{made} in {outcome.seconds:.1f} s (train_loss {last_train:.4g}"
             f"{val_txt}); model archive: {outcome.archive}; loss curves: {outcome.loss_plot}")
     return 0
+
