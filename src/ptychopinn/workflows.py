@@ -26,6 +26,7 @@ from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError, DataFormatError
 from ptychopinn.io.outputs import output_run
 from ptychopinn.io.probe import probe_is_estimated
+from ptychopinn.io.product_h5 import save_scan_product
 from ptychopinn.io.reconstruction import PIXEL_CONVENTION, load_reconstruction, save_reconstruction_npz
 
 __all__ = ["PIXEL_CONVENTION", "evaluate_outputs", "evaluate_reconstruction", "load_reconstruction",
@@ -88,37 +89,11 @@ def _as_scan(scan: ScanData | str | os.PathLike[str], units: str) -> ScanData:
     return load_scan(scan, units=units)
 
 
-def _physical_extra(scan: ScanData) -> dict[str, Any]:
-    """The scan's known physical quantities, for the reconstruction's metadata."""
-    return dict(scan.physical())
-
-
 def _save_probe_picture(stage: Path, probe: Any, scan: ScanData, what: str) -> None:
     """``probe.png`` (amplitude and phase) of a probe the run estimated or refined."""
     from ptychopinn.pictures import save_probe_png
 
     save_probe_png(np.asarray(probe), stage / PROBE_NAME, pixel_size_m=scan.pixel_size_m, title=f"{what} probe")
-
-
-def _write_product(path: Path, obj: Any, origin: Any, positions: Any, probe: Any, scan: ScanData, source: str) -> Path:
-    """A ptychodus product of the canvas ``obj`` whose pixel ``(0, 0)`` is object pixel ``origin`` (x, y), with
-    ``positions`` ``[M, 2]`` in object pixels, and the scan's real pixel size, energy and distance where known
-    (placeholders else)."""
-    from ptychopinn.io.product_h5 import save_product_h5
-
-    positions_px = np.asarray(positions) - np.asarray(origin)[None, :]
-
-    meta: dict[str, Any] = {"source": source}
-    if scan.energy_ev is not None:
-        meta["photon_energy_eV"] = scan.energy_ev
-    if scan.distance_m is not None:
-        meta["detector_object_distance_m"] = scan.distance_m
-    kwargs: dict[str, Any] = {}
-    if scan.pixel_size_m is not None:
-        kwargs["pixel_size_m"] = scan.pixel_size_m
-    else:
-        meta["pixel_size_unknown"] = True
-    return save_product_h5(path, obj, positions_px, probe, metadata=meta, **kwargs)
 
 
 @dataclass
@@ -303,7 +278,7 @@ def reconstruct_scan(
     scan_data = _as_scan(scan, units)
     cfg = inference or InferenceConfig()
     object_shape = tuple(scan_data.obj.shape) if scan_data.obj is not None else None
-    extra: dict[str, Any] = {"model": str(loaded.path), **_physical_extra(scan_data)}
+    extra: dict[str, Any] = {"model": str(loaded.path), **scan_data.physical()}
     with output_run(out, names, inputs, holder="ptychopinn infer", last=RECONSTRUCTION_NAME) as stage:
         adapted = None
         if adapt_epochs > 0:
@@ -348,8 +323,8 @@ def reconstruct_scan(
                            pixel_size_m=scan_data.pixel_size_m, title="Reconstructed")
         product = None
         if write_product:
-            _write_product(stage / PRODUCT_NAME, recon.obj, recon.origin, recon.positions, scan_data.probe, scan_data,
-                           "ptychopinn")
+            save_scan_product(stage / PRODUCT_NAME, recon.obj, recon.origin, recon.positions, scan_data.probe,
+                              scan_data, "ptychopinn")
             product = out / PRODUCT_NAME
     return ReconstructOutcome(npz=out / RECONSTRUCTION_NAME, amplitude_png=out / "amplitude.png",
                               phase_png=out / "phase.png", product_h5=product, n_patterns=recon.n_patterns,
@@ -445,7 +420,7 @@ def _write_refined(result: Any, scan: ScanData, stage: Path, out: Path, write_pr
                "refine_noise": result.noise, "refine_alpha": result.alpha, "refine_stop_reason": result.stop_reason,
                "transmission": result.transmission, "refine_notes": result.notes,
                # the misfit history is only comparable between runs with the same settings
-               "refine_config": config.to_dict(), **_physical_extra(scan)},
+               "refine_config": config.to_dict(), **scan.physical()},
         arrays={"probe": result.probe, "misfit": misfit, "positions_start": scan.positions,
                 **({} if result.probe_modes is None else {"probe_modes": result.probe_modes})})
     save_object_images(result.obj, stage, coverage=result.coverage, origin_xy=tuple(result.origin),
@@ -460,8 +435,8 @@ def _write_refined(result: Any, scan: ScanData, stage: Path, out: Path, write_pr
     product = None
     if write_product:
         probe = result.probe if result.probe_modes is None else result.probe_modes
-        _write_product(stage / PRODUCT_NAME, result.obj, result.origin, result.positions, probe, scan,
-                       "ptychopinn refine")
+        save_scan_product(stage / PRODUCT_NAME, result.obj, result.origin, result.positions, probe, scan,
+                          "ptychopinn refine")
         product = out / PRODUCT_NAME
     return RefineOutcome(npz=out / RECONSTRUCTION_NAME, amplitude_png=out / "amplitude.png",
                          phase_png=out / "phase.png", misfit_png=out / MISFIT_NAME, product_h5=product,

@@ -39,12 +39,15 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ptychopinn.errors import ConfigError, DataFormatError, describe_array
 from ptychopinn.io.atomic import atomic_path
+
+if TYPE_CHECKING:
+    from ptychopinn.data.scan import ScanData
 
 _FLOAT_ATTRS: dict[str, float] = {
     # placeholders where the physics is unknown: 1.0 for quantities ptychodus may divide by
@@ -422,3 +425,22 @@ def _read_product(f: Any, path: Path) -> Product:
         losses=losses,
         loss_epochs=epochs,
     )
+
+
+def save_scan_product(path: Path, obj: Any, origin: Any, positions: Any, probe: Any, scan: ScanData,
+                      source: str) -> Path:
+    """A ptychodus product of the canvas ``obj`` ``[H, W]`` complex, whose pixel ``(0, 0)`` is object pixel
+    ``origin`` (x, y), with ``positions`` ``[M, 2]`` (x, y) in object pixels, ``probe`` ``[N, N]`` complex, and the
+    scan's real pixel size, energy and distance where known (placeholders else); ``source`` names what made it."""
+    positions_px = np.asarray(positions) - np.asarray(origin)[None, :]
+    meta: dict[str, Any] = {"source": source}
+    if scan.energy_ev is not None:
+        meta["photon_energy_eV"] = scan.energy_ev
+    if scan.distance_m is not None:
+        meta["detector_object_distance_m"] = scan.distance_m
+    kwargs: dict[str, Any] = {}
+    if scan.pixel_size_m is not None:
+        kwargs["pixel_size_m"] = scan.pixel_size_m
+    else:
+        meta["pixel_size_unknown"] = True
+    return save_product_h5(path, obj, positions_px, probe, metadata=meta, **kwargs)
