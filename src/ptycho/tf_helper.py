@@ -42,6 +42,7 @@ import numpy as np
 
 from ptycho import _frames
 from ptycho._arrays import to_numpy
+from ptychopinn.config_fields import is_int
 from ptychopinn.errors import ConfigError, DataFormatError, describe_array
 from ptychopinn.io.product_h5 import ptychodus_centre_offset
 
@@ -105,7 +106,7 @@ def reassemble_position(patches: Any, global_offsets: Any, M: int = 20) -> np.nd
     """
     from ptychopinn.inference.stitch import stitch_patches
 
-    if isinstance(M, bool) or not isinstance(M, (int, np.integer)) or M < 1:
+    if not is_int(M) or M < 1:
         raise ConfigError(f"M: expected the stitch window side in pixels (a positive integer), found {M!r}; "
                           f"use M=20")
     stack = _patch_stack(patches)

@@ -34,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ptychopinn.config import PRECISIONS, InferenceConfig, ModelConfig
+from ptychopinn.config_fields import is_int
 from ptychopinn.data.grouping import Groups, effective_neighbor_count, group_positions
 from ptychopinn.data.normalize import input_scale as compute_input_scale
 from ptychopinn.data.scan import ScanData
@@ -157,7 +158,7 @@ def iter_predictions(
         ``(patches, member_positions)``: ``[b, C, N, N]`` complex64 tensor on ``device``, and
         ``[b, C, 2]`` float64 numpy absolute (x, y) object pixels of each member (centre + relative).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ConfigError(f"batch_size: expected a positive integer, found {batch_size!r}; use e.g. 64")
     dev = resolve_device(device)
     amp = _autocast(precision, dev)  # validates precision before any work

@@ -41,6 +41,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ptychopinn.config_fields import is_int
 from ptychopinn.errors import ConfigError, DataFormatError, describe_array
 from ptychopinn.physics.shift import split_positions
 
@@ -68,7 +69,7 @@ _SHIFT_CHUNK = 128  # patches per sub-pixel shift step: the per-patch shift matr
 
 
 def _check_window(window: int, n: int | None = None) -> int:
-    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
+    if not is_int(window) or window < 1:
         raise ConfigError(f"stitch window must be a positive integer number of pixels; found {window!r}; "
                           f"pass e.g. 20 for N=64")
     if n is not None and window > n:
@@ -204,8 +205,7 @@ class Stitcher:
     def __init__(self, shape: tuple[int, int], window: int, *, origin: tuple[float, float] = (0.0, 0.0),
                  device: torch.device | str | None = None, flush_size: int = 1024, taper: float = 0.0,
                  sync: bool = False, sync_amplitude: bool = True) -> None:
-        if (len(shape) != 2 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
-                                       for s in shape) or min(shape) < 1):
+        if len(shape) != 2 or not all(is_int(s) for s in shape) or min(shape) < 1:
             raise ConfigError(f"canvas shape: expected (H, W) positive integers, found {shape!r}; "
                               f"use canvas_geometry() to compute it")
         if len(origin) != 2 or not all(math.isfinite(float(o)) for o in origin):
@@ -216,9 +216,9 @@ class Stitcher:
         self.window = _check_window(window)
         self.origin = (float(origin[0]), float(origin[1]))
         self.device = torch.device("cpu" if device is None else device)
-        if isinstance(flush_size, bool) or not isinstance(flush_size, int) or flush_size < 1:
+        if not is_int(flush_size) or flush_size < 1:
             raise ConfigError(f"flush_size: expected a positive integer, found {flush_size!r}; use 1024")
-        self.flush_size = flush_size
+        self.flush_size = int(flush_size)
         self.n_patches = 0
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._n_pending = 0
@@ -380,8 +380,7 @@ def canvas_geometry(
     """
     _check_window(window, int(N))
     if object_shape is not None:
-        if (len(object_shape) != 2 or not all(isinstance(s, (int, np.integer)) for s in object_shape)
-                or min(object_shape) < 1):
+        if len(object_shape) != 2 or not all(is_int(s) for s in object_shape) or min(object_shape) < 1:
             raise ConfigError(f"object_shape: expected (H, W) positive integers, found {object_shape!r}; "
                               f"pass obj.shape")
         return (int(object_shape[0]), int(object_shape[1])), (0.0, 0.0)
