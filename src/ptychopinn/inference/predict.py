@@ -40,8 +40,9 @@ from ptychopinn.data.normalize import input_scale as compute_input_scale
 from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError, DataFormatError
 from ptychopinn.inference.stitch import Stitcher, canvas_geometry
+from ptychopinn.runtime import resolve_device
 
-__all__ = ["Reconstruction", "check_scan_fits_model", "iter_predictions", "reconstruct", "resolve_device",
+__all__ = ["Reconstruction", "check_scan_fits_model", "iter_predictions", "reconstruct",
            "scan_groups"]
 
 logger = logging.getLogger(__name__)
@@ -95,25 +96,6 @@ class Reconstruction:
     def phase(self) -> np.ndarray:
         """``[H, W]`` float32 ``angle(obj)`` in radians, 0 where uncovered."""
         return np.angle(self.obj).astype(np.float32)
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``'auto'``/None -> cuda if available else cpu; ``'gpu'`` -> cuda; anything else as given."""
-    if isinstance(device, torch.device):
-        return device
-    name = "auto" if device is None else str(device)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "gpu":
-        name = "cuda"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"accelerator {device!r} needs a CUDA GPU but none is available; "
-                          f"use accelerator 'cpu' or 'auto'")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device: expected 'auto', 'cpu', 'cuda', 'gpu', 'mps' or e.g. 'cuda:1', "
-                          f"found {device!r}; pass one of those") from None
 
 
 def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:

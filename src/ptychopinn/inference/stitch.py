@@ -44,6 +44,7 @@ import torch
 from ptychopinn.config_fields import is_int
 from ptychopinn.errors import ConfigError, DataFormatError, describe_array
 from ptychopinn.physics.shift import split_positions
+from ptychopinn.runtime import resolve_device
 
 __all__ = ["CANVAS_BYTES_PER_PIXEL", "Stitcher", "canvas_geometry", "centred_geometry", "check_canvas_memory",
            "crop_window", "shifted_windows", "stitch_patches"]
@@ -188,7 +189,8 @@ class Stitcher:
         shape: ``(H, W)`` canvas size in pixels.
         window: side in pixels of the central region of each patch that is placed.
         origin: ``(x0, y0)`` object pixel of canvas pixel ``(0, 0)`` (see the module docstring).
-        device: torch device of the canvases (patches are moved there); default CPU.
+        device: torch device of the canvases (patches are moved there), or an accelerator name as in
+            :func:`~ptychopinn.runtime.resolve_device`; default CPU.
         flush_size: shifted windows are buffered until this many are pending, then placed in one call:
             placement has a fixed cost per call, so small batches (64 patches per network batch) would
             otherwise run slower. The buffer holds ``flush_size * window**2`` complex values.
@@ -215,7 +217,7 @@ class Stitcher:
         check_canvas_memory(self.shape)
         self.window = _check_window(window)
         self.origin = (float(origin[0]), float(origin[1]))
-        self.device = torch.device("cpu" if device is None else device)
+        self.device = resolve_device("cpu" if device is None else device)
         if not is_int(flush_size) or flush_size < 1:
             raise ConfigError(f"flush_size: expected a positive integer, found {flush_size!r}; use 1024")
         self.flush_size = int(flush_size)
