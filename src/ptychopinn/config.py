@@ -272,9 +272,9 @@ class InferenceConfig(ConfigBase):
 
     @classmethod
     def reference(cls, **changes: Any) -> InferenceConfig:
-        """The reference system's stitching, for the compatibility surfaces: a plain average of the windows,
-        no phase synchronisation (a centre taper traded phase for amplitude on their gridsize-2 defaults:
-        phase correlation 0.61 -> 0.46). ``changes``: other fields."""
+        """The reference system's stitching, for the compatibility surfaces: a plain average of the windows
+        (taper 0), no phase synchronisation (measured: README, section "Use from ptychodus"). ``changes``:
+        other fields."""
         return cls(**{"stitch_taper": 0.0, "stitch_sync": "off", **changes})
 
     def window_for(self, N: int) -> int:

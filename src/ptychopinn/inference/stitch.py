@@ -151,8 +151,8 @@ def shifted_windows(patches: torch.Tensor, fractions: torch.Tensor, window: int)
     ``crop_window(fourier_shift(mirror(patches), fractions)[:, :N, :N], window)``. The mirror makes the
     periodic continuation continuous: a plain circular shift of a (never periodic) patch rings from the
     jump between its opposite edges with an amplitude falling off only as 1 / distance (about 1 % of that
-    jump in the window of a 64-pixel patch), the mirrored one as 1 / distance**2 (measured on band-limited
-    objects: maximum error 0.007-0.03 -> 1e-4-2e-3). The mirrored shift is a real linear operator, applied
+    jump in the window of a 64-pixel patch), the mirrored one as 1 / distance**2 (measured: README, section
+    "Physics and conventions"). The mirrored shift is a real linear operator, applied
     as two small real matrix products per patch (:func:`_shift_rows`: the window rows of the y shift, the
     window columns of the x shift), not 2-D FFTs: same numbers, several times faster on a CPU. Patches
     whose fraction is zero are cropped without resampling.
