@@ -29,6 +29,7 @@ import numpy as np
 
 from ptycho import params
 from ptycho._arrays import probe_2d, to_numpy
+from ptychopinn.config_fields import is_int
 from ptychopinn.data.grouping import Groups, effective_neighbor_count, group_positions
 from ptychopinn.data.normalize import input_scale
 from ptychopinn.data.scan import ScanData
@@ -259,7 +260,7 @@ class RawData:
             raise ConfigError(f"generate_grouped_data: N={N} but the diffraction patterns are {n_data}x{n_data}; "
                               f"pass N={n_data} (the pattern size)")
         g = gridsize if gridsize is not None else int(params.cfg.get("gridsize", 1) or 1)
-        if isinstance(nsamples, bool) or not isinstance(nsamples, (int, np.integer)) or nsamples < 1:
+        if not is_int(nsamples) or nsamples < 1:
             raise ConfigError(f"nsamples: expected a positive integer, found {nsamples!r}; pass e.g. 1")
         k = neighbor_pool_size if neighbor_pool_size is not None else K
         groups = self._groups(int(g), int(k), int(nsamples), seed, enable_oversampling)

@@ -8,9 +8,9 @@ its window added at the nearest whole pixel), and overlaps are averaged (sum / c
 Window size. ``M`` is the window side for the reference's 64 x 64 patches (``M=20``: the central 31 % of
 the patch, whose outer part the network predicts less reliably). For other patch sizes N the window is
 scaled to ``round(M * N / 64)`` pixels (:func:`window_for`), so it covers the same fraction of the patch:
-ptychodus always passes ``M=20``, and a literal 20-pixel window is most of a 32 x 32 patch (measured on
-a simulated N=32 scan: phase correlation with the truth 0.42 with 20 px against 0.69 with 10 px, same
-model) and too little of a 128 x 128 one (gaps between scan positions). At N=64 this is exactly the
+ptychodus always passes ``M=20``, and a literal 20-pixel window is most of a 32 x 32 patch, including its
+less reliable outer part (measured: README, section "Use from ptychodus"), and too little of a 128 x 128
+one (gaps between scan positions). At N=64 this is exactly the
 reference behaviour.
 
 Pixel convention: ptychodus's. The offsets are object-pixel coordinates as ptychodus computes them
@@ -42,6 +42,7 @@ import numpy as np
 
 from ptycho import _frames
 from ptycho._arrays import to_numpy
+from ptychopinn.config_fields import is_int
 from ptychopinn.errors import ConfigError, DataFormatError, describe_array
 from ptychopinn.io.product_h5 import ptychodus_centre_offset
 
@@ -105,7 +106,7 @@ def reassemble_position(patches: Any, global_offsets: Any, M: int = 20) -> np.nd
     """
     from ptychopinn.inference.stitch import stitch_patches
 
-    if isinstance(M, bool) or not isinstance(M, (int, np.integer)) or M < 1:
+    if not is_int(M) or M < 1:
         raise ConfigError(f"M: expected the stitch window side in pixels (a positive integer), found {M!r}; "
                           f"use M=20")
     stack = _patch_stack(patches)

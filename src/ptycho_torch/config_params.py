@@ -24,6 +24,7 @@ import warnings
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from ptychopinn.config_fields import is_int, is_num
 from ptychopinn.data.grouping import effective_neighbor_count
 from ptychopinn.errors import ConfigError
 
@@ -36,7 +37,7 @@ def _reject_research(obj: Any, defaults: dict[str, Any]) -> None:
     for name, supported in defaults.items():
         value = getattr(obj, name)
         same = value == supported
-        if isinstance(supported, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(supported, float) and is_num(value):
             same = math.isclose(float(value), supported)
         if not same:
             raise ConfigError(f"{type(obj).__name__}.{name}: expected {supported!r} (this research option is not "
@@ -77,7 +78,7 @@ class DataConfig:
         """Check the values this implementation relies on (one-line ConfigError on the first problem)."""
         for name in ("N", "C", "K", "n_subsample"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            if not is_int(v) or v < 1:
                 raise ConfigError(f"DataConfig.{name}: expected a positive integer, found {v!r}")
         gs = tuple(self.grid_size) if isinstance(self.grid_size, (tuple, list)) else None
         if gs is None or len(gs) != 2 or gs[0] != gs[1] or gs[0] < 1:
@@ -158,8 +159,7 @@ class ModelConfig:
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"ModelConfig.{name}: expected one of {list(allowed)}, found "
                                   f"{getattr(self, name)!r}")
-        if not isinstance(self.n_filters_scale, int) or isinstance(self.n_filters_scale, bool) \
-                or self.n_filters_scale < 1:
+        if not is_int(self.n_filters_scale) or self.n_filters_scale < 1:
             raise ConfigError(f"ModelConfig.n_filters_scale: expected a positive integer, found "
                               f"{self.n_filters_scale!r}")
         if self.probe_mask is not None and self.probe_mask is not False:
@@ -244,9 +244,9 @@ class TrainingConfig:
         """Check values; reject staged fine-tuning (not implemented) when it is switched on."""
         for name in ("epochs", "batch_size", "n_devices", "accum_steps"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            if not is_int(v) or v < 1:
                 raise ConfigError(f"TrainingConfig.{name}: expected a positive integer, found {v!r}")
-        if not isinstance(self.num_workers, int) or self.num_workers < 0:
+        if not is_int(self.num_workers) or self.num_workers < 0:
             raise ConfigError(f"TrainingConfig.num_workers: expected an integer >= 0, found {self.num_workers!r}")
         if self.device not in ("cuda", "gpu", "cpu", "mps", "auto"):
             raise ConfigError(f"TrainingConfig.device: expected 'cuda' or 'cpu', found {self.device!r}")
@@ -271,7 +271,7 @@ class InferenceConfig:
 
     def validate(self) -> None:
         """Check the batch size and the weighting name."""
-        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
+        if not is_int(self.batch_size) or self.batch_size < 1:
             raise ConfigError(f"InferenceConfig.batch_size: expected a positive integer, found {self.batch_size!r}")
         if self.patch_weighting not in ("probe", "uniform"):
             raise ConfigError(f"InferenceConfig.patch_weighting: expected 'probe' or 'uniform', found "
@@ -301,7 +301,7 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
             return [plain(x) for x in v]
         if isinstance(v, dict):
             return {str(k): plain(x) for k, x in v.items()}
-        return v
+        return int(v) if is_int(v) else v  # numpy integers do not load with weights_only=True
     return {k: plain(v) for k, v in asdict(cfg).items()}
 
 

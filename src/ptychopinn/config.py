@@ -83,6 +83,7 @@ class ModelConfig(ConfigBase):
     offset_channels: bool = False
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_int("N", self.N, 32, 256)
         require(self.N % 8 == 0, "N", "a multiple of 8 from 32 to 256", self.N)
         check_int("gridsize", self.gridsize, 1, 8)
@@ -146,6 +147,7 @@ class TrainingConfig(ConfigBase):
     seed: int = 42
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_int("batch_size", self.batch_size, 1)
         check_int("nepochs", self.nepochs, 1)
         check_num("nphotons", self.nphotons, 0.0, strict=True, optional=True)
@@ -208,6 +210,7 @@ class ExecutionConfig(ConfigBase):
     rendezvous_timeout: float = 300.0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_choice("accelerator", self.accelerator, ACCELERATORS)
         require(self.devices == "auto" or (is_int(self.devices) and 1 <= self.devices <= MAX_INT), "devices",
                  "a positive integer or 'auto'", self.devices)
@@ -259,6 +262,7 @@ class InferenceConfig(ConfigBase):
     accelerator: str = "auto"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_int("batch_size", self.batch_size, 1)
         check_int("stitch_window", self.stitch_window, 2, optional=True)
         check_num("stitch_taper", self.stitch_taper, 0.0)
@@ -268,9 +272,9 @@ class InferenceConfig(ConfigBase):
 
     @classmethod
     def reference(cls, **changes: Any) -> InferenceConfig:
-        """The reference system's stitching, for the compatibility surfaces: a plain average of the windows,
-        no phase synchronisation (a centre taper traded phase for amplitude on their gridsize-2 defaults:
-        phase correlation 0.61 -> 0.46). ``changes``: other fields."""
+        """The reference system's stitching, for the compatibility surfaces: a plain average of the windows
+        (taper 0), no phase synchronisation (measured: README, section "Use from ptychodus"). ``changes``:
+        other fields."""
         return cls(**{"stitch_taper": 0.0, "stitch_sync": "off", **changes})
 
     def window_for(self, N: int) -> int:
@@ -350,6 +354,7 @@ class RefineConfig(ConfigBase):
     prior_weight: float = 0.0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_int("iterations", self.iterations, 1)
         check_num("prior_weight", self.prior_weight, 0.0)
         check_num("time_limit", self.time_limit, 0.0, strict=True, optional=True)
@@ -424,6 +429,7 @@ class SimulationConfig(ConfigBase):
     oversample: int = 1
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_int("N", self.N, 16, 512)
         check_int("oversample", self.oversample, 1, 8)
         require(self.N % 2 == 0, "N", "an even integer", self.N)
@@ -472,6 +478,7 @@ class RunConfig(ConfigBase):
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name, typ in (("model", ModelConfig), ("training", TrainingConfig),
                           ("execution", ExecutionConfig)):
             v = getattr(self, name)

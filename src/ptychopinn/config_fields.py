@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import reprlib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -49,13 +50,18 @@ def require(cond: bool, name: str, expected: str, value: Any) -> None:
 
 
 def is_int(v: Any) -> TypeGuard[int]:
-    """An int that is not a bool."""
-    return isinstance(v, int) and not isinstance(v, bool)
+    """An integer that is not a bool: an int or a numpy integer (a value read from an NPZ or HDF5 file), not
+    True/False (int subclasses) nor ``np.bool_`` (not a :class:`numbers.Integral`).
+
+    numpy integers compare, index and convert like int, hence the ``int`` guard; keep one as ``int(v)``
+    where it is stored or passed on (JSON and some torch arguments take Python ints only).
+    """
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 def is_num(v: Any) -> bool:
-    """A finite int or float (not a bool)."""
-    if not isinstance(v, (int, float)) or isinstance(v, bool):
+    """A finite number: an integer as in :func:`is_int` or a float (not a bool)."""
+    if not (is_int(v) or isinstance(v, float)):
         return False
     try:
         return math.isfinite(float(v))
@@ -105,6 +111,14 @@ def check_bool(name: str, v: Any) -> None:
 @dataclass(frozen=True)
 class ConfigBase:
     """Shared behaviour: dict/JSON round trip and a ``replace`` that re-validates."""
+
+    def __post_init__(self) -> None:
+        """Keep integer fields as Python ints (:func:`is_int` accepts numpy integers, but configs are written
+        as JSON and passed to torch arguments that take ints only). Subclasses call it before their checks."""
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if is_int(v) and not isinstance(v, int):
+                object.__setattr__(self, f.name, int(v))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-serialisable dict (paths become strings)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from ptychopinn.config import (
@@ -14,6 +15,7 @@ from ptychopinn.config import (
     SimulationConfig,
     TrainingConfig,
 )
+from ptychopinn.config_fields import is_int
 from ptychopinn.config_files import load_config_file
 from ptychopinn.errors import ConfigError, PtychoInputError
 
@@ -119,3 +121,20 @@ def test_config_files_json_and_yaml(tmp_path) -> None:
     bad.write_text("- just\n- a list\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_config_file(bad)
+
+
+@pytest.mark.parametrize("value, expected", [
+    (3, True), (np.int64(3), True), (np.uint8(3), True), (-2, True),
+    (True, False), (np.bool_(True), False), (3.0, False), (np.float64(3.0), False), ("3", False), (None, False),
+])
+def test_is_int_counts_numpy_integers_but_not_bools_or_floats(value: object, expected: bool) -> None:
+    assert is_int(value) is expected
+
+
+def test_numpy_integer_fields_are_stored_as_int() -> None:
+    # A value read from an NPZ/HDF5 file is a numpy integer: accepted, kept as int so the config stays JSON.
+    cfg = TrainingConfig(batch_size=np.int64(8), nepochs=np.int32(2), nphotons=np.int64(1000))
+    assert type(cfg.batch_size) is int and type(cfg.nepochs) is int and type(cfg.nphotons) is int
+    assert json.loads(json.dumps(cfg.to_dict()))["batch_size"] == 8
+    with pytest.raises(ConfigError):
+        TrainingConfig(batch_size=np.bool_(True))

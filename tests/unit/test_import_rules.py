@@ -44,7 +44,8 @@ def test_compat_packages_use_only_public_core_names(package: str) -> None:
 # ptychopinn.workflows.train_model or ptychopinn.training.run (prepare_training / TrainingRun.fit), never the
 # trainer, data-module or guard internals; files through the format readers, never the io helpers.
 CORE_API = (
-    "ptychopinn", "ptychopinn.config", "ptychopinn.errors", "ptychopinn.runtime", "ptychopinn.workflows",
+    "ptychopinn", "ptychopinn.config", "ptychopinn.config_fields", "ptychopinn.errors", "ptychopinn.runtime",
+    "ptychopinn.workflows",
     "ptychopinn.cli.common", "ptychopinn.plots", "ptychopinn.refine",
     "ptychopinn.data.scan", "ptychopinn.data.grouping", "ptychopinn.data.normalize",
     "ptychopinn.physics.*", "ptychopinn.models.pinn", "ptychopinn.models.persist", "ptychopinn.inference.*",

@@ -18,8 +18,8 @@ import torch
 from ptychopinn.data import normalize
 from ptychopinn.physics.losses import (
     amplitude_mae,
+    poisson_deviance,
     poisson_loss,
-    poisson_nll_elements,
     realspace_mae,
     wrap_phase,
 )
@@ -34,19 +34,23 @@ def _amps(shape: tuple[int, ...], seed: int, dtype: torch.dtype = torch.float64)
 # Poisson NLL and deviance
 
 
+def _nll(lam: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Poisson NLL without ``log k!``, ``lam - k log lam`` with ``0 log 0 = 0``."""
+    return lam - torch.xlogy(k, lam)
+
+
 @pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
-def test_nll_elements_is_torch_poisson_nll_without_log_k_factorial(dtype: torch.dtype, rtol: float) -> None:
-    # Integer counts k (including 0) and a rate from an arbitrary predicted amplitude.
-    scale = 7.0
+def test_deviance_is_torch_poisson_nll_minus_its_value_at_the_data(dtype: torch.dtype, rtol: float) -> None:
+    # Integer counts k (including 0) and an arbitrary rate: deviance = NLL(lam) - NLL(k), elementwise.
     k = torch.tensor([[0.0, 1.0, 2.0, 5.0], [17.0, 40.0, 100.0, 3.0]], dtype=torch.float64)
-    meas = k.sqrt() / scale
-    pred = _amps((2, 4), seed=0)
-    lam = (scale * pred) ** 2
-    expected = (-torch.distributions.Poisson(lam, validate_args=False).log_prob(k)
-                - torch.lgamma(k + 1))
-    got = poisson_nll_elements(pred.to(dtype), meas.to(dtype), scale)
-    assert got.dtype == dtype and got.shape == pred.shape
+    lam = (7.0 * _amps((2, 4), seed=0)) ** 2
+    nll = -torch.distributions.Poisson(lam, validate_args=False).log_prob(k) - torch.lgamma(k + 1)
+    expected = nll - _nll(k, k)
+    got = poisson_deviance(lam.to(dtype), k.to(dtype), 1e-12)
+    assert got.dtype == dtype and got.shape == lam.shape
     torch.testing.assert_close(got.to(torch.float64), expected, rtol=rtol, atol=rtol)
+    # exactly zero at lam == k, also where k == 0
+    assert float(poisson_deviance(k.to(dtype), k.to(dtype), 1e-12).abs().max()) == 0.0
 
 
 def test_poisson_loss_zero_at_perfect_fit_and_positive_otherwise() -> None:
@@ -79,13 +83,14 @@ def test_poisson_loss_gradient_is_nll_gradient_over_total_counts() -> None:
     scale = 30.0
     meas = _amps((2, 2, 6, 6), seed=5)
     pred = _amps((2, 2, 6, 6), seed=6).requires_grad_(True)
+    k = (scale * meas) ** 2
     g_loss, = torch.autograd.grad(poisson_loss(pred, meas, scale), pred)
-    g_nll, = torch.autograd.grad(poisson_nll_elements(pred, meas, scale).sum(), pred)
-    total_counts = float(((scale * meas) ** 2).sum())
+    g_nll, = torch.autograd.grad(_nll((scale * pred) ** 2, k).sum(), pred)
+    total_counts = float(k.sum())
     torch.testing.assert_close(g_loss, g_nll / total_counts, rtol=1e-10, atol=1e-14)
     # The offset between them is the same for a second prediction: it depends on the data only.
     pred2 = _amps((2, 2, 6, 6), seed=7)
-    offsets = [float(poisson_loss(p, meas, scale)) * total_counts - float(poisson_nll_elements(p, meas, scale).sum())
+    offsets = [float(poisson_loss(p, meas, scale)) * total_counts - float(_nll((scale * p) ** 2, k).sum())
                for p in (pred.detach(), pred2)]
     assert offsets[0] == pytest.approx(offsets[1], rel=1e-9)
 
@@ -128,14 +133,33 @@ def test_gradcheck_poisson_loss_float64() -> None:
     pred = _amps((1, 2, 3, 3), seed=14).requires_grad_(True)
     assert poisson_loss(pred, meas, 5.0).dtype == torch.float64
     assert torch.autograd.gradcheck(lambda p: poisson_loss(p, meas, 5.0), (pred,))
-    assert torch.autograd.gradcheck(lambda p: poisson_nll_elements(p, meas, 5.0), (pred,))
+    lam = (5.0 * pred.detach()) ** 2
+    assert torch.autograd.gradcheck(lambda x: poisson_deviance(x, (5.0 * meas) ** 2, 1e-12),
+                                    (lam.requires_grad_(True),))
+
+
+def test_training_loss_and_refinement_misfit_are_one_deviance() -> None:
+    # Refinement's Poisson misfit of the far field s*pred against the amplitudes s*meas, over the total
+    # counts, is training's loss: both are poisson_deviance, and their eps (1e-12 counts against 1e-6 of
+    # the mean count) differ by far less than float32 round-off here.
+    from ptychopinn.physics.noise import PoissonNoise
+
+    scale = 31.25
+    meas = _amps((3, 1, 8, 8), seed=20, dtype=torch.float32)
+    meas[0, 0, 0, :3] = 0.0
+    pred = _amps((3, 1, 8, 8), seed=21, dtype=torch.float32)
+    weights = (torch.arange(64).view(8, 8) % 5 != 0).float()
+    far = torch.polar(scale * pred[:, 0], torch.ones_like(pred[:, 0]))
+    for w in (None, weights):
+        misfit = PoissonNoise().pattern_misfit(far, scale * meas[:, 0], w).sum()
+        counts = ((scale * meas) ** 2 * (1.0 if w is None else w)).sum()
+        assert float(misfit / counts) == pytest.approx(float(poisson_loss(pred, meas, scale, w)), rel=1e-5)
 
 
 def test_low_precision_inputs_are_computed_in_float32() -> None:
     meas = _amps((1, 1, 4, 4), seed=15, dtype=torch.bfloat16)
     pred = _amps((1, 1, 4, 4), seed=16, dtype=torch.bfloat16)
     assert poisson_loss(pred, meas, 10.0).dtype == torch.float32
-    assert poisson_nll_elements(pred, meas, 10.0).dtype == torch.float32
     assert amplitude_mae(pred, meas).dtype == torch.float32
 
 

@@ -44,3 +44,23 @@ def test_report_says_when_too_late() -> None:
     from ptychopinn.runtime import prepare_cpu_runtime
 
     assert prepare_cpu_runtime() is False
+
+
+def test_resolve_device_maps_accelerator_names() -> None:
+    import torch
+
+    from ptychopinn.errors import ConfigError
+    from ptychopinn.runtime import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    auto = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device(None) == auto and resolve_device("auto") == auto
+    if torch.cuda.is_available():
+        assert resolve_device("gpu") == torch.device("cuda")
+    else:
+        for name in ("gpu", "cuda", "cuda:1"):
+            with pytest.raises(ConfigError, match="needs a CUDA GPU"):
+                resolve_device(name)
+    with pytest.raises(ConfigError, match="expected 'auto', 'cpu'"):
+        resolve_device("tpu0")

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ptychopinn import config as core
+from ptychopinn.config_fields import is_int
 from ptychopinn.errors import ConfigError
 
 __all__ = [
@@ -216,7 +217,7 @@ def to_core_model(model: ModelConfig, *, probe_trainable: bool = False,
     if not isinstance(model, ModelConfig):
         raise ConfigError(f"model: expected ptycho.config.config.ModelConfig, found {type(model).__name__}; "
                           f"build one with ModelConfig(N=..., gridsize=...)")
-    if isinstance(model.N, int) and not isinstance(model.N, bool) and model.N <= 0:
+    if is_int(model.N) and model.N <= 0:
         raise ConfigError(f"ModelConfig.N: expected the diffraction pattern size in pixels (e.g. 64), found "
                           f"{model.N}; set config.model.N = diff3d.shape[-1] before training or inference")
     activation = _ACTIVATION_ALIASES.get(model.amp_activation, model.amp_activation)

@@ -208,8 +208,9 @@ def reassemble_cdi_image(test_data: RawData | ScanData, model: PtychoPINN, flip_
     that many iterations on the physics (:mod:`ptychopinn.refine`), result on the same canvas; None reads
     :data:`ptycho.tf_helper.REFINE_ENV` (unset = 0, the reference behaviour). Not with flips/transposes.
     """
-    from ptychopinn.inference.predict import iter_predictions, resolve_device, scan_groups
+    from ptychopinn.inference.predict import iter_predictions, scan_groups
     from ptychopinn.inference.stitch import Stitcher, canvas_geometry
+    from ptychopinn.runtime import resolve_device
 
     scan = _as_scan(test_data, "test_data")
     n = scan.N

@@ -29,9 +29,9 @@ from ptycho._arrays import to_numpy
 from ptycho.raw_data import LOCAL_OFFSET_SIGN
 from ptychopinn.data.normalize import mean_pattern_energy
 from ptychopinn.errors import ConfigError, DataFormatError, describe_array
-from ptychopinn.inference.predict import resolve_device
 from ptychopinn.models.pinn import PtychoPINN
 from ptychopinn.physics.probe import central_window
+from ptychopinn.runtime import resolve_device
 
 __all__ = ["BORDER_WEIGHT", "InferenceModel", "merge_members"]
 

@@ -359,9 +359,10 @@ class InferenceEngine:
         (sub-pixel Fourier placement). Pixels no patch reached are 0. Deterministic: grouping is seeded.
         """
         from ptychopinn.config import InferenceConfig as CoreInference
-        from ptychopinn.inference.predict import check_scan_fits_model, iter_predictions, resolve_device, scan_groups
+        from ptychopinn.inference.predict import check_scan_fits_model, iter_predictions, scan_groups
         from ptychopinn.inference.stitch import Stitcher, centred_geometry
         from ptychopinn.io.product_h5 import ptychodus_centre_offset
+        from ptychopinn.runtime import resolve_device
 
         cm = self.config_manager
         core_model = self.ptycho_model.model.model

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial import cKDTree
 
+from ptychopinn.config_fields import is_int
 from ptychopinn.errors import ConfigError, DataFormatError, describe_array
 
 __all__ = ["Groups", "group_positions", "group_summary"]
@@ -126,8 +127,7 @@ class Groups:
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
-    # bool is an int subclass but `gridsize=True` is always a mistake.
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    if not is_int(value):
         raise ConfigError(f"{name} must be an integer >= {minimum}; found {value!r}; pass a whole number")
     if value < minimum:
         raise ConfigError(f"{name} must be an integer >= {minimum}; found {value}; raise {name}")

@@ -8,10 +8,10 @@ from ptychopinn.inference.predict import (
     Reconstruction,
     iter_predictions,
     reconstruct,
-    resolve_device,
     scan_groups,
 )
 from ptychopinn.inference.stitch import Stitcher, canvas_geometry, crop_window, stitch_patches
+from ptychopinn.runtime import resolve_device
 
 __all__ = [
     "Reconstruction",

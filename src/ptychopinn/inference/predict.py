@@ -34,13 +34,15 @@ import torch
 from tqdm.auto import tqdm
 
 from ptychopinn.config import PRECISIONS, InferenceConfig, ModelConfig
+from ptychopinn.config_fields import is_int
 from ptychopinn.data.grouping import Groups, effective_neighbor_count, group_positions
 from ptychopinn.data.normalize import input_scale as compute_input_scale
 from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError, DataFormatError
 from ptychopinn.inference.stitch import Stitcher, canvas_geometry
+from ptychopinn.runtime import resolve_device
 
-__all__ = ["Reconstruction", "check_scan_fits_model", "iter_predictions", "reconstruct", "resolve_device",
+__all__ = ["Reconstruction", "check_scan_fits_model", "iter_predictions", "reconstruct",
            "scan_groups"]
 
 logger = logging.getLogger(__name__)
@@ -96,25 +98,6 @@ class Reconstruction:
         return np.angle(self.obj).astype(np.float32)
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``'auto'``/None -> cuda if available else cpu; ``'gpu'`` -> cuda; anything else as given."""
-    if isinstance(device, torch.device):
-        return device
-    name = "auto" if device is None else str(device)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "gpu":
-        name = "cuda"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"accelerator {device!r} needs a CUDA GPU but none is available; "
-                          f"use accelerator 'cpu' or 'auto'")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device: expected 'auto', 'cpu', 'cuda', 'gpu', 'mps' or e.g. 'cuda:1', "
-                          f"found {device!r}; pass one of those") from None
-
-
 def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
     if precision not in PRECISIONS:
         raise ConfigError(f"precision: expected one of {list(PRECISIONS)}, found {precision!r}; use '32'")
@@ -157,7 +140,7 @@ def iter_predictions(
         ``(patches, member_positions)``: ``[b, C, N, N]`` complex64 tensor on ``device``, and
         ``[b, C, 2]`` float64 numpy absolute (x, y) object pixels of each member (centre + relative).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ConfigError(f"batch_size: expected a positive integer, found {batch_size!r}; use e.g. 64")
     dev = resolve_device(device)
     amp = _autocast(precision, dev)  # validates precision before any work

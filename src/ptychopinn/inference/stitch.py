@@ -41,8 +41,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ptychopinn.config_fields import is_int
 from ptychopinn.errors import ConfigError, DataFormatError, describe_array
 from ptychopinn.physics.shift import split_positions
+from ptychopinn.runtime import resolve_device
 
 __all__ = ["CANVAS_BYTES_PER_PIXEL", "Stitcher", "canvas_geometry", "centred_geometry", "check_canvas_memory",
            "crop_window", "shifted_windows", "stitch_patches"]
@@ -68,7 +70,7 @@ _SHIFT_CHUNK = 128  # patches per sub-pixel shift step: the per-patch shift matr
 
 
 def _check_window(window: int, n: int | None = None) -> int:
-    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
+    if not is_int(window) or window < 1:
         raise ConfigError(f"stitch window must be a positive integer number of pixels; found {window!r}; "
                           f"pass e.g. 20 for N=64")
     if n is not None and window > n:
@@ -149,8 +151,8 @@ def shifted_windows(patches: torch.Tensor, fractions: torch.Tensor, window: int)
     ``crop_window(fourier_shift(mirror(patches), fractions)[:, :N, :N], window)``. The mirror makes the
     periodic continuation continuous: a plain circular shift of a (never periodic) patch rings from the
     jump between its opposite edges with an amplitude falling off only as 1 / distance (about 1 % of that
-    jump in the window of a 64-pixel patch), the mirrored one as 1 / distance**2 (measured on band-limited
-    objects: maximum error 0.007-0.03 -> 1e-4-2e-3). The mirrored shift is a real linear operator, applied
+    jump in the window of a 64-pixel patch), the mirrored one as 1 / distance**2 (measured: README, section
+    "Physics and conventions"). The mirrored shift is a real linear operator, applied
     as two small real matrix products per patch (:func:`_shift_rows`: the window rows of the y shift, the
     window columns of the x shift), not 2-D FFTs: same numbers, several times faster on a CPU. Patches
     whose fraction is zero are cropped without resampling.
@@ -187,7 +189,8 @@ class Stitcher:
         shape: ``(H, W)`` canvas size in pixels.
         window: side in pixels of the central region of each patch that is placed.
         origin: ``(x0, y0)`` object pixel of canvas pixel ``(0, 0)`` (see the module docstring).
-        device: torch device of the canvases (patches are moved there); default CPU.
+        device: torch device of the canvases (patches are moved there), or an accelerator name as in
+            :func:`~ptychopinn.runtime.resolve_device`; default CPU.
         flush_size: shifted windows are buffered until this many are pending, then placed in one call:
             placement has a fixed cost per call, so small batches (64 patches per network batch) would
             otherwise run slower. The buffer holds ``flush_size * window**2`` complex values.
@@ -204,8 +207,7 @@ class Stitcher:
     def __init__(self, shape: tuple[int, int], window: int, *, origin: tuple[float, float] = (0.0, 0.0),
                  device: torch.device | str | None = None, flush_size: int = 1024, taper: float = 0.0,
                  sync: bool = False, sync_amplitude: bool = True) -> None:
-        if (len(shape) != 2 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
-                                       for s in shape) or min(shape) < 1):
+        if len(shape) != 2 or not all(is_int(s) for s in shape) or min(shape) < 1:
             raise ConfigError(f"canvas shape: expected (H, W) positive integers, found {shape!r}; "
                               f"use canvas_geometry() to compute it")
         if len(origin) != 2 or not all(math.isfinite(float(o)) for o in origin):
@@ -215,10 +217,10 @@ class Stitcher:
         check_canvas_memory(self.shape)
         self.window = _check_window(window)
         self.origin = (float(origin[0]), float(origin[1]))
-        self.device = torch.device("cpu" if device is None else device)
-        if isinstance(flush_size, bool) or not isinstance(flush_size, int) or flush_size < 1:
+        self.device = resolve_device("cpu" if device is None else device)
+        if not is_int(flush_size) or flush_size < 1:
             raise ConfigError(f"flush_size: expected a positive integer, found {flush_size!r}; use 1024")
-        self.flush_size = flush_size
+        self.flush_size = int(flush_size)
         self.n_patches = 0
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._n_pending = 0
@@ -380,8 +382,7 @@ def canvas_geometry(
     """
     _check_window(window, int(N))
     if object_shape is not None:
-        if (len(object_shape) != 2 or not all(isinstance(s, (int, np.integer)) for s in object_shape)
-                or min(object_shape) < 1):
+        if len(object_shape) != 2 or not all(is_int(s) for s in object_shape) or min(object_shape) < 1:
             raise ConfigError(f"object_shape: expected (H, W) positive integers, found {object_shape!r}; "
                               f"pass obj.shape")
         return (int(object_shape[0]), int(object_shape[1])), (0.0, 0.0)

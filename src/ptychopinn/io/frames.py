@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from ptychopinn.config_fields import is_int
 from ptychopinn.errors import ConfigError, DataFormatError
 from ptychopinn.limits import check_memory
 
@@ -82,7 +83,7 @@ class FrameOptions:
                               f"line {', '.join(FRAME_FLAGS.values())})")
         crop = options.get("crop")
         if crop is not None:
-            if isinstance(crop, bool) or not isinstance(crop, (int, np.integer)) or crop < 8 or crop % 2:
+            if not is_int(crop) or crop < 8 or crop % 2:
                 raise ConfigError(f"{_flag('crop')}: expected an even number of pixels >= 8, found {crop!r}; "
                                   "e.g. --crop 64")
             crop = int(crop)

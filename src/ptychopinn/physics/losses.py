@@ -5,12 +5,14 @@ normalised units ``[B, C, N, N]`` float32; ``scale`` is the intensity scale ``s`
 into photon-count amplitudes, so the expected counts are ``lam = (s * pred)**2`` and the measured
 counts ``k = (s * meas)**2``.
 
-* :func:`poisson_nll_elements`: ``lam - k * log(lam)`` per pixel, the Poisson negative
-  log-likelihood without the data-only term ``log(k!)``.
-* :func:`poisson_loss`: the Poisson deviance ``sum(lam - k - k*log(lam/k))`` over all pixels of the
-  batch divided by the total measured counts ``sum(k)``. It differs from the NLL by a data-only
-  constant (same gradients up to the positive factor ``1/sum(k)``), is zero for a perfect
-  fit, and its value does not grow with the dose, so one learning rate fits all doses.
+* :func:`poisson_deviance`: ``lam - k - k*log((lam + eps)/(k + eps))`` per pixel, the one definition of
+  the Poisson deviance (training's :func:`poisson_loss` and refinement's
+  :class:`~ptychopinn.physics.noise.PoissonNoise` both use it, each with its own ``eps``). It is the
+  negative log-likelihood ``lam - k*log(lam)`` minus its value at ``lam = k``, a data-only term.
+* :func:`poisson_loss`: the Poisson deviance summed over all pixels of the batch divided by the total
+  measured counts ``sum(k)``. It differs from the NLL by a data-only constant (same gradients up to the
+  positive factor ``1/sum(k)``), is zero for a perfect fit, and its value does not grow with the dose, so
+  one learning rate fits all doses.
 * :func:`amplitude_mae`: ``mean |s*pred - s*meas| / mean(s*meas)``, a relative error.
 * :func:`realspace_mae`: mean absolute amplitude error plus mean absolute wrapped phase error of
   object patches, for supervised training (radians and amplitude units add; both are O(1)).
@@ -31,12 +33,14 @@ def _real(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == torch.float64 else x.float()
 
 
-def poisson_nll_elements(pred: torch.Tensor, meas: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
-    """Per-pixel Poisson NLL ``lam - k log lam`` (no ``log k!``), shape of ``pred``, float32
-    (float64 for float64 inputs)."""
-    lam = (scale * _real(pred)).pow(2) + _TINY
-    k = (scale * _real(meas)).pow(2)
-    return lam - k * torch.log(lam)
+def poisson_deviance(lam: torch.Tensor, k: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
+    """Per-pixel Poisson deviance ``lam - k - k*log((lam + eps)/(k + eps))``, shape and dtype of ``lam``.
+
+    ``lam`` are the expected and ``k`` the measured counts (>= 0, one shape); ``eps`` > 0 keeps the log
+    finite where ``lam`` or ``k`` is 0. Adding it to both sides of the ratio makes the deviance exactly 0
+    where ``lam == k`` (in any precision) and ``0 * log(0)`` terms 0 without a branch.
+    """
+    return (lam - k).sub_(k * torch.log((lam + eps) / (k + eps)))
 
 
 def poisson_loss(pred: torch.Tensor, meas: torch.Tensor, scale: float | torch.Tensor,
@@ -45,11 +49,12 @@ def poisson_loss(pred: torch.Tensor, meas: torch.Tensor, scale: float | torch.Te
 
     ``weights``: optional detector-pixel weights broadcastable to ``pred`` (``[N, N]``; 1 = measured,
     0 = masked), so masked pixels neither add to the deviance nor pull the prediction towards 0.
+    The log's ``eps`` (:func:`poisson_deviance`) is a fixed 1e-12 counts: it only has to keep the log
+    finite, so the gradient stays the exact NLL gradient over ``sum(w k)`` wherever ``lam > 0``.
     """
-    lam = (scale * _real(pred)).pow(2) + _TINY
+    lam = (scale * _real(pred)).pow(2)
     k = (scale * _real(meas)).pow(2)
-    klogk = torch.where(k > 0, k * torch.log(k.clamp_min(_TINY)), torch.zeros_like(k))
-    dev = lam - k - k * torch.log(lam) + klogk
+    dev = poisson_deviance(lam, k, _TINY)
     if weights is not None:
         dev, k = dev * weights, k * weights
     return dev.sum() / k.sum().clamp_min(_TINY)

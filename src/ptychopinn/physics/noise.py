@@ -17,7 +17,10 @@ leave the modelled far field as it is). Misfits are float64 sums over all pixels
   have an unbounded gain and swamp the update at low dose.
 
 ``eps`` is :data:`EPS_FRACTION` times the batch's mean count, so that it is negligible against any
-count and scales with the dose.
+count and scales with the dose. The misfit reported is the deviance of
+:func:`ptychopinn.physics.losses.poisson_deviance` with this ``eps`` (the NLL minus its data-only value at
+``|Psi|**2 = I``, zero for a perfect fit); the direction and line derivatives differentiate the same
+function, so the ``eps`` there must be this one.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 import torch
+
+from ptychopinn.physics.losses import poisson_deviance
 
 __all__ = ["EPS_FRACTION", "NOISE_MODELS", "POISSON_GAIN_MAX", "GaussianNoise", "NoiseModel", "PoissonNoise",
            "noise_model"]
@@ -156,9 +161,8 @@ class PoissonNoise(NoiseModel):
         counts = measured.square()
         m2 = _intensity(far, measured)  # |Psi|**2 without the square root
         eps = self._eps(counts)
-        m2_eps = m2 + eps
-        dev = (m2 - counts).sub_(counts * torch.log(m2_eps / (counts + eps)))
-        gain = torch.div(counts, m2_eps).sub_(1.0).mul_(0.5).clamp_max_(POISSON_GAIN_MAX)
+        dev = poisson_deviance(m2, counts, eps)
+        gain = torch.div(counts, m2 + eps).sub_(1.0).mul_(0.5).clamp_max_(POISSON_GAIN_MAX)
         if weights is not None:
             dev, gain = dev * weights, gain.mul_(weights)
         return far * _per_mode(gain, far), dev.sum(dtype=torch.float64)
@@ -167,8 +171,7 @@ class PoissonNoise(NoiseModel):
                        weights: torch.Tensor | None = None) -> torch.Tensor:
         counts = measured.square()
         m2 = _intensity(far, measured)
-        eps = self._eps(counts)
-        dev = (m2 - counts).sub_(counts * torch.log((m2 + eps) / (counts + eps)))
+        dev = poisson_deviance(m2, counts, self._eps(counts))
         if weights is not None:
             dev = dev * weights
         return dev.sum(dim=(-2, -1))

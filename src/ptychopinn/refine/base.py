@@ -40,6 +40,7 @@ from ptychopinn.physics.fft import fft2u, ifft2u, to_unshifted
 from ptychopinn.physics.noise import NoiseModel, noise_model
 from ptychopinn.physics.shift import shifted_copies, split_positions, window_index
 from ptychopinn.refine.prior import Prior
+from ptychopinn.runtime import resolve_device
 
 __all__ = ["PROBE_CACHE_BYTES", "TOLERANCE_WINDOW", "Reconstructor", "RefineResult", "preconditioner"]
 
@@ -135,8 +136,6 @@ class Reconstructor(ABC):
                  start_origin: tuple[float, float] = (0.0, 0.0), prior: np.ndarray | None = None,
                  prior_origin: tuple[float, float] | None = None,
                  device: str | torch.device | None = None) -> None:
-        from ptychopinn.inference.predict import resolve_device
-
         self.config = cfg = config or RefineConfig()
         if not isinstance(cfg, RefineConfig):
             raise ConfigError(f"config: expected a RefineConfig, found {type(cfg).__name__}; build one with "
