@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ptychopinn.config import ExecutionConfig, InferenceConfig, ModelConfig, RefineConfig, TrainingConfig
+from ptychopinn.config_fields import is_int
 from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError, DataFormatError
 from ptychopinn.io.outputs import output_run
@@ -267,7 +268,7 @@ def reconstruct_scan(
     from ptychopinn.pictures import save_object_images
 
     t0 = time.perf_counter()
-    if isinstance(adapt_epochs, bool) or not isinstance(adapt_epochs, int) or adapt_epochs < 0:
+    if not is_int(adapt_epochs) or adapt_epochs < 0:
         raise ConfigError(f"adapt_epochs: expected an integer >= 0, found {adapt_epochs!r}; 0 predicts without "
                           "adapting, e.g. 5 fine-tunes the network on the scan first")
     out = Path(output_dir)
@@ -291,7 +292,7 @@ def reconstruct_scan(
         # the adapted network predicts with the input scale it was adapted with
         network = loaded.model if adapted is None else adapted.model
         input_scale = None if adapted is None else adapted.input_scale
-        # the device comes from cfg.accelerator through inference.predict.resolve_device (the one mapping)
+        # the device comes from cfg.accelerator through runtime.resolve_device (the one mapping)
         # With refinement the network's image (network_reconstruction.npz) is the one `--refine 0` writes, but
         # refinement starts from the same windows without phase synchronisation under stitch_sync 'auto': a
         # synchronised start ends worse (benchmark, 20 iterations: phase SSIM 0.952 from the synchronised

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ptychopinn.config_fields import is_int
 from ptychopinn.errors import ConfigError
 
 OBJECT_KINDS: tuple[str, ...] = ("lines", "grf", "image")
@@ -192,7 +193,7 @@ def make_object(
     if kind not in OBJECT_KINDS:
         raise ConfigError(f"object kind: expected one of {list(OBJECT_KINDS)}, got {kind!r}; "
                           "choose one of those")
-    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 2:
+    if not is_int(size) or size < 2:
         raise ConfigError(f"object size: expected an integer >= 2 pixels, got {size!r}; pass e.g. 256")
     amplitude_range = _check_pair("amplitude_range", amplitude_range)
     phase_range = _check_pair("phase_range", phase_range)

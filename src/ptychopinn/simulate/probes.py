@@ -32,6 +32,7 @@ import math
 
 import numpy as np
 
+from ptychopinn.config_fields import is_int, is_num
 from ptychopinn.errors import ConfigError
 
 PROBE_KINDS: tuple[str, ...] = ("focused", "gaussian")
@@ -98,7 +99,7 @@ def make_probe(kind: str, N: int, *, diameter: float | None = None,  # noqa: N80
     if kind not in PROBE_KINDS:
         raise ConfigError(f"probe kind: expected one of {list(PROBE_KINDS)}, got {kind!r}; "
                           "choose one of those")
-    if not isinstance(N, (int, np.integer)) or isinstance(N, bool) or N < 8 or N % 2:
+    if not is_int(N) or N < 8 or N % 2:
         raise ConfigError(f"probe size N: expected an even integer >= 8, got {N!r}; pass e.g. 64")
     n = int(N)
     d = n / 4.0 if diameter is None else float(diameter)
@@ -107,7 +108,7 @@ def make_probe(kind: str, N: int, *, diameter: float | None = None,  # noqa: N80
                           f"leave it unset for the default N/4 = {n / 4:g}")
     if not math.isfinite(float(defocus)):
         raise ConfigError(f"probe defocus: expected a finite phase in radians, got {defocus!r}; e.g. 3.14")
-    if not (isinstance(stop, (int, float)) and not isinstance(stop, bool) and 0.0 <= stop <= 0.9):
+    if not (is_num(stop) and 0.0 <= stop <= 0.9):
         raise ConfigError(f"probe stop: expected a fraction of the pupil radius in [0, 0.9], got {stop!r}; e.g. 0.3")
     if kind == "gaussian":
         return gaussian_probe(n, d)

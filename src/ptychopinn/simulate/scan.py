@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from ptychopinn.config_fields import is_int
 from ptychopinn.errors import ConfigError, DataFormatError, describe_array
 
 MAX_POSITIONS = 10_000_000
@@ -40,7 +41,7 @@ def valid_area(object_shape: tuple[int, int], N: int) -> tuple[float, float, flo
     if len(object_shape) != 2:
         raise ConfigError(f"object shape: expected (H, W), got {tuple(object_shape)!r}; pass obj.shape")
     h, w = (int(v) for v in object_shape)
-    if not isinstance(N, (int, np.integer)) or N < 1:
+    if not is_int(N) or N < 1:
         raise ConfigError(f"patch size N: expected a positive integer, got {N!r}; pass e.g. 64")
     half = int(N) // 2
     xmin, xmax, ymin, ymax = float(half), float(w - 1 - half), float(half), float(h - 1 - half)
@@ -68,7 +69,7 @@ def _take_n(positions: np.ndarray, n_points: int | None, kind: str,
             rng: np.random.Generator | None) -> np.ndarray:
     if n_points is None:
         return positions
-    if not isinstance(n_points, (int, np.integer)) or isinstance(n_points, bool) or n_points < 1:
+    if not is_int(n_points) or n_points < 1:
         raise ConfigError(f"n_points: expected a positive integer or None, got {n_points!r}; e.g. 500")
     m = positions.shape[0]
     if n_points > m:
@@ -250,7 +251,7 @@ def realistic_position_errors(m: int, *, rms: float = 10.0, outlier_fraction: fl
         ConfigError: negative sizes, a fraction outside [0, 1] or an empty range.
     """
     lo, hi = (float(v) for v in outlier_range)
-    ok = (isinstance(m, (int, np.integer)) and not isinstance(m, bool) and m >= 0 and math.isfinite(rms) and rms >= 0
+    ok = (is_int(m) and m >= 0 and math.isfinite(rms) and rms >= 0
           and 0.0 <= outlier_fraction <= 1.0 and math.isfinite(hi) and 0.0 <= lo <= hi)
     if not ok:
         raise ConfigError(f"position errors: expected m >= 0, rms >= 0, outlier_fraction in [0, 1] and 0 <= lo <= "

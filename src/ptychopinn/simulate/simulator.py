@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ptychopinn.config import ModelConfig, SimulationConfig
+from ptychopinn.config_fields import is_int
 from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError, DataFormatError, describe_array
 from ptychopinn.physics.fft import far_field_amplitude
@@ -120,11 +121,11 @@ def simulate_diffraction(
     if not (math.isfinite(nphotons) and nphotons > 0):
         raise ConfigError(f"nphotons: expected a positive finite mean count per pattern, got {nphotons!r}; "
                           "e.g. 1e6")
-    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ConfigError(f"batch_size: expected a positive integer, got {batch_size!r}; e.g. 1024")
     if not (math.isfinite(float(probe_scale)) and probe_scale > 0):
         raise ConfigError(f"probe_scale: expected a positive number, got {probe_scale!r}; the default is 4.0")
-    if isinstance(oversample, bool) or not isinstance(oversample, (int, np.integer)) or not 1 <= oversample <= 8:
+    if not is_int(oversample) or not 1 <= oversample <= 8:
         raise ConfigError(f"oversample: expected an integer from 1 to 8, got {oversample!r}; use 1 (pixel model) "
                           "or 2 (benchmark data)")
     m, n = pos.shape[0], p.shape[0]

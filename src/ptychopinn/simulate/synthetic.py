@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ptychopinn.config import SimulationConfig
+from ptychopinn.config_fields import is_int
 from ptychopinn.data.normalize import mean_pattern_energy
 from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError
@@ -89,7 +90,7 @@ def synthetic_training_scan(
     from ptychopinn.simulate.simulator import simulate_diffraction
 
     names = parse_kinds(kinds)
-    if isinstance(objects, bool) or not isinstance(objects, (int, np.integer)) or objects < 1:
+    if not is_int(objects) or objects < 1:
         raise ConfigError(f"synthetic objects: expected a positive integer, found {objects!r}; e.g. "
                           f"{SYNTHETIC_OBJECTS}")
     n, m = scan.N, scan.n_points

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ptychopinn.config import ExecutionConfig, TrainingConfig
+from ptychopinn.config_fields import is_int
 from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError
 
@@ -125,7 +126,7 @@ def adapt_model(
     from ptychopinn.training.run import TrainingDivergedError, prepare_training
 
     t0 = time.perf_counter()
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+    if not is_int(epochs) or epochs < 1:
         raise ConfigError(f"epochs: expected a positive integer number of adaptation epochs, found {epochs!r}; "
                           "e.g. 5")
     if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) \
