@@ -151,8 +151,8 @@ def run_refine(scan: ScanData, start: np.ndarray | None, origin: tuple[float, fl
                engine: str | None = None, until: float | None = None) -> None:
     """Refine ``iterations`` passes (``noise``: the misfit, ``engine``: the engine, default
     :class:`RefineConfig`'s) and emit the scores at :data:`CHECKPOINTS`; ``misfit`` is the refinement's own
-    normalised misfit. With ``until`` (seconds) it stops at the last pass that ends by then (judged from the
-    previous pass's duration) and emits that pass too."""
+    normalised misfit. With ``until`` (seconds) it stops at the first pass that ends after then and emits the
+    last pass that ended by then too (scoring is never timed)."""
     from ptychopinn.refine import create_reconstructor
 
     cfg = RefineConfig(iterations=iterations)
@@ -163,18 +163,25 @@ def run_refine(scan: ScanData, start: np.ndarray | None, origin: tuple[float, fl
     t0 = time.perf_counter()
     r = create_reconstructor(blind(scan), cfg, start=start, start_origin=origin)
     setup = time.perf_counter() - t0
-    last = offset_s + setup
+    pending = None
     for it in range(1, iterations + 1):
         r.iterate()
         secs = offset_s + setup + r.history[-1]["seconds"]
-        stop = until is not None and secs + (secs - last) > until
-        last = secs
-        if it in CHECKPOINTS or it == iterations or stop:
-            emit({"dataset": dataset, "method": method, "engine": r.engine, "noise": r.noise.name, "iterations": it,
-                  "seconds": round(secs, 3), "misfit": r.history[-1]["misfit"],
-                  **score(r.obj.cpu().numpy(), r.origin, scan)})
-        if stop:
-            return
+        over = until is not None and secs > until
+        if over and it > 1:
+            break
+        checkpoint = it in CHECKPOINTS or it == iterations or over  # one pass is always reported
+        if checkpoint or (until is not None and secs >= 0.5 * until):
+            rec = {"dataset": dataset, "method": method, "engine": r.engine, "noise": r.noise.name, "iterations": it,
+                   "seconds": round(secs, 3), "misfit": r.history[-1]["misfit"],
+                   **score(r.obj.cpu().numpy(), r.origin, scan)}
+            if checkpoint:
+                emit(rec)
+            pending = None if checkpoint else rec
+        if over:
+            break
+    if pending is not None:
+        emit(pending)
 
 
 def split_scan(scan: ScanData) -> tuple[ScanData, ScanData]:
