@@ -48,6 +48,10 @@ STITCH_SYNC = ("auto", "off", "phase", "phase+amplitude")
 UNITS = ("amplitude", "intensity", "auto")
 
 
+SAVED_MODEL_DEFAULTS: dict[str, Any] = {"offset_channels": False}
+"""Model fields added after models were first saved, with the value every model saved without them had."""
+
+
 @dataclass(frozen=True)
 class ModelConfig(ConfigBase):
     """Architecture and physics of the model.
@@ -59,10 +63,11 @@ class ModelConfig(ConfigBase):
     inside the range of every amplitude activation. ``generator``: ``'unet'`` (default) or ``'cnn'`` (the
     reference architecture, :data:`REFERENCE_GENERATOR`). ``n_filters_scale``: width multiplier; the
     default 1 is the measured choice (README, Quality benchmark and Performance); the reference surfaces pass
-    their own width 2. ``offset_channels`` (gridsize > 1): the generator also reads every member's offset from
-    its group's centre (two constant maps per pattern), so it knows the arrangement of the patches it must
-    make agree; groups draw their neighbours at random, so that arrangement differs from group to group
-    (README, "Where the network earns its place").
+    their own width 2. ``offset_channels`` (gridsize > 1; default on, measured: README "Where the network
+    stands"): the generator also reads every member's offset from its group's centre (two constant maps per
+    pattern), so it knows the arrangement of the patches it must make agree; groups draw their neighbours at
+    random, so that arrangement differs from group to group. Saved models are rebuilt with
+    :meth:`from_saved`.
     """
 
     N: int = 64
@@ -80,7 +85,7 @@ class ModelConfig(ConfigBase):
     probe_trainable: bool = False
     intensity_scale_trainable: bool = False
     cbam_encoder: bool = False
-    offset_channels: bool = False
+    offset_channels: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -102,6 +107,12 @@ class ModelConfig(ConfigBase):
     def channels(self) -> int:
         """C = gridsize**2, the number of patterns per sample."""
         return self.gridsize * self.gridsize
+
+    @classmethod
+    def from_saved(cls, d: dict[str, Any]) -> ModelConfig:
+        """The settings of a model saved by any version (archive, checkpoint): a field the saving version did not
+        have takes the value that rebuilds that model (:data:`SAVED_MODEL_DEFAULTS`), not today's default."""
+        return cls.from_dict({**SAVED_MODEL_DEFAULTS, **d})
 
     @property
     def input_channels(self) -> int:
@@ -289,46 +300,36 @@ REFINE_ENGINES = ("auto", "cg", "rpie")
 
 @dataclass(frozen=True)
 class RefineConfig(ConfigBase):
-    """Iterative refinement of a reconstruction on the physics (:mod:`ptychopinn.refine`).
+    """Iterative refinement of a reconstruction on the physics (:mod:`ptychopinn.refine`; measured choices of
+    every default: README "Refinement").
 
-    ``engine``: ``'cg'`` (``warmup`` rPIE passes, then whole-scan preconditioned conjugate gradients
-    with exact step lengths; object only), ``'rpie'`` (mini-batch rPIE; also refines probe and
-    positions) or ``'auto'`` (the default: ``'cg'`` when only the object is refined and its far-field
-    cache fits a quarter of the memory limit, else ``'rpie'``). ``iterations``: the most passes over
-    all patterns (each pattern is used once per pass). ``tolerance``: stop earlier once the misfit
-    has changed by less than this fraction in each of the last 5 passes without rising over them (0 or
-    None: run all ``iterations``; the default 1e-4 stops where the benchmark images stop improving, see
-    the README). ``time_limit``: stop after this many seconds (None = no limit). ``noise``: the
-    misfit minimised, ``'gaussian'`` (amplitude least squares), ``'poisson'`` (negative
-    log-likelihood of the counts) or ``'auto'`` (Gaussian for ``'cg'``, Poisson for ``'rpie'``: the
-    better of the two for each engine on the benchmarks, see the README). ``batch_size``: patterns
-    per rPIE mini-batch (and per chunk of the cg engine), drawn in a seeded random order.
-    ``alpha``: regularisation of the illumination preconditioner, in (0, 1], or None for the engine's
-    measured default (0.1 for ``'rpie'``; 0.01 for ``'cg'``, whose rPIE warm-up then gives the conjugate
-    gradients a better start, see the README); ``step``: rPIE object
-    step length (1 = full rPIE step). ``momentum``: after each rPIE pass the object moves on by
-    ``momentum`` times its accumulated change (heavy-ball acceleration of the slow, large-scale
-    phase; 0 = plain rPIE).
-    ``refine_probe`` updates the probe from iteration ``probe_start`` on (its energy is held fixed so
-    the object/probe scale cannot drift); ``'auto'`` (the default) refines it when the probe was estimated
-    from the data, or when a short trial shows that probe updates lower the misfit markedly (the given
-    probe does not explain the data; :mod:`ptychopinn.refine.probe_choice`); kept with ``engine='cg'``, which
-    refines the object only. ``probe_search``: start an
-    estimated probe from the best of several defocus candidates scored by a short trial (``'auto'``: when
-    the probe was estimated). ``refine_positions`` corrects scan positions from iteration
-    ``position_start`` on: a search of integer offsets up to ``position_search_radius`` pixels (None: N/2;
-    0: no search) by data misfit against the object of the other patterns, repeated every 4 iterations in
-    coarse-to-fine cycles of halving radius (:mod:`ptychopinn.refine.positions`), and least-squares sub-pixel
-    steps of at most ``max_position_step`` pixels per iteration; the affine part of the correction is removed
-    (the given positions set the scan's global geometry) and patterns that fit badly weigh less in the
-    object update while positions are refined.
-    ``probe_modes``: incoherent probe modes K of a mixed-state (partially coherent) probe
-    (:mod:`ptychopinn.refine.modes`); None = as many as the scan carries (1 for most files); modes beyond the
-    scan's are added and must be refined (``'auto'`` refines them). ``accelerator``: where the iterations run.
-    ``seed`` fixes the mini-batch order (results are
-    deterministic on the CPU). ``prior_weight``: pull the object toward a prior image (the network's, or the
-    start) with this weight relative to the data at a typically lit pixel (:mod:`ptychopinn.refine.prior`;
-    0 = off).
+    ``engine``: ``'cg'`` (``warmup`` rPIE passes, then whole-scan preconditioned conjugate gradients with exact
+    step lengths; object only), ``'rpie'`` (mini-batch rPIE; also probe and positions) or ``'auto'`` (``'cg'``
+    when only the object is refined and its far-field cache fits a quarter of the memory limit, else
+    ``'rpie'``). ``iterations``: the most passes over all patterns. ``tolerance``: stop once the misfit has
+    changed by less than this fraction in each of the last 5 passes without rising over them (0 or None: run
+    all). ``time_limit``: seconds (None = no limit). ``noise``: the misfit, ``'gaussian'`` (amplitude least
+    squares), ``'poisson'`` (negative log-likelihood of the counts) or ``'auto'`` (Gaussian for ``'cg'``,
+    Poisson for ``'rpie'``). ``batch_size``: patterns per rPIE mini-batch (and per chunk of the cg engine), in a
+    seeded random order. ``alpha``: regularisation of the illumination preconditioner in (0, 1], or None for
+    the engine's default (0.1 for ``'rpie'``, 0.01 for ``'cg'``); ``step``: rPIE object step length (1 = full
+    step). ``momentum``: after each rPIE pass the object moves on by ``momentum`` times its accumulated change
+    (heavy-ball acceleration of the slow, large-scale phase; 0 = plain rPIE).
+    ``refine_probe`` updates the probe from iteration ``probe_start`` on (energy held fixed, so the
+    object/probe scale cannot drift); ``'auto'`` refines it when the probe was estimated from the data or a
+    short trial shows that probe updates lower the misfit markedly (:mod:`ptychopinn.refine.probe_choice`);
+    kept with ``engine='cg'``. ``probe_search``: start an estimated probe from the best of several defocus
+    candidates scored by a short trial (``'auto'``: when the probe was estimated). ``refine_positions``
+    corrects positions from iteration ``position_start`` on: a search of integer offsets up to
+    ``position_search_radius`` pixels (None: N/2; 0: none) by data misfit against the object of the other
+    patterns, every 4 iterations in coarse-to-fine cycles (:mod:`ptychopinn.refine.positions`), and
+    least-squares sub-pixel steps of at most ``max_position_step`` pixels per iteration; the affine part of the
+    correction is removed and badly fitting patterns weigh less in the object update meanwhile.
+    ``probe_modes``: incoherent modes K of a mixed-state probe (:mod:`ptychopinn.refine.modes`); None = as many
+    as the scan carries; modes beyond the scan's are added and must be refined. ``accelerator``: where the
+    iterations run. ``seed`` fixes the mini-batch order (deterministic on the CPU). ``prior_weight``: pull the
+    object toward a prior image (the network's, or the start) with this weight relative to the data at a
+    typically lit pixel (:mod:`ptychopinn.refine.prior`; 0 = off).
     """
 
     iterations: int = 200

@@ -154,10 +154,10 @@ def test_cbam_starts_as_a_near_identity() -> None:
     (gates ~0.5) each block quartered the features, the N=64 bottleneck was ~50x smaller than without CBAM
     and the output almost independent of the input, which trapped training at a flat amplitude."""
     model = make_model(64, gridsize=2, cbam_encoder=True)
-    x, _ = make_batch(model, b=4)
+    x, off = make_batch(model, b=4)
     enc = model.generator.encoder
     with torch.no_grad():
-        h = x
+        h = model.generator_input(x, off)
         for block, att in zip(enc.blocks, enc.attention, strict=True):
             h = block(h)
             ratio = float(att(h).norm() / h.norm())
@@ -217,7 +217,7 @@ def test_overlap_applied_only_with_object_big() -> None:
         model = make_model(32, gridsize=2, object_big=big)
         x, off = make_batch(model)
         with torch.no_grad():
-            raw = model.generator(x)
+            raw = model.generator(model.generator_input(x, off))
             obj = model.predict_patches(x, off)
         assert torch.equal(raw, obj) != big
 
@@ -389,7 +389,7 @@ def test_offset_channels_let_the_generator_see_the_group_geometry(generator: str
     # The same four patterns at another arrangement must give other patches before the overlap step: the
     # generator reads the offsets. Without offset_channels it cannot (the control).
     seen = make_model(32, gridsize=2, generator=generator, offset_channels=True)
-    blind = make_model(32, gridsize=2, generator=generator)
+    blind = make_model(32, gridsize=2, generator=generator, offset_channels=False)
     assert seen.config.input_channels == 12 and blind.config.input_channels == 4
     x, off = make_batch(seen)
     moved = off.flip(-1) * 1.5
@@ -411,3 +411,15 @@ def test_offset_channels_model_trains_and_round_trips() -> None:
     fresh.load_state_dict(model.state_dict())
     with torch.no_grad():
         assert torch.equal(fresh(x, off)[0], model(x, off)[0])
+
+
+def test_models_saved_before_offset_channels_rebuild_as_they_were() -> None:
+    # A gridsize-2 archive or checkpoint written before the field existed holds a generator without offset maps;
+    # it must load as that model, while a new configuration gets the measured default.
+    saved = ModelConfig(N=32, gridsize=2, offset_channels=False).to_dict()
+    del saved["offset_channels"]
+    old = PtychoPINN(ModelConfig.from_saved(saved), make_probe(32), S0)
+    assert old.config.input_channels == 4
+    assert ModelConfig.from_dict(saved).offset_channels is True
+    again = PtychoPINN(ModelConfig.from_saved(old.config.to_dict()), make_probe(32), S0)
+    again.load_state_dict(old.state_dict())

@@ -34,7 +34,7 @@ def test_output_shapes_dtypes_and_ranges(n: int, gridsize: int) -> None:
     assert isinstance(model.generator, UNetGenerator)
     x = torch.rand(2, gridsize**2, n, n)
     with torch.no_grad():
-        obj = model.generator(x)
+        obj = model.generator(model.generator_input(x, torch.randn(2, gridsize**2, 2)))
     assert obj.shape == (2, gridsize**2, n, n) and obj.dtype == torch.complex64
     assert float(obj.abs().min()) >= 0 and float(obj.angle().abs().max()) <= math.pi
 

@@ -298,7 +298,7 @@ class CNNGenerator(nn.Module):
         super().__init__()
         n, s, c = config.N, config.n_filters_scale, config.channels
         self.N = n
-        self.channels = c
+        self.channels, self.input_channels = c, config.input_channels
         self.encoder = Encoder(config.input_channels, n, s, config.cbam_encoder)
         self.decoder_amp = Decoder(n, s)
         self.decoder_phase = Decoder(n, s)
@@ -337,17 +337,17 @@ def forward_flops(model: nn.Module, N: int, C: int) -> int:
     ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matrix products, 2 per
     multiply-add; element-wise ops and FFTs are not counted). Divide by ``C`` for per pattern.
 
-    ``model`` is a generator (``forward(x)``) or a module whose forward also takes
-    ``relative_offsets`` ``[B, C, 2]`` (zeros are passed).
+    ``model`` is a generator (``forward(x)``, fed its ``input_channels``: the C patterns and, with
+    ``offset_channels``, their offset maps) or a module whose forward also takes ``relative_offsets``
+    ``[B, C, 2]`` (zeros are passed).
     """
     from torch.utils.flop_counter import FlopCounterMode
 
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
-    x = torch.rand(1, C, N, N, device=device)
-    args: tuple[torch.Tensor, ...] = (x,)
+    args: tuple[torch.Tensor, ...] = (torch.rand(1, int(getattr(model, "input_channels", C)), N, N, device=device),)
     if "relative_offsets" in inspect.signature(model.forward).parameters:
-        args = (x, torch.zeros(1, C, 2, device=device))
+        args = (torch.rand(1, C, N, N, device=device), torch.zeros(1, C, 2, device=device))
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model(*args)

@@ -46,7 +46,7 @@ class UNetGenerator(nn.Module):
         super().__init__()
         n, c = config.N, config.channels
         w = 16 * config.n_filters_scale
-        self.N, self.channels = n, c
+        self.N, self.channels, self.input_channels = n, c, config.input_channels
         self.enc1 = DoubleConv(4 * config.input_channels, w)
         self.enc2 = DoubleConv(w, 2 * w)
         self.bottom = DoubleConv(2 * w, 4 * w)
