@@ -48,10 +48,6 @@ STITCH_SYNC = ("auto", "off", "phase", "phase+amplitude")
 UNITS = ("amplitude", "intensity", "auto")
 
 
-SAVED_MODEL_DEFAULTS: dict[str, Any] = {"offset_channels": False}
-"""Model fields added after models were first saved, with the value every model saved without them had."""
-
-
 @dataclass(frozen=True)
 class ModelConfig(ConfigBase):
     """Architecture and physics of the model.
@@ -63,11 +59,10 @@ class ModelConfig(ConfigBase):
     inside the range of every amplitude activation. ``generator``: ``'unet'`` (default) or ``'cnn'`` (the
     reference architecture, :data:`REFERENCE_GENERATOR`). ``n_filters_scale``: width multiplier; the
     default 1 is the measured choice (README, Quality benchmark and Performance); the reference surfaces pass
-    their own width 2. ``offset_channels`` (gridsize > 1; default on, measured: README "Where the network
-    stands"): the generator also reads every member's offset from its group's centre (two constant maps per
-    pattern), so it knows the arrangement of the patches it must make agree; groups draw their neighbours at
-    random, so that arrangement differs from group to group. Saved models are rebuilt with
-    :meth:`from_saved`.
+    their own width 2. ``offset_channels`` (gridsize > 1): the generator also reads every member's offset from
+    its group's centre (two constant maps per pattern), so it knows the arrangement of the patches it must
+    make agree (groups draw their neighbours at random, so it differs from group to group); off by default,
+    measured in README "Where the network stands".
     """
 
     N: int = 64
@@ -85,7 +80,7 @@ class ModelConfig(ConfigBase):
     probe_trainable: bool = False
     intensity_scale_trainable: bool = False
     cbam_encoder: bool = False
-    offset_channels: bool = True
+    offset_channels: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -107,12 +102,6 @@ class ModelConfig(ConfigBase):
     def channels(self) -> int:
         """C = gridsize**2, the number of patterns per sample."""
         return self.gridsize * self.gridsize
-
-    @classmethod
-    def from_saved(cls, d: dict[str, Any]) -> ModelConfig:
-        """The settings of a model saved by any version (archive, checkpoint): a field the saving version did not
-        have takes the value that rebuilds that model (:data:`SAVED_MODEL_DEFAULTS`), not today's default."""
-        return cls.from_dict({**SAVED_MODEL_DEFAULTS, **d})
 
     @property
     def input_channels(self) -> int:

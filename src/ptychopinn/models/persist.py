@@ -137,7 +137,7 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     if not isinstance(cfg.get("model"), dict):
         raise _bad_config(where, f"has no 'model' section (found keys {sorted(cfg)})")
     try:
-        model_config = ModelConfig.from_saved(cfg["model"])
+        model_config = ModelConfig.from_dict(cfg["model"])
     except PtychoInputError as exc:
         raise ArchiveError(f"{where}: the saved model configuration is invalid ({exc}); "
                            f"re-save the model with this version of ptychopinn") from None

@@ -76,7 +76,7 @@ class PINNLightningModule(L.LightningModule):
         super().__init__()
         from ptychopinn.models.pinn import PtychoPINN
 
-        mcfg = ModelConfig.from_saved(dict(model_config))
+        mcfg = ModelConfig.from_dict(dict(model_config))
         tcfg = TrainingConfig.from_dict({k: v for k, v in dict(training_config).items()
                                          if k not in TrainingConfig.RETIRED_FIELDS})
         for name, v in (("intensity_scale", intensity_scale), ("input_scale", input_scale)):
