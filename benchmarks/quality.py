@@ -192,14 +192,15 @@ def split_scan(scan: ScanData) -> tuple[ScanData, ScanData]:
 
 
 def _train(scan: ScanData, n: int, width: int, gridsize: int, generator: str, epochs: int,
-           seed: int) -> tuple[Any, float]:
+           seed: int, offset_channels: bool = False) -> tuple[Any, float]:
     """(trained PtychoPINN, seconds) on ``scan`` with the benchmark's training settings; no truth is used."""
     from ptychopinn.workflows import train_model
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         out = train_model(blind(scan), output_dir=Path(tmp) / "run",
-                          model=ModelConfig(N=n, n_filters_scale=width, gridsize=gridsize, generator=generator),
+                          model=ModelConfig(N=n, n_filters_scale=width, gridsize=gridsize, generator=generator,
+                                            offset_channels=offset_channels),
                           training=TrainingConfig(nepochs=epochs, batch_size=16, learning_rate=2e-3,
                                                   scheduler="cosine", warmup_epochs=1, seed=seed),
                           execution=ExecutionConfig(accelerator="cpu", logger="none",
@@ -231,7 +232,8 @@ def run_row(regime: str, dataset: str, train: ScanData, test: ScanData, args: ar
     from ptychopinn.inference.predict import reconstruct
 
     n = train.N
-    model, train_s = _train(train, n, args.width, args.gridsize, args.generator, args.epochs, args.seed)
+    model, train_s = _train(train, n, args.width, args.gridsize, args.generator, args.epochs, args.seed,
+                            args.offset_channels)
     on_scan = train_s if regime in ("self", "part") else 0.0
     if regime == "adapt":
         from ptychopinn.training.adapt import adapt_model
@@ -278,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--width", type=int, default=None, help="n_filters_scale of the network (default: the default's)")
     ap.add_argument("--gridsize", type=int, default=1, help="network gridsize (C = gridsize**2 patterns per sample)")
+    ap.add_argument("--offset-channels", action="store_true", help="gridsize > 1: the generator reads the group's offsets")
     ap.add_argument("--generator", default=ModelConfig().generator,
                     help="registered generator name (default: the default model's)")
     ap.add_argument("--iterations", type=int, default=None, help="passes of network + refinement")
@@ -307,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rec), flush=True)
 
     emit({**machine_record(), "N": n, "object_size": size, "epochs": args.epochs, "n_filters_scale": args.width,
-          "oversample": 2, "gridsize": args.gridsize, "generator": args.generator})
+          "oversample": 2, "gridsize": args.gridsize, "offset_channels": args.offset_channels,
+          "generator": args.generator})
     rows = [(kind, dose, step, "") for kind in args.kinds.split(",") for dose in doses]
     if args.sparse:
         rows += [(kind, doses[0], 2 * step, "-sparse") for kind in args.kinds.split(",")]
