@@ -280,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--width", type=int, default=None, help="n_filters_scale of the network (default: the default's)")
     ap.add_argument("--gridsize", type=int, default=1, help="network gridsize (C = gridsize**2 patterns per sample)")
-    ap.add_argument("--offset-channels", action="store_true", help="gridsize > 1: the generator reads the group's offsets")
+    ap.add_argument("--offset-channels", action="store_true",
+                    help="gridsize > 1: the generator reads the group's offsets")
     ap.add_argument("--generator", default=ModelConfig().generator,
                     help="registered generator name (default: the default model's)")
     ap.add_argument("--iterations", type=int, default=None, help="passes of network + refinement")
