@@ -1,6 +1,6 @@
 """Generators (looked up by name in a registry) and the PINN module (generator + physics).
 
-Importing this package imports torch and registers the built-in ``'cnn'`` generator.
+Importing this package imports torch and registers the built-in generators (``'cnn'``, ``'unet'``).
 """
 
 from ptychopinn.models import cnn as cnn  # noqa: F401 - the import registers the 'cnn' generator
