@@ -14,7 +14,6 @@ what it was adapted on is exactly what inference feeds it (:attr:`AdaptResult.in
 from __future__ import annotations
 
 import logging
-import math
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ptychopinn.config import ExecutionConfig, TrainingConfig
-from ptychopinn.config_fields import is_int
+from ptychopinn.config_fields import is_int, is_num
 from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError
 
@@ -122,15 +121,15 @@ def adapt_model(
         AdaptationDivergedError: the loss became non-finite (lower ``learning_rate``).
         KeyboardInterrupt: Ctrl-C (nothing was written).
     """
-    from ptychopinn.inference.predict import check_scan_fits_model, resolve_device
+    from ptychopinn.inference.predict import check_scan_fits_model
+    from ptychopinn.runtime import resolve_device
     from ptychopinn.training.run import TrainingDivergedError, prepare_training
 
     t0 = time.perf_counter()
     if not is_int(epochs) or epochs < 1:
         raise ConfigError(f"epochs: expected a positive integer number of adaptation epochs, found {epochs!r}; "
                           "e.g. 5")
-    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) \
-            or not (math.isfinite(learning_rate) and learning_rate > 0):
+    if not is_num(learning_rate) or learning_rate <= 0:
         raise ConfigError(f"learning_rate: expected a finite number > 0, found {learning_rate!r}; "
                           f"e.g. {ADAPT_LEARNING_RATE:g}")
     if not isinstance(scan, ScanData):
