@@ -46,6 +46,9 @@ LOGGERS = ("csv", "tensorboard", "mlflow", "none")
 CLIP_ALGORITHMS = ("norm", "value")
 STITCH_SYNC = ("auto", "off", "phase", "phase+amplitude")
 UNITS = ("amplitude", "intensity", "auto")
+OBJECT_KINDS = ("lines", "grf", "image")
+PROBE_KINDS = ("focused", "gaussian")
+SCAN_PATTERNS = ("raster", "spiral")
 
 
 @dataclass(frozen=True)
@@ -424,7 +427,7 @@ class SimulationConfig(ConfigBase):
         check_int("oversample", self.oversample, 1, 8)
         require(self.N % 2 == 0, "N", "an even integer", self.N)
         check_int("object_size", self.object_size, self.N + 2)
-        check_choice("object_kind", self.object_kind, ("lines", "grf", "image"))
+        check_choice("object_kind", self.object_kind, OBJECT_KINDS)
         require(isinstance(self.image_name, str), "image_name", "a string", self.image_name)
         require(self.phase_image is None or isinstance(self.phase_image, str), "phase_image",
                  "a bundled image name or null", self.phase_image)
@@ -436,9 +439,9 @@ class SimulationConfig(ConfigBase):
             object.__setattr__(self, name, (float(v[0]), float(v[1])))
         require(self.amplitude_range[0] >= 0.0, "amplitude_range", "non-negative amplitudes",
                  self.amplitude_range)
-        check_choice("probe_kind", self.probe_kind, ("focused", "gaussian"))
+        check_choice("probe_kind", self.probe_kind, PROBE_KINDS)
         check_num("probe_diameter", self.probe_diameter, 0.0, strict=True, optional=True)
-        check_choice("scan", self.scan, ("raster", "spiral"))
+        check_choice("scan", self.scan, SCAN_PATTERNS)
         check_num("overlap", self.overlap, 0.0)
         require(self.overlap < 0.95, "overlap", "a fraction in [0, 0.95)", self.overlap)
         check_num("jitter", self.jitter, 0.0)

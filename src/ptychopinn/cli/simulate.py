@@ -17,55 +17,60 @@ from ptychopinn.io.outputs import LOCK_NAME
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``simulate`` sub-command (cheap: imports nothing heavy)."""
+    """Add the ``simulate`` sub-command (cheap: imports nothing heavy; defaults and choices come from
+    :class:`~ptychopinn.config.SimulationConfig`)."""
     p = subparsers.add_parser(
         "simulate",
         help="simulate train/test scans (NPZ) with Poisson noise",
         description="Simulate a ptychographic training scan and a test scan of a different object, through "
                     "the same forward model training uses, and write train.npz, test.npz and preview.png.",
     )
+    from ptychopinn.config import OBJECT_KINDS, PROBE_KINDS, SCAN_PATTERNS, SimulationConfig
+
+    d = SimulationConfig()  # every default below is the config's (one place)
     p.add_argument("--output-dir", required=True, type=Path, metavar="DIR",
                    help="folder for train.npz, test.npz and preview.png (created if missing)")
-    p.add_argument("--N", type=int, default=64, dest="N",
-                   help="diffraction pattern / probe size in pixels, even (default: 64)")
-    p.add_argument("--object-size", type=int, default=256, metavar="PX",
-                   help="side of the square object in pixels, > N (default: 256)")
-    p.add_argument("--object", choices=("lines", "grf", "image"), default="image", dest="object_kind",
+    p.add_argument("--N", type=int, default=d.N, dest="N",
+                   help="diffraction pattern / probe size in pixels, even (default: %(default)s)")
+    p.add_argument("--object-size", type=int, default=d.object_size, metavar="PX",
+                   help="side of the square object in pixels, > N (default: %(default)s)")
+    p.add_argument("--object", choices=OBJECT_KINDS, default=d.object_kind, dest="object_kind",
                    help="object kind: random lines, Gaussian random field, or a bundled natural image "
-                        "(default: image)")
-    p.add_argument("--image", default="camera", metavar="NAME",
+                        "(default: %(default)s)")
+    p.add_argument("--image", default=d.image_name, metavar="NAME",
                    help="training object for --object image: a scikit-image sample bundled with the package "
-                        "(camera, astronaut, coins, moon, coffee, chelsea, rocket, ...; default: camera)")
+                        "(camera, astronaut, coins, moon, coffee, chelsea, rocket, ...; default: %(default)s)")
     p.add_argument("--test-image", default=None, metavar="NAME",
                    help="test object for --object image (default: the image after --image in the list)")
     p.add_argument("--test-seed", type=int, default=None, metavar="INT",
                    help="seed of the test scan: its object (lines/grf), jitter and noise "
                         "(default: --seed + 1)")
-    p.add_argument("--probe", choices=("focused", "gaussian"), default="focused", dest="probe_kind",
+    p.add_argument("--probe", choices=PROBE_KINDS, default=d.probe_kind, dest="probe_kind",
                    help="probe: focused beam (aperture with defocus, Airy rings) or Gaussian "
-                        "(default: focused)")
-    p.add_argument("--probe-diameter", type=number, default=None, metavar="PX",
+                        "(default: %(default)s)")
+    p.add_argument("--probe-diameter", type=number, default=d.probe_diameter, metavar="PX",
                    help="central spot diameter in pixels: first Airy zero (focused) or FWHM (gaussian) "
                         "(default: N/4)")
-    p.add_argument("--scan", choices=("raster", "spiral"), default="raster",
-                   help="scan pattern: jittered raster grid or Fermat spiral (default: raster)")
-    p.add_argument("--overlap", type=number, default=0.7,
+    p.add_argument("--scan", choices=SCAN_PATTERNS, default=d.scan,
+                   help="scan pattern: jittered raster grid or Fermat spiral (default: %(default)s)")
+    p.add_argument("--overlap", type=number, default=d.overlap,
                    help="linear overlap of neighbouring probe footprints in [0, 0.95); "
-                        "step = (1 - overlap) * 90%%-energy probe diameter (default: 0.7)")
-    p.add_argument("--jitter", type=number, default=0.5, metavar="PX",
-                   help="raster position jitter, uniform in [-jitter, jitter] pixels (default: 0.5)")
-    p.add_argument("--n-points", type=int, default=None, metavar="INT",
+                        "step = (1 - overlap) * 90%%-energy probe diameter (default: %(default)s)")
+    p.add_argument("--jitter", type=number, default=d.jitter, metavar="PX",
+                   help="raster position jitter, uniform in [-jitter, jitter] pixels (default: %(default)s)")
+    p.add_argument("--n-points", type=int, default=d.n_points, metavar="INT",
                    help="scan points per scan: a random subset (raster) or the innermost points (spiral) "
                         "(default: all that fit)")
-    p.add_argument("--nphotons", type=number, default=1e6,
-                   help="expected mean total photon count per pattern (default: 1e6)")
+    p.add_argument("--nphotons", type=number, default=d.nphotons,
+                   help="expected mean total photon count per pattern (default: %(default)g)")
     p.add_argument("--no-poisson", action="store_false", dest="poisson",
                    help="store the noiseless expected amplitudes instead of Poisson-sampled counts")
-    p.add_argument("--oversample", type=int, default=1, metavar="S",
+    p.add_argument("--oversample", type=int, default=d.oversample, metavar="S",
                    help="form exit waves on an S times finer grid and keep the central N x N of the far field, "
-                        "so the data do not follow the reconstruction's pixel model (default: 1; benchmarks use 2)")
-    p.add_argument("--seed", type=int, default=0, metavar="INT",
-                   help="seed of the training scan: object (lines/grf), jitter and noise (default: 0)")
+                        "so the data do not follow the reconstruction's pixel model (default: %(default)s; "
+                        "benchmarks use 2)")
+    p.add_argument("--seed", type=int, default=d.seed, metavar="INT",
+                   help="seed of the training scan: object (lines/grf), jitter and noise (default: %(default)s)")
     add_common_options(p)
     p.set_defaults(func=command(run, plan))
 

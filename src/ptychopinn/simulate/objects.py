@@ -27,11 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from ptychopinn.config import OBJECT_KINDS  # valid ``kind`` values of make_object
 from ptychopinn.config_fields import is_int
 from ptychopinn.errors import ConfigError
-
-OBJECT_KINDS: tuple[str, ...] = ("lines", "grf", "image")
-"""Valid ``kind`` values of :func:`make_object`."""
 
 AVAILABLE_IMAGES: tuple[str, ...] = (
     "camera", "astronaut", "coins", "coffee", "chelsea", "immunohistochemistry",

@@ -32,11 +32,9 @@ import math
 
 import numpy as np
 
+from ptychopinn.config import PROBE_KINDS  # valid ``kind`` values of make_probe
 from ptychopinn.config_fields import is_int, is_num
 from ptychopinn.errors import ConfigError
-
-PROBE_KINDS: tuple[str, ...] = ("focused", "gaussian")
-"""Valid ``kind`` values of :func:`make_probe`."""
 
 DEFAULT_DEFOCUS = math.pi / 2
 """Quadratic pupil phase (radians) at the pupil edge of the focused probe: a quarter wave of defocus."""
