@@ -95,7 +95,6 @@ def build_args(argv: Sequence[str]) -> dict[str, Any]:
     training = TrainingConfig(
         nepochs=a.max_epochs, batch_size=a.batch_size, n_groups=n_groups, learning_rate=a.learning_rate,
         scheduler=map_scheduler(a.scheduler), early_stop_patience=a.early_stop_patience,
-        neighbor_count=max(4, a.gridsize * a.gridsize - 1),
         enable_oversampling=n_groups is not None and a.gridsize > 1)
     execution = ExecutionConfig(
         accelerator=accelerator, deterministic=bool(a.deterministic), num_workers=a.num_workers,

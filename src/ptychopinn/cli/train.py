@@ -170,7 +170,7 @@ def build_configs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     field is an error that lists the valid names; flags then override single fields.
     """
     from ptychopinn.config import RUN_SECTIONS, ExecutionConfig, ModelConfig, TrainingConfig
-    from ptychopinn.config_fields import is_int, sketch
+    from ptychopinn.config_fields import sketch
     from ptychopinn.config_files import load_config_file
     from ptychopinn.errors import ConfigError
 
@@ -211,10 +211,6 @@ def build_configs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
         set_if(execution, key, getattr(args, attr))
     if not show_progress(args):
         execution["enable_progress_bar"] = False
-    gs = model.get("gridsize", 1)
-    # a gridsize of the wrong type is reported by ModelConfig below, not by this comparison
-    if is_int(gs) and gs > 1 and "neighbor_count" not in training:
-        training["neighbor_count"] = max(4, gs * gs - 1)
     return ModelConfig.from_dict(model), TrainingConfig.from_dict(training), ExecutionConfig.from_dict(execution)
 
 
