@@ -36,22 +36,18 @@ prepare_cpu_runtime()
 import argparse  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 from ptychopinn.config import (  # noqa: E402
-    ExecutionConfig,
     InferenceConfig,
     ModelConfig,
     RefineConfig,
-    TrainingConfig,
 )
 from ptychopinn.data.scan import ScanData  # noqa: E402
-from quality import blind, machine_record, make_scans, score  # noqa: E402
+from quality import blind, machine_record, make_scans, score, train_network  # noqa: E402
 
 CHECKPOINTS = (5, 10, 15, 20, 25, 30, 40, 50)
 EQUAL_TIME_PASSES = (20, 50)
@@ -112,19 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({**machine_record(), "N": n, "object_size": size, "epochs": epochs, "oversample": 2,
                       "iterations": args.iterations, "sigma": args.sigma}), flush=True)
     from ptychopinn.inference.predict import reconstruct
-    from ptychopinn.workflows import train_model
 
     summary: list[dict[str, Any]] = []
     for dose in [float(d) for d in args.doses.split(",")]:
         train, test = make_scans("image", n, size, dose, step, args.seed)
-        with tempfile.TemporaryDirectory() as tmp:
-            t0 = time.perf_counter()
-            model = train_model(blind(train), output_dir=Path(tmp) / "run", model=ModelConfig(N=n),
-                                training=TrainingConfig(nepochs=epochs, batch_size=16, learning_rate=2e-3,
-                                                        scheduler="cosine", warmup_epochs=1, seed=args.seed),
-                                execution=ExecutionConfig(accelerator="cpu", logger="none", enable_progress_bar=False,
-                                                          enable_checkpointing=False)).model
-            train_s = time.perf_counter() - t0
+        default = ModelConfig()
+        model, train_s = train_network(train, n, default.n_filters_scale, 1, default.generator, epochs, args.seed)
         t0 = time.perf_counter()
         net = reconstruct(model, blind(test), InferenceConfig(stitch_sync="off"), device="cpu")
         record = {"dose": dose, "patterns": test.n_points}

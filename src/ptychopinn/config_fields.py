@@ -59,7 +59,7 @@ def is_int(v: Any) -> TypeGuard[int]:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
-def is_num(v: Any) -> bool:
+def is_num(v: Any) -> TypeGuard[float]:
     """A finite number: an integer as in :func:`is_int` or a float (not a bool)."""
     if not (is_int(v) or isinstance(v, float)):
         return False

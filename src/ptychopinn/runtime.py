@@ -63,3 +63,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     except RuntimeError:
         raise ConfigError(f"device: expected 'auto', 'cpu', 'cuda', 'gpu', 'mps' or e.g. 'cuda:1', "
                           f"found {device!r}; pass one of those") from None
+
+
+def uses_cuda(accelerator: str) -> bool:
+    """Whether an accelerator name (``ExecutionConfig.accelerator``) runs on a CUDA GPU on this machine: 'gpu' or
+    'cuda', or 'auto' where one is available (imports torch)."""
+    import torch
+
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())

@@ -18,7 +18,6 @@ a fresh process needs nothing but the archive.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any
 import torch
 
 from ptychopinn.config import ModelConfig
+from ptychopinn.config_fields import is_num
 from ptychopinn.errors import ArchiveError, PtychoInputError
 from ptychopinn.io.archive import load_archive, resolve_archive_path, save_archive
 from ptychopinn.models.pinn import PtychoPINN
@@ -145,7 +145,7 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     if not isinstance(training, dict):
         raise _bad_config(where, f"'training' must be an object, found {type(training).__name__}")
     s0 = cfg.get("intensity_scale")
-    if isinstance(s0, bool) or not isinstance(s0, (int, float)) or not (math.isfinite(s0) and s0 > 0):
+    if not is_num(s0) or s0 <= 0:
         raise _bad_config(where, f"'intensity_scale' must be a finite number > 0, found {s0!r}")
     tensors = dict(archive.tensors)
     bad = [k for k, t in tensors.items() if (t.is_floating_point() or t.is_complex()) and not bool(t.isfinite().all())]

@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from ptychopinn.physics.noise import NoiseModel
+from ptychopinn.physics.probe import gaussian_smooth
 
 __all__ = ["Prior", "SmoothingPrior", "direction_fraction"]
 
@@ -102,11 +102,8 @@ class SmoothingPrior(Prior):
                  sigma: float = 1.0) -> None:
         super().__init__(torch.zeros(covered.shape, dtype=torch.complex64, device=covered.device), covered, mu, step)
         self.shape = shape
-        fy = np.fft.fftfreq(shape[0])[:, None]
-        fx = np.fft.fftfreq(shape[1])[None, :]
-        kernel = np.exp(-2.0 * (math.pi * sigma) ** 2 * (fx**2 + fy**2)).astype(np.float32)
-        self.kernel = torch.from_numpy(kernel).to(covered.device)
+        self.sigma = float(sigma)
 
     def target(self, obj: torch.Tensor) -> torch.Tensor:
-        smooth = torch.fft.ifft2(torch.fft.fft2(obj.view(self.shape)) * self.kernel)
+        smooth = gaussian_smooth(obj.view(self.shape), self.sigma)
         return smooth.reshape(-1).to(torch.complex64) * self.mask

@@ -33,6 +33,7 @@ from ptychopinn.data.normalize import intensity_scale as compute_intensity_scale
 from ptychopinn.data.normalize import mean_pattern_energy
 from ptychopinn.data.scan import ScanData
 from ptychopinn.errors import ConfigError, DataFormatError, describe_array
+from ptychopinn.runtime import uses_cuda
 
 __all__ = ["GroupedDataset", "PtychoDataModule", "check_scans_fit_model", "passthrough_collate"]
 
@@ -292,7 +293,7 @@ class PtychoDataModule(L.LightningDataModule):
         workers = self.execution_config.num_workers
         gen = torch.Generator()
         gen.manual_seed(self.training_config.seed)
-        pin = torch.cuda.is_available() and self.execution_config.accelerator in ("auto", "gpu", "cuda")
+        pin = uses_cuda(self.execution_config.accelerator) and torch.cuda.is_available()
         # A standard sampler + batch_size (no custom batch sampler) so Lightning can swap in a
         # DistributedSampler under DDP; batching itself happens in the dataset's __getitems__.
         trainer = getattr(self, "trainer", None)

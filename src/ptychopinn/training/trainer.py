@@ -39,6 +39,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from ptychopinn.config import ExecutionConfig, TrainingConfig
 from ptychopinn.errors import ConfigError
 from ptychopinn.io.atomic import remove_stale_temp_files, temp_prefix_suffix
+from ptychopinn.runtime import uses_cuda
 from ptychopinn.training.guards import StopOnInterrupt
 
 __all__ = ["LAST_NAME", "AtomicCheckpointIO", "DivergenceGuardedCheckpoint", "EpochLog", "LossHistory",
@@ -74,9 +75,6 @@ def map_precision(precision: str) -> str:
     """Lightning precision name: '32' is '32-true'; mixed precisions pass through."""
     return "32-true" if precision == "32" else precision
 
-
-def _uses_cuda(accelerator: str) -> bool:
-    return accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
 
 
 def with_filename(exc: BaseException, path: str | Path) -> BaseException:
@@ -375,7 +373,7 @@ def build_trainer(execution: ExecutionConfig, training: TrainingConfig, output_d
     # constraint places patches; 'warn' keeps every other op deterministic there. On CPU everything is.
     deterministic: bool | Literal["warn"] = False
     if execution.deterministic:
-        deterministic = "warn" if _uses_cuda(map_accelerator(execution.accelerator)) else True
+        deterministic = "warn" if uses_cuda(map_accelerator(execution.accelerator)) else True
 
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
